@@ -1,0 +1,166 @@
+"""GenePT-w: a cell is the expression-weighted, L2-normalised sum of its genes' embeddings.
+
+Works block by block over the rows of any matrix AnnData can hold (dense, CSR, CSC, backed
+HDF5), so memory stays bounded by the block size. Each block's matched genes are made dense
+and multiplied with one BLAS call: at single-cell densities (~10 % non-zero) multithreaded
+dense GEMM beats scipy's single-threaded sparse × dense product several-fold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from tqdm.auto import tqdm
+
+#: Library size every cell is scaled to before log1p (fixed, so a cell's embedding does not
+#: depend on which other cells are in the dataset or the block).
+TARGET_SUM = 1e4
+_BLOCK_BYTES = 128 * 2**20  # dense float32 block of matched genes
+_PROGRESS_MIN_BLOCKS = 5
+
+
+class ScaledDataError(ValueError):
+    """The expression matrix has negative values, so it cannot weight gene embeddings."""
+
+
+@dataclass
+class WeightedSum:
+    """Result of :func:`genept_w`."""
+
+    embedding: np.ndarray
+    n_empty: int
+    fraction_counts_covered: float
+    log_normalized: bool
+
+
+def default_block_rows(n_matched: int) -> int:
+    """Rows per block so that the dense block of matched genes stays near 128 MiB."""
+    return int(np.clip(_BLOCK_BYTES // (4 * max(n_matched, 1)), 256, 65536))
+
+
+def genept_w(
+    matrix,
+    var_index: np.ndarray,
+    gene_vectors: np.ndarray,
+    *,
+    normalize: bool | None,
+    block_rows: int | None = None,
+) -> WeightedSum:
+    """Embed every row (cell) of ``matrix``.
+
+    Parameters
+    ----------
+    matrix
+        Cells × genes expression: ndarray, scipy sparse, h5py dataset or backed sparse.
+    var_index
+        Columns of ``matrix`` that have an embedding.
+    gene_vectors
+        ``(len(var_index), d)`` embeddings of those genes, row-aligned with ``var_index``.
+    normalize
+        ``True``: library-size normalise to :data:`TARGET_SUM` and log1p. ``False``: use
+        values as they are. ``None``: normalise if the values are integer counts.
+    block_rows
+        Rows per block; default from :func:`default_block_rows`.
+
+    Raises
+    ------
+    ScaledDataError
+        If any value is negative.
+    """
+    n_obs = matrix.shape[0]
+    block_rows = block_rows or default_block_rows(len(var_index))
+    gene_vectors = np.ascontiguousarray(gene_vectors, dtype=np.float32)
+    column_slot = np.full(matrix.shape[1], -1, dtype=np.int64)
+    column_slot[var_index] = np.arange(len(var_index))
+    if sparse.issparse(matrix) and matrix.format != "csr":
+        matrix = matrix.tocsr()  # row blocks of CSC would each scan the whole matrix
+
+    out = np.empty((n_obs, gene_vectors.shape[1]), dtype=np.float32)
+    buffer = np.empty((min(block_rows, n_obs), len(var_index)), dtype=np.float32)
+    matched_total = all_total = 0.0
+    counts_detected = False
+    starts = range(0, n_obs, block_rows)
+    bar = tqdm(starts, desc="GenePT-w", unit="block", disable=len(starts) < _PROGRESS_MIN_BLOCKS)
+    for start in bar:
+        block = _Block.read(matrix, start, min(start + block_rows, n_obs))
+        if normalize is None:  # decided on the first block, checked on every other
+            normalize = counts_detected = block.is_integer
+        if counts_detected and not block.is_integer:
+            raise ValueError(
+                f"Rows 0–{block_rows} hold integer counts but rows {start}– do not: the matrix "
+                "mixes raw counts with normalised values. Pass normalize=False to embed the "
+                "values as they are, or a layer that is all counts."
+            )
+        all_total += block.library_size.sum()
+        matched_total += block.matched_sum(var_index, column_slot)
+        if normalize:
+            block.log_normalize()
+        dense = block.matched_dense(buffer[: block.n_rows], var_index, column_slot)
+        np.matmul(dense, gene_vectors, out=out[start : start + block.n_rows])
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    np.divide(out, norms, out=out, where=norms > 0)
+    empty = norms[:, 0] == 0
+    out[empty] = 0.0
+    return WeightedSum(
+        embedding=out,
+        n_empty=int(empty.sum()),
+        fraction_counts_covered=matched_total / all_total if all_total else 0.0,
+        log_normalized=bool(normalize),
+    )
+
+
+class _Block:
+    """Rows ``start:stop`` of the matrix, as a dense array or a canonical CSR matrix."""
+
+    def __init__(self, rows, start: int, stop: int):
+        self.rows, self.n_rows = rows, stop - start
+        values = rows.data if sparse.issparse(rows) else rows
+        if values.size and values.min() < 0:
+            raise ScaledDataError(f"negative values in rows {start}–{stop}")
+        self.is_integer = bool(
+            np.issubdtype(values.dtype, np.integer) or np.all(np.mod(values, 1) == 0)
+        )
+        self.library_size = np.asarray(rows.sum(axis=1), dtype=np.float64).ravel()
+
+    @classmethod
+    def read(cls, matrix, start: int, stop: int) -> _Block:
+        rows = matrix[start:stop]
+        if sparse.issparse(rows):
+            rows = sparse.csr_matrix(rows)
+            rows.sum_duplicates()
+        else:
+            rows = np.asarray(rows)
+        return cls(rows, start, stop)
+
+    def matched_sum(self, var_index: np.ndarray, column_slot: np.ndarray) -> float:
+        if sparse.issparse(self.rows):
+            return float(self.rows.data[column_slot[self.rows.indices] >= 0].sum(dtype=np.float64))
+        return float(self.rows[:, var_index].sum(dtype=np.float64))
+
+    def log_normalize(self) -> None:
+        """Scale each cell to :data:`TARGET_SUM` and log1p, touching only stored values."""
+        scale = np.divide(
+            TARGET_SUM,
+            self.library_size,
+            out=np.zeros_like(self.library_size),
+            where=self.library_size > 0,
+        ).astype(np.float32)
+        if sparse.issparse(self.rows):
+            per_value = np.repeat(scale, np.diff(self.rows.indptr))
+            self.rows.data = np.log1p(self.rows.data.astype(np.float32) * per_value)
+        else:
+            self.rows = np.log1p(self.rows.astype(np.float32) * scale[:, None])
+
+    def matched_dense(self, buffer: np.ndarray, var_index, column_slot) -> np.ndarray:
+        """The matched genes' values as a dense float32 array (written into ``buffer``)."""
+        if not sparse.issparse(self.rows):
+            buffer[:] = self.rows[:, var_index]
+            return buffer
+        buffer.fill(0)
+        slot = column_slot[self.rows.indices]
+        keep = slot >= 0
+        row_of = np.repeat(np.arange(self.n_rows), np.diff(self.rows.indptr))
+        buffer[row_of[keep], slot[keep]] = self.rows.data[keep]
+        return buffer

@@ -1,0 +1,215 @@
+"""Gene identifiers: tell symbols from Ensembl ids and match a dataset's genes to a table.
+
+Matching rules, in order, each gene of the dataset matched to at most one table row:
+
+1. An Ensembl id (any version suffix stripped) matches the table row with that id, or the
+   row whose gene carries that id in the bundled NCBI map.
+2. A symbol matches the row with the same symbol, ignoring case.
+3. Otherwise, a symbol that is an alias (previous or synonym symbol) of exactly one gene,
+   and the official symbol of none, matches that gene's row, unless the dataset already
+   has that gene under its own name.
+
+Anything that would match two rows is left out and reported as ambiguous: a wrong match
+is worse than a missing one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib.resources import files
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ._table import GeneEmbeddings
+
+# ENSG00000141510, ENSG00000141510.17, ENSG00000002586.20_PAR_Y; other species' prefixes too
+_ENSEMBL = re.compile(r"^(ENS[A-Z]*G\d{11})(\.\d+)?(_PAR_Y)?$", re.IGNORECASE)
+
+#: The bundled NCBI gene map (symbols, types, Ensembl ids, aliases of every human gene).
+GENE_MAP_FILE = "gene_ids.parquet"
+
+
+def is_ensembl_id(name: str) -> bool:
+    """Whether ``name`` looks like an Ensembl gene id (with or without a version)."""
+    return bool(_ENSEMBL.match(name))
+
+
+def strip_ensembl_version(ids: Iterable) -> np.ndarray:
+    """Drop version suffixes (``ENSG00000141510.17`` → ``ENSG00000141510``); keep ``None``."""
+    out = []
+    for value in ids:
+        if not isinstance(value, str) or not value:
+            out.append(None)
+            continue
+        m = _ENSEMBL.match(value)
+        out.append(m.group(1).upper() if m else value)
+    return np.asarray(out, dtype=object)
+
+
+def detect_id_type(names: Iterable[str]) -> str:
+    """Return ``"ensembl"`` if most names are Ensembl gene ids, else ``"symbol"``."""
+    names = list(names)
+    n_ensembl = sum(is_ensembl_id(str(n)) for n in names)
+    return "ensembl" if n_ensembl > len(names) / 2 else "symbol"
+
+
+@dataclass
+class GeneMatch:
+    """Which genes of a dataset matched which rows of a gene table.
+
+    Attributes
+    ----------
+    var_index
+        Positions of the matched genes in the dataset.
+    table_index
+        The table row each of them matched, aligned with ``var_index``.
+    n_vars
+        Number of genes in the dataset.
+    id_type
+        ``"ensembl"`` or ``"symbol"``: what most of the dataset's names are.
+    matched_by
+        How many genes matched by Ensembl id, by symbol and by alias.
+    ambiguous
+        Names left out because they would match more than one table row.
+    """
+
+    var_index: np.ndarray
+    table_index: np.ndarray
+    n_vars: int
+    id_type: str
+    matched_by: dict = field(default_factory=dict)
+    ambiguous: list = field(default_factory=list)
+
+    @property
+    def n_matched(self) -> int:
+        """Number of dataset genes that have an embedding."""
+        return len(self.var_index)
+
+    @property
+    def fraction_matched(self) -> float:
+        """Fraction of the dataset's genes that have an embedding."""
+        return self.n_matched / self.n_vars if self.n_vars else 0.0
+
+    def summary(self) -> dict:
+        """Counts for ``adata.uns`` and messages."""
+        return {
+            "n_genes": self.n_vars,
+            "n_genes_matched": self.n_matched,
+            "fraction_genes_matched": round(self.fraction_matched, 6),
+            "id_type": self.id_type,
+            "matched_by": dict(self.matched_by),
+            "n_ambiguous": len(self.ambiguous),
+        }
+
+
+@lru_cache(maxsize=1)
+def gene_map() -> pd.DataFrame:
+    """The bundled map of every human gene (NCBI): symbol, type, Ensembl ids and aliases.
+
+    Built by ``scripts/build_default_table.py`` from Bioconductor's ``org.Hs.eg.db``.
+    """
+    path = files("sc_genept") / "data" / GENE_MAP_FILE
+    return pq.read_table(path).to_pandas()
+
+
+def match_genes(names: Iterable[str], table: GeneEmbeddings) -> GeneMatch:
+    """Match a dataset's gene names (symbols, Ensembl ids, or a mix) to the rows of ``table``.
+
+    See the module docstring for the rules. Each name is judged on its own, so a mix of
+    Ensembl ids and symbols (common after merging datasets) works.
+    """
+    names = [str(n) for n in names]
+    index = _TableIndex.of(table)
+    var_index, table_index, how, ambiguous = [], [], [], []
+    deferred_aliases = []
+    for i, name in enumerate(names):
+        if is_ensembl_id(name):
+            rows, kind = index.by_ensembl.get(strip_ensembl_version([name])[0], ()), "ensembl"
+        else:
+            rows, kind = index.by_symbol.get(name.upper(), ()), "symbol"
+            if not rows:
+                deferred_aliases.append(i)
+                continue
+        if len(rows) == 1:
+            var_index.append(i), table_index.append(rows[0]), how.append(kind)
+        elif len(rows) > 1:
+            ambiguous.append(name)
+    directly_matched = set(table_index)
+    for i in deferred_aliases:
+        alias = names[i].upper()
+        row = index.by_alias.get(alias)
+        if row is not None and row not in directly_matched:
+            var_index.append(i), table_index.append(row), how.append("alias")
+        elif alias in index.ambiguous_aliases:
+            ambiguous.append(names[i])
+    order = np.argsort(var_index, kind="stable")
+    return GeneMatch(
+        var_index=np.asarray(var_index, dtype=np.int64)[order],
+        table_index=np.asarray(table_index, dtype=np.int64)[order],
+        n_vars=len(names),
+        id_type=detect_id_type(names),
+        matched_by={k: how.count(k) for k in ("ensembl", "symbol", "alias")},
+        ambiguous=ambiguous,
+    )
+
+
+@dataclass
+class _TableIndex:
+    """Lookup from upper-case symbol / Ensembl id / alias to table rows (see module doc)."""
+
+    by_symbol: dict
+    by_ensembl: dict
+    by_alias: dict
+    ambiguous_aliases: set
+
+    @classmethod
+    def of(cls, table: GeneEmbeddings) -> _TableIndex:
+        """The index of ``table``, built once and kept on the table."""
+        if getattr(table, "_index", None) is None:
+            table._index = cls.build(table)
+        return table._index
+
+    @classmethod
+    def build(cls, table: GeneEmbeddings) -> _TableIndex:
+        by_symbol, by_ensembl = defaultdict(list), defaultdict(set)
+        for row, symbol in enumerate(table.symbols):
+            by_symbol[symbol.upper()].append(row)
+        for row, ens in enumerate(table.ensembl_ids):
+            if ens:
+                by_ensembl[ens].add(row)
+        ncbi = gene_map()
+        official = set(ncbi["symbol"].str.upper())
+        genes_of_alias = defaultdict(set)
+        for symbol, ensembl_ids, aliases in zip(
+            ncbi["symbol"], ncbi["ensembl_ids"], ncbi["aliases"], strict=True
+        ):
+            rows = by_symbol.get(symbol.upper(), [])
+            for ens in ensembl_ids if len(rows) == 1 else ():
+                by_ensembl[ens].add(rows[0])
+            for alias in aliases:
+                genes_of_alias[alias.upper()].add(symbol.upper())
+        # an alias that is somebody's official symbol, or names several genes, is ambiguous
+        by_alias, ambiguous_aliases = {}, set()
+        for alias, genes in genes_of_alias.items():
+            rows = [r for g in genes for r in by_symbol.get(g, ())]
+            if not rows or alias in official or alias in by_symbol:
+                continue
+            if len(genes) == 1 and len(rows) == 1:
+                by_alias[alias] = rows[0]
+            else:
+                ambiguous_aliases.add(alias)
+        return cls(
+            by_symbol=dict(by_symbol),
+            by_ensembl={k: sorted(v) for k, v in by_ensembl.items()},
+            by_alias=by_alias,
+            ambiguous_aliases=ambiguous_aliases,
+        )

@@ -1,0 +1,5 @@
+"""Tools: one-line calls on an AnnData, also registered as ``sc.tl.<name>``."""
+
+from ._embed import genept_embed
+
+__all__ = ["genept_embed"]

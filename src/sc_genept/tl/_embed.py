@@ -1,0 +1,217 @@
+"""``genept_embed``: GenePT-w cell embeddings in ``adata.obsm``."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from scanpy import logging as logg
+
+from sc_genept._genept_w import ScaledDataError, genept_w
+from sc_genept._utils import h5ad_safe
+from sc_genept.genes import GeneEmbeddings, load, match_genes
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+#: Below this many matched genes the embedding says little; most likely an id mismatch.
+_FEW_GENES = 100
+
+
+def genept_embed(
+    adata: AnnData,
+    *,
+    gene_embeddings: str | Path | GeneEmbeddings = "default",
+    layer: str | None = None,
+    use_raw: bool | None = None,
+    gene_symbols: str | None = None,
+    normalize: bool = True,
+    n_dims: int | None = None,
+    key_added: str = "X_genept",
+    chunk_size: int | None = None,
+    copy: bool = False,
+) -> AnnData | None:
+    """Embed cells with GenePT-w: the expression-weighted sum of their genes' text embeddings.
+
+    Each gene of the gene table carries a text embedding of what is known about it. A cell's
+    embedding is ``normalize(x @ E)``: its log-normalised expression ``x`` over the genes
+    that have an embedding, times their embeddings ``E``, scaled to unit length
+    :cite:p:`Chen2024`. Genes are matched by symbol (case-insensitive, then unambiguous
+    aliases) or Ensembl id (version suffixes ignored), whichever ``var_names`` hold.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix (cells × genes). May be backed (``backed="r"``).
+    gene_embeddings
+        The gene table: ``"default"`` (GO text embedded with all-MiniLM-L6-v2, bundled),
+        another name from :func:`sc_genept.genes.available`, a parquet file written by
+        :meth:`~sc_genept.genes.GeneEmbeddings.save`, or a
+        :class:`~sc_genept.genes.GeneEmbeddings`.
+    layer
+        Use ``adata.layers[layer]`` instead of ``adata.X``.
+    use_raw
+        Use ``adata.raw`` (for example when ``adata.X`` has been scaled). ``None`` and
+        ``False`` use ``adata.X``.
+    gene_symbols
+        Column of ``.var`` (or ``.raw.var``) holding the gene names to match, symbols or
+        Ensembl ids. Default: the index (``var_names``).
+    normalize
+        Library-size normalise each cell to 10,000 and ``log1p`` it when the values are raw
+        counts (all integers); data that is already normalised is used as it is. ``False``
+        uses the values as they are in any case.
+    n_dims
+        Use only the first ``n_dims`` dimensions of the gene embeddings (re-normalised;
+        Matryoshka truncation for OpenAI ``text-embedding-3-*`` tables).
+    key_added
+        Key in ``adata.obsm`` and ``adata.uns`` for the results.
+    chunk_size
+        Cells embedded at a time; bounds the memory used. Default: enough cells for a
+        128 MiB block of matched genes.
+    copy
+        Return a copy instead of writing to ``adata``.
+
+    Returns
+    -------
+    Returns ``None`` if ``copy=False``, else a copy of ``adata``. Sets the following fields:
+
+    ``adata.obsm[key_added]`` : :class:`numpy.ndarray` (dtype ``float32``)
+        Unit-length cell embeddings, ``n_obs × n_dims``; zero for cells that express none
+        of the matched genes.
+    ``adata.uns[key_added]`` : :class:`dict`
+        ``params`` (the arguments), ``gene_embeddings`` (the table's provenance),
+        ``genes`` (how many genes matched, and how), ``fraction_counts_covered`` (share of
+        all expression in matched genes), ``log_normalized`` and ``n_cells_empty``.
+
+    Examples
+    --------
+    >>> import scanpy as sc
+    >>> import sc_genept
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> sc.tl.genept_embed(adata, use_raw=True)
+    >>> adata.obsm["X_genept"].shape
+    (700, 384)
+    """
+    if copy and adata.isbacked:
+        raise ValueError(
+            "copy=True needs an in-memory AnnData; for backed data use copy=False (the "
+            "embedding goes to adata.obsm, which is held in memory) or adata.to_memory()."
+        )
+    table = (
+        gene_embeddings if isinstance(gene_embeddings, GeneEmbeddings) else load(gene_embeddings)
+    )
+    if n_dims is not None:
+        table = table.truncate(n_dims)
+    matrix, var, source = _expression(adata, layer=layer, use_raw=use_raw)
+    names = var.index if gene_symbols is None else _var_column(var, gene_symbols, source)
+    match = match_genes(names, table)
+    _check_match(match, names, table, source)
+
+    try:
+        result = genept_w(
+            matrix,
+            match.var_index,
+            table.embeddings[match.table_index],
+            normalize=None if normalize else False,
+            block_rows=chunk_size,
+        )
+    except ScaledDataError as err:
+        raise ScaledDataError(_scaled_message(adata, source, err)) from None
+    if result.n_empty:
+        warnings.warn(
+            f"{result.n_empty} of {adata.n_obs} cells express none of the {match.n_matched} "
+            "matched genes; their embedding is a zero vector.",
+            UserWarning,
+            stacklevel=2,
+        )
+
+    adata = adata.copy() if copy else adata
+    adata.obsm[key_added] = result.embedding
+    adata.uns[key_added] = h5ad_safe(
+        {
+            "params": {
+                "gene_embeddings": str(gene_embeddings)
+                if not isinstance(gene_embeddings, GeneEmbeddings)
+                else repr(gene_embeddings),
+                "layer": layer,
+                "use_raw": use_raw,
+                "gene_symbols": gene_symbols,
+                "normalize": normalize,
+                "n_dims": table.n_dims,
+                "chunk_size": chunk_size,
+            },
+            "source": source,
+            "gene_embeddings": table.describe(),
+            "genes": match.summary(),
+            "fraction_counts_covered": round(result.fraction_counts_covered, 6),
+            "log_normalized": result.log_normalized,
+            "n_cells_empty": result.n_empty,
+        }
+    )
+    logg.info(
+        f"GenePT-w: {match.n_matched} of {match.n_vars} genes matched "
+        f"({match.fraction_matched:.1%}), covering {result.fraction_counts_covered:.1%} of "
+        f"the expression in {source}\n"
+        f"    added 'obsm[{key_added!r}]' ({table.n_dims} dims) and 'uns[{key_added!r}]'"
+    )
+    return adata if copy else None
+
+
+def _expression(adata: AnnData, *, layer: str | None, use_raw: bool | None):
+    """The matrix to embed, the ``var`` frame that names its columns, and a label for both."""
+    if layer is not None and use_raw:
+        raise ValueError("Pass either layer= or use_raw=True, not both.")
+    if use_raw:
+        if adata.raw is None:
+            raise ValueError("use_raw=True but adata.raw is None. Pass layer= or use adata.X.")
+        return adata.raw.X, adata.raw.var, "adata.raw.X"
+    if layer is not None:
+        if layer not in adata.layers:
+            raise KeyError(f"No layer {layer!r} in adata.layers; it has {list(adata.layers)}.")
+        return adata.layers[layer], adata.var, f"adata.layers[{layer!r}]"
+    if adata.X is None:
+        raise ValueError("adata.X is None: pass layer= or use_raw=True.")
+    return adata.X, adata.var, "adata.X"
+
+
+def _var_column(var, key: str, source: str):
+    if key not in var.columns:
+        raise KeyError(
+            f"gene_symbols={key!r} is not a column of the var of {source}; "
+            f"columns: {list(var.columns)}."
+        )
+    return var[key].astype(str)
+
+
+def _check_match(match, names, table: GeneEmbeddings, source: str) -> None:
+    examples = ", ".join(map(str, list(names[:5])))
+    if match.n_matched == 0:
+        raise ValueError(
+            f"None of the {match.n_vars} genes of {source} is in the gene table "
+            f"({table!r}). Their names look like {match.id_type}s (e.g. {examples}). If "
+            "another .var column holds symbols or Ensembl ids, pass gene_symbols=<column>; "
+            "the table covers human genes only."
+        )
+    if match.n_matched < _FEW_GENES:
+        warnings.warn(
+            f"Only {match.n_matched} of {match.n_vars} genes of {source} matched the gene "
+            f"table (names like {examples}): the embedding will carry little information. "
+            "Check the species and pass gene_symbols=<column> if another column holds ids.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _scaled_message(adata: AnnData, source: str, err: Exception) -> str:
+    options = []
+    if source != "adata.raw.X" and adata.raw is not None:
+        options.append("use_raw=True (adata.raw holds the unscaled data)")
+    if adata.layers:
+        options.append(f"layer=<one of {list(adata.layers)}> holding counts")
+    options = " or ".join(options) or "the unscaled (count or log-normalised) matrix"
+    return (
+        f"{source} has negative values ({err}): it looks scaled (e.g. by sc.pp.scale), "
+        "and GenePT-w weights genes by expression, which must be non-negative. "
+        f"Pass {options}."
+    )

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+import sc_genept
+from sc_genept.genes import GeneEmbeddings, Provenance
+
+
+@pytest.fixture(scope="session")
+def default_table() -> GeneEmbeddings:
+    return sc_genept.genes.load("default")
+
+
+@pytest.fixture
+def pbmc():
+    """scanpy's real PBMCs: scaled .X, log-normalised .raw."""
+    return sc_genept.datasets.pbmc68k_reduced()
+
+
+@pytest.fixture
+def counts(default_table) -> ad.AnnData:
+    """Integer counts over 300 real genes of the default table plus 20 genes it lacks."""
+    rng = np.random.default_rng(0)
+    genes = [
+        *rng.choice(default_table.symbols, 300, replace=False),
+        *(f"NOTAGENE{i}" for i in range(20)),
+    ]
+    x = rng.negative_binomial(2, 0.7, size=(120, len(genes))) * (
+        rng.random((120, len(genes))) < 0.3
+    )
+    return ad.AnnData(
+        X=x.astype(np.int64),
+        obs=pd.DataFrame(index=[f"cell{i}" for i in range(120)]),
+        var=pd.DataFrame(index=genes),
+    )
+
+
+@pytest.fixture
+def tiny_table() -> GeneEmbeddings:
+    """Five genes in 4 dims with known vectors."""
+    vectors = np.array(
+        [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [3, 4, 0, 0]], dtype=np.float32
+    )
+    return GeneEmbeddings(
+        ["CD3E", "MS4A1", "LYZ", "NKG7", "GNLY"],
+        vectors,
+        ensembl_ids=[
+            "ENSG00000198851",
+            "ENSG00000156738",
+            "ENSG00000090382",
+            "ENSG00000105374",
+            None,
+        ],
+        texts=["t cell", "b cell", "monocyte", "nk", "granulysin"],
+        provenance=Provenance(text_source="hand-written", embedding_model="none", license="CC0"),
+    )

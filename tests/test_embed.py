@@ -1,0 +1,235 @@
+import warnings
+
+import anndata as ad
+import numpy as np
+import pytest
+import scanpy as sc
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import sparse
+
+import sc_genept
+from sc_genept._genept_w import ScaledDataError
+from sc_genept.genes import GeneEmbeddings, match_genes
+
+
+def embed(adata, **kwargs):
+    return sc_genept.tl.genept_embed(adata, copy=True, **kwargs).obsm["X_genept"]
+
+
+def reference(x_lognorm, names, table):
+    """GenePT-w written out: normalize(X[:, matched] @ E[matched])."""
+    match = match_genes(names, table)
+    out = np.asarray(
+        x_lognorm[:, match.var_index] @ table.embeddings[match.table_index].astype(np.float64)
+    )
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
+
+
+def test_registered_with_scanpy():
+    assert sc.tl.genept_embed is sc_genept.tl.genept_embed
+
+
+def test_pbmc_real_data(pbmc):
+    sc.tl.genept_embed(pbmc, use_raw=True)
+    emb = pbmc.obsm["X_genept"]
+    assert emb.shape == (700, 384) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, rtol=1e-5)
+    info = pbmc.uns["X_genept"]
+    assert info["genes"]["fraction_genes_matched"] >= 0.90
+    assert info["genes"]["id_type"] == "symbol"
+    assert info["log_normalized"] is False  # .raw is already log-normalised
+    assert info["params"]["use_raw"] is True
+    assert "MiniLM" in info["gene_embeddings"]["embedding_model"]
+    np.testing.assert_allclose(
+        emb, reference(pbmc.raw.X.toarray(), pbmc.raw.var_names, sc_genept.genes.load()), atol=1e-5
+    )
+
+
+def test_uns_survives_h5ad(pbmc, tmp_path):
+    sc.tl.genept_embed(pbmc, use_raw=True)
+    pbmc.write_h5ad(tmp_path / "a.h5ad")
+    back = ad.read_h5ad(tmp_path / "a.h5ad")
+    assert (
+        back.uns["X_genept"]["genes"]["n_genes_matched"]
+        == pbmc.uns["X_genept"]["genes"]["n_genes_matched"]
+    )
+
+
+def test_ensembl_ids_with_versions_give_the_same_embedding(pbmc, default_table):
+    raw = pbmc.raw.to_adata()
+    match = match_genes(raw.var_names, default_table)
+    ensembl = np.array(raw.var_names, dtype=object)
+    for v, r in zip(match.var_index, match.table_index, strict=True):
+        if default_table.ensembl_ids[r]:
+            ensembl[v] = f"{default_table.ensembl_ids[r]}.{v % 7 + 1}"
+    renamed = raw.copy()
+    renamed.var_names = ensembl
+    assert np.mean([n.startswith("ENSG") for n in ensembl]) > 0.9
+    np.testing.assert_allclose(embed(renamed), embed(raw), atol=1e-5)
+    assert (
+        sc_genept.tl.genept_embed(renamed, copy=True).uns["X_genept"]["genes"]["id_type"]
+        == "ensembl"
+    )
+
+
+@pytest.mark.parametrize("form", ["csr", "csc", "float32", "float64", "int32", "uint16"])
+def test_input_formats_agree(counts, form):
+    expected = embed(counts)
+    x = counts.X
+    other = counts.copy()
+    other.X = (
+        sparse.csr_matrix(x)
+        if form == "csr"
+        else sparse.csc_matrix(x)
+        if form == "csc"
+        else x.astype(form)
+    )
+    np.testing.assert_allclose(embed(other), expected, atol=1e-5)
+
+
+def test_counts_are_log_normalised(counts, default_table):
+    lognorm = counts.copy()
+    sc.pp.normalize_total(lognorm, target_sum=1e4)
+    sc.pp.log1p(lognorm)
+    got = sc_genept.tl.genept_embed(counts, copy=True)
+    assert got.uns["X_genept"]["log_normalized"] is True
+    np.testing.assert_allclose(got.obsm["X_genept"], embed(lognorm), atol=1e-5)
+    np.testing.assert_allclose(
+        got.obsm["X_genept"], reference(lognorm.X, counts.var_names, default_table), atol=1e-5
+    )
+    raw_weights = embed(counts, normalize=False)
+    np.testing.assert_allclose(
+        raw_weights, reference(counts.X.astype(float), counts.var_names, default_table), atol=1e-5
+    )
+
+
+def test_fraction_of_counts_covered(counts):
+    info = sc_genept.tl.genept_embed(counts, copy=True).uns["X_genept"]
+    expected = counts.X[:, :300].sum() / counts.X.sum()  # the last 20 genes are not in the table
+    assert info["fraction_counts_covered"] == pytest.approx(expected, abs=1e-6)
+    assert info["genes"]["n_genes_matched"] == 300
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 1000])
+def test_chunking_does_not_change_the_result(counts, chunk_size):
+    np.testing.assert_allclose(embed(counts, chunk_size=chunk_size), embed(counts), atol=1e-6)
+
+
+@pytest.mark.parametrize("form", ["dense", "csr"])
+def test_backed_anndata(counts, tmp_path, form):
+    if form == "csr":
+        counts.X = sparse.csr_matrix(counts.X)
+    counts.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    sc_genept.tl.genept_embed(backed, chunk_size=16)
+    np.testing.assert_allclose(backed.obsm["X_genept"], embed(counts), atol=1e-5)
+    with pytest.raises(ValueError, match="in-memory"):
+        sc_genept.tl.genept_embed(backed, copy=True)
+
+
+def test_copy_leaves_input_untouched(counts):
+    before = counts.copy()
+    out = sc_genept.tl.genept_embed(counts, copy=True, key_added="emb")
+    assert "emb" in out.obsm and "emb" in out.uns
+    assert list(counts.obsm) == [] and list(counts.uns) == []
+    np.testing.assert_array_equal(counts.X, before.X)
+
+
+def test_scaled_data_is_refused_and_adata_unchanged(pbmc):
+    x_before = pbmc.X.copy()
+    with pytest.raises(ScaledDataError, match="use_raw=True"):
+        sc_genept.tl.genept_embed(pbmc)
+    assert "X_genept" not in pbmc.obsm and "X_genept" not in pbmc.uns
+    np.testing.assert_array_equal(pbmc.X, x_before)
+
+
+def test_empty_cells_get_zero_vectors_and_one_warning(counts):
+    counts.X[:3] = 0
+    counts.X[3, :300] = 0  # expresses only genes without an embedding
+    with pytest.warns(UserWarning, match="^4 of 120 cells") as record:
+        out = sc_genept.tl.genept_embed(counts, copy=True)
+    assert len([w for w in record if "cells express none" in str(w.message)]) == 1
+    emb = out.obsm["X_genept"]
+    assert not np.isnan(emb).any()
+    np.testing.assert_array_equal(emb[:4], 0)
+    assert out.uns["X_genept"]["n_cells_empty"] == 4
+
+
+def test_n_dims_truncates_the_table(counts, default_table):
+    short = embed(counts, n_dims=64)
+    assert short.shape == (120, 64)
+    np.testing.assert_allclose(
+        short, embed(counts, gene_embeddings=default_table.truncate(64)), atol=1e-6
+    )
+
+
+def test_layer_and_gene_symbols_column(counts):
+    expected = embed(counts)
+    other = counts.copy()
+    other.layers["counts"] = other.X.copy()
+    other.X = np.zeros_like(other.X, dtype=float)
+    other.var["symbol"] = other.var_names
+    other.var_names = [f"g{i}" for i in range(other.n_vars)]
+    np.testing.assert_allclose(
+        embed(other, layer="counts", gene_symbols="symbol"), expected, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"layer": "counts", "use_raw": True}, ValueError, "either layer"),
+        ({"layer": "nope"}, KeyError, "No layer 'nope'"),
+        ({"use_raw": True}, ValueError, "adata.raw is None"),
+        ({"gene_symbols": "nope"}, KeyError, "not a column"),
+    ],
+)
+def test_bad_arguments(counts, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        sc_genept.tl.genept_embed(counts, **kwargs)
+    assert not counts.obsm and not counts.uns
+
+
+def test_no_matching_genes_explains(counts):
+    counts.var_names = [f"Gene{i}" for i in range(counts.n_vars)]
+    with pytest.raises(ValueError, match="gene_symbols="):
+        sc_genept.tl.genept_embed(counts)
+
+
+def test_few_matching_genes_warn(counts):
+    counts.var_names = [*counts.var_names[:10], *(f"X{i}" for i in range(counts.n_vars - 10))]
+    with pytest.warns(UserWarning, match="Only 10 of 320 genes"):
+        sc_genept.tl.genept_embed(counts)
+
+
+def test_mixed_counts_and_normalised_rows_are_refused(counts):
+    x = counts.X.astype(float)
+    x[50:] = np.log1p(x[50:])
+    counts.X = x
+    with pytest.raises(ValueError, match="mixes raw counts"):
+        sc_genept.tl.genept_embed(counts, chunk_size=50)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(1, 30),
+    st.floats(0.0, 1.0),
+    st.sampled_from(["dense", "csr", "csc"]),
+    st.integers(0, 2**32 - 1),
+)
+def test_never_nan_and_unit_or_zero_norm(n_cells, density, form, seed):
+    rng = np.random.default_rng(seed)
+    table = GeneEmbeddings([f"G{i}" for i in range(8)], rng.normal(size=(8, 5)))
+    x = rng.poisson(3, size=(n_cells, 10)) * (rng.random((n_cells, 10)) < density)
+    if form != "dense":
+        x = sparse.csr_matrix(x) if form == "csr" else sparse.csc_matrix(x)
+    adata = ad.AnnData(x, var={"g": [f"G{i}" for i in range(10)]})
+    adata.var_names = [f"G{i}" for i in range(10)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        emb = embed(adata, gene_embeddings=table, chunk_size=4)
+    assert np.isfinite(emb).all()
+    norms = np.linalg.norm(emb, axis=1)
+    assert np.all(np.isclose(norms, 1, atol=1e-5) | (norms == 0))

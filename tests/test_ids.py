@@ -1,0 +1,112 @@
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from sc_genept.genes import (
+    GeneEmbeddings,
+    detect_id_type,
+    gene_map,
+    is_ensembl_id,
+    match_genes,
+    strip_ensembl_version,
+)
+
+
+def matched_symbols(match, names, table):
+    return {
+        names[v]: table.symbols[r] for v, r in zip(match.var_index, match.table_index, strict=True)
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("ENSG00000141510", True),
+        ("ENSG00000141510.17", True),
+        ("ensg00000141510", True),
+        ("ENSMUSG00000059552", True),
+        ("ENSG00000002586.20_PAR_Y", True),
+        ("TP53", False),
+        ("ENSG0000014151", False),
+    ],
+)
+def test_is_ensembl_id(name, expected):
+    assert is_ensembl_id(name) is expected
+
+
+def test_strip_version_and_detect():
+    assert strip_ensembl_version(["ENSG00000141510.17", "TP53", None]).tolist() == [
+        "ENSG00000141510",
+        "TP53",
+        None,
+    ]
+    assert detect_id_type(["ENSG00000141510.1", "ENSG00000141511", "TP53"]) == "ensembl"
+    assert detect_id_type(["TP53", "CD3E"]) == "symbol"
+
+
+def test_symbols_match_case_insensitively(tiny_table):
+    names = ["cd3e", "Ms4a1", "UNKNOWN"]
+    match = match_genes(names, tiny_table)
+    assert matched_symbols(match, names, tiny_table) == {"cd3e": "CD3E", "Ms4a1": "MS4A1"}
+    assert match.matched_by["symbol"] == 2 and match.n_vars == 3
+
+
+def test_ensembl_ids_with_versions_and_mixed_names(tiny_table):
+    names = ["ENSG00000198851.9", "ENSG00000156738", "LYZ"]
+    match = match_genes(names, tiny_table)
+    assert matched_symbols(match, names, tiny_table) == {
+        "ENSG00000198851.9": "CD3E",
+        "ENSG00000156738": "MS4A1",
+        "LYZ": "LYZ",
+    }
+    assert match.id_type == "ensembl"
+
+
+def test_unambiguous_alias_matches_unless_gene_present(default_table):
+    match = match_genes(["IGJ", "CD3E"], default_table)  # IGJ is JCHAIN's previous symbol
+    assert matched_symbols(match, ["IGJ", "CD3E"], default_table) == {
+        "IGJ": "JCHAIN",
+        "CD3E": "CD3E",
+    }
+    assert match.matched_by["alias"] == 1
+    both = match_genes(["IGJ", "JCHAIN"], default_table)
+    assert matched_symbols(both, ["IGJ", "JCHAIN"], default_table) == {"JCHAIN": "JCHAIN"}
+
+
+def test_ambiguous_aliases_never_match(default_table):
+    ncbi = gene_map()
+    in_table = set(default_table.symbols)
+    genes_per_alias = Counter(a.upper() for aliases in ncbi["aliases"] for a in set(aliases))
+    official = set(ncbi["symbol"].str.upper())
+    shared = next(
+        a
+        for symbol, aliases in zip(ncbi["symbol"], ncbi["aliases"], strict=True)
+        if symbol in in_table
+        for a in aliases
+        if genes_per_alias[a.upper()] > 1 and a.upper() not in official
+    )
+    match = match_genes([shared], default_table)
+    assert match.n_matched == 0 and match.ambiguous == [shared]
+
+
+def test_alias_that_is_another_genes_symbol_is_not_used(default_table):
+    ncbi = gene_map()
+    symbol_of = dict(zip(ncbi["symbol"].str.upper(), ncbi["gene_type"], strict=True))
+    # a non-coding gene's official symbol that is also an alias of a protein-coding gene
+    name = next(
+        a
+        for s, aliases in zip(ncbi["symbol"], ncbi["aliases"], strict=True)
+        if s in set(default_table.symbols)
+        for a in aliases
+        if symbol_of.get(a.upper(), "protein-coding") != "protein-coding"
+    )
+    assert match_genes([name], default_table).n_matched == 0
+
+
+def test_duplicate_ensembl_in_table_is_ambiguous():
+    table = GeneEmbeddings(
+        ["A", "B"], np.eye(2), ensembl_ids=["ENSG00000000001", "ENSG00000000001"]
+    )
+    match = match_genes(["ENSG00000000001.3"], table)
+    assert match.n_matched == 0 and match.ambiguous == ["ENSG00000000001.3"]

@@ -1,0 +1,84 @@
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import sc_genept
+from sc_genept.genes import GeneEmbeddings
+
+
+def test_save_load_round_trip(tiny_table, tmp_path):
+    path = tiny_table.save(tmp_path / "t.parquet")
+    back = GeneEmbeddings.read(path, with_texts=True)
+    np.testing.assert_array_equal(back.embeddings, tiny_table.embeddings)
+    assert back.symbols.tolist() == tiny_table.symbols.tolist()
+    assert back.ensembl_ids.tolist() == tiny_table.ensembl_ids.tolist()
+    assert back.texts.tolist() == tiny_table.texts.tolist()
+    assert back.provenance == tiny_table.provenance
+    assert GeneEmbeddings.read(path).texts is None
+    assert sc_genept.genes.load(path).n_genes == 5
+
+
+def test_float16_storage_is_close(default_table, tmp_path):
+    sub = GeneEmbeddings(
+        default_table.symbols[:50], default_table.embeddings[:50].astype(np.float64) * 1.001
+    )
+    back = GeneEmbeddings.read(sub.save(tmp_path / "t.parquet", dtype="float16"))
+    np.testing.assert_allclose(back.embeddings, sub.embeddings, atol=1e-3)
+
+
+def test_truncate_renormalises_first_dims(tiny_table):
+    short = tiny_table.truncate(2)
+    assert short.n_dims == 2 and short.provenance.truncated_from == 4
+    np.testing.assert_allclose(short.embeddings[4], [0.6, 0.8], rtol=1e-6)
+    np.testing.assert_array_equal(short.embeddings[2], [0, 0])  # nothing left to normalise
+    assert short.truncate(1).provenance.truncated_from == 4
+    with pytest.raises(ValueError, match="between 1 and 4"):
+        tiny_table.truncate(5)
+
+
+@pytest.mark.parametrize(
+    ("symbols", "vectors", "message"),
+    [
+        (["A", "A"], np.eye(2), "unique"),
+        (["A", "B"], [[0.0, np.nan], [1, 1]], "NaN"),
+        (["A"], np.eye(2), "one symbol per embedding row"),
+        (["A", ""], np.eye(2), "non-empty"),
+    ],
+)
+def test_bad_tables_are_refused(symbols, vectors, message):
+    with pytest.raises(ValueError, match=message):
+        GeneEmbeddings(symbols, vectors)
+
+
+def test_ensembl_versions_are_stripped():
+    table = GeneEmbeddings(["A", "B"], np.eye(2), ensembl_ids=["ENSG00000141510.17", None])
+    assert table.ensembl_ids.tolist() == ["ENSG00000141510", None]
+
+
+def test_foreign_parquet_is_refused(tmp_path):
+    pq.write_table(pa.table({"gene": ["A"], "x": [1.0]}), tmp_path / "other.parquet")
+    with pytest.raises(ValueError, match="not an sc_genept gene table"):
+        GeneEmbeddings.read(tmp_path / "other.parquet")
+
+
+def test_unknown_table_name_says_what_exists():
+    with pytest.raises(FileNotFoundError, match="default"):
+        sc_genept.genes.load("no-such-table")
+
+
+def test_default_table_is_what_the_docs_say(default_table):
+    assert default_table.n_dims == 384
+    assert 20_000 <= default_table.n_genes <= 21_000  # human protein-coding genes
+    assert np.mean([e is not None for e in default_table.ensembl_ids]) > 0.93
+    np.testing.assert_allclose(np.linalg.norm(default_table.embeddings, axis=1), 1, atol=2e-3)
+    p = default_table.provenance
+    assert "MiniLM" in p.embedding_model and "Gene Ontology" in p.text_source
+    assert "not NCBI" in p.text_source
+
+
+def test_default_table_ships_its_texts():
+    table = sc_genept.genes.load("default", with_texts=True)
+    text = dict(zip(table.symbols, table.texts, strict=True))["CD3E"]
+    assert text.startswith("CD3E: CD3 epsilon subunit of T-cell receptor complex. Gene Ontology:")
+    assert "biological_process" not in text  # GO roots are dropped
