@@ -193,13 +193,16 @@ def test_bad_arguments(counts, kwargs, error, message):
 
 
 def test_no_matching_genes_explains(counts):
-    counts.var_names = [f"Gene{i}" for i in range(counts.n_vars)]
+    counts.var_names = [f"NOTAGENE_{i}" for i in range(counts.n_vars)]
     with pytest.raises(ValueError, match="gene_symbols="):
         sc_genept.tl.genept_embed(counts)
 
 
 def test_few_matching_genes_warn(counts):
-    counts.var_names = [*counts.var_names[:10], *(f"X{i}" for i in range(counts.n_vars - 10))]
+    counts.var_names = [
+        *counts.var_names[:10],
+        *(f"NOTAGENE_{i}" for i in range(counts.n_vars - 10)),
+    ]
     with pytest.warns(UserWarning, match="Only 10 of 320 genes"):
         sc_genept.tl.genept_embed(counts)
 

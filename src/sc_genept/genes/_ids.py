@@ -2,8 +2,8 @@
 
 Matching rules, in order, each gene of the dataset matched to at most one table row:
 
-1. An Ensembl id (any version suffix stripped) matches the table row with that id, or the
-   row whose gene carries that id in the bundled NCBI map.
+1. An Ensembl id (any version suffix stripped) matches the table row with that id, or else
+   the row whose gene carries that id in the bundled NCBI map.
 2. A symbol matches the row with the same symbol, ignoring case.
 3. Otherwise, a symbol that is an alias (previous or synonym symbol) of exactly one gene,
    and the official symbol of none, matches that gene's row, unless the dataset already
@@ -186,6 +186,7 @@ class _TableIndex:
         for row, ens in enumerate(table.ensembl_ids):
             if ens:
                 by_ensembl[ens].add(row)
+        table_ensembl = set(by_ensembl)
         ncbi = gene_map()
         official = set(ncbi["symbol"].str.upper())
         genes_of_alias = defaultdict(set)
@@ -194,7 +195,8 @@ class _TableIndex:
         ):
             rows = by_symbol.get(symbol.upper(), [])
             for ens in ensembl_ids if len(rows) == 1 else ():
-                by_ensembl[ens].add(rows[0])
+                if ens not in table_ensembl:  # the table's own ids win over NCBI's extra ones
+                    by_ensembl[ens].add(rows[0])
             for alias in aliases:
                 genes_of_alias[alias.upper()].add(symbol.upper())
         # an alias that is somebody's official symbol, or names several genes, is ambiguous
