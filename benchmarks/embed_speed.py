@@ -76,7 +76,9 @@ def main() -> None:
     rng = np.random.default_rng(1)
     if args.only:
         for d in args.dims:
-            table = GeneEmbeddings(adata.var_names, rng.normal(size=(args.genes, d)).astype(np.float32))
+            table = GeneEmbeddings(
+                adata.var_names, rng.normal(size=(args.genes, d)).astype(np.float32)
+            )
             run = {"genept_embed": lambda: sc_genept.tl.genept_embed(adata, gene_embeddings=table)}  # noqa: B023
             run["scipy"] = lambda: scipy_reference(adata.X, table.embeddings)  # noqa: B023
             _, seconds = timed(run[args.only])

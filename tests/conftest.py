@@ -57,3 +57,20 @@ def tiny_table() -> GeneEmbeddings:
         texts=["t cell", "b cell", "monocyte", "nk", "granulysin"],
         provenance=Provenance(text_source="hand-written", embedding_model="none", license="CC0"),
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_cl():
+    """A hand-written 7-term ontology (see tests/data/tiny_cl.obo) with known answers."""
+    from pathlib import Path
+
+    from sc_genept.ontology import CellOntology
+
+    return CellOntology.load(Path(__file__).parent / "data" / "tiny_cl.obo")
+
+
+@pytest.fixture(scope="session")
+def cl():
+    from sc_genept.ontology import CellOntology
+
+    return CellOntology.load()

@@ -1,0 +1,169 @@
+"""Flat and ontology-aware metrics for cell-type predictions given as CL ids."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from sc_genept.ontology import CellOntology
+
+
+def accuracy(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
+    """Fraction of exact matches."""
+    y_true, y_pred = _arrays(y_true, y_pred)
+    return float(np.mean(y_true == y_pred))
+
+
+def per_class_f1(y_true: Sequence[str], y_pred: Sequence[str]) -> pd.Series:
+    """F1 of each class present in ``y_true``."""
+    y_true, y_pred = _arrays(y_true, y_pred)
+    scores = {}
+    for label in np.unique(y_true):
+        tp = np.sum((y_true == label) & (y_pred == label))
+        wrong = np.sum((y_true != label) & (y_pred == label)) + np.sum(
+            (y_true == label) & (y_pred != label)
+        )
+        scores[label] = 2 * tp / (2 * tp + wrong) if tp else 0.0
+    return pd.Series(scores, name="f1", dtype=float)
+
+
+def macro_f1(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
+    """F1 averaged over the classes present in ``y_true``.
+
+    Averaging over the true classes only keeps a prediction at another level of the
+    ontology (never a true class) from adding a zero-F1 class of its own; it still costs
+    recall of the true class.
+    """
+    scores = per_class_f1(y_true, y_pred)
+    return float(scores.mean()) if len(scores) else float("nan")
+
+
+def sctab_correct(
+    y_true: Sequence[str], y_pred: Sequence[str], ontology: CellOntology
+) -> np.ndarray:
+    """ScTab's rule: a prediction is right if it is the true term or one of its descendants."""
+    y_true, y_pred = _arrays(y_true, y_pred)
+    return np.array([ontology.is_ancestor(t, p) for t, p in zip(y_true, y_pred, strict=True)])
+
+
+def sctab_adjusted(
+    y_true: Sequence[str], y_pred: Sequence[str], ontology: CellOntology
+) -> np.ndarray:
+    """Predictions with every scTab-correct one replaced by the true term (feed to flat metrics)."""
+    y_true, y_pred = _arrays(y_true, y_pred)
+    return np.where(sctab_correct(y_true, y_pred, ontology), y_true, y_pred)
+
+
+def shared_top_terms(labels: Iterable[str], ontology: CellOntology) -> frozenset[str]:
+    """Terms above every label ("cell", "hematopoietic cell", …): they say nothing about a cell."""
+    sets = [ontology.ancestors(t, include_self=True) for t in set(labels)]
+    return frozenset.intersection(*sets) if sets else frozenset()
+
+
+def hierarchical_prf(
+    y_true: Sequence[str],
+    y_pred: Sequence[str],
+    ontology: CellOntology,
+    *,
+    exclude: Iterable[str] | str = "shared",
+) -> tuple[float, float, float]:
+    """Hierarchical precision, recall and F1 (Kiritchenko et al. 2005), micro-averaged.
+
+    Each term stands for itself and all its ancestors; precision is the share of the
+    predicted terms' ancestor sets that are also in the true terms' sets, recall the
+    reverse.
+
+    Parameters
+    ----------
+    exclude
+        Terms left out of every ancestor set. ``"shared"`` (default): the terms above every
+        true label (see :func:`shared_top_terms`), which every cell trivially gets right
+        and which would otherwise inflate the scores. Pass ``()`` to keep everything.
+    """
+    y_true, y_pred = _arrays(y_true, y_pred)
+    excluded = shared_top_terms(y_true, ontology) if exclude == "shared" else frozenset(exclude)
+    overlap = n_pred = n_true = 0
+    for t, p in zip(y_true, y_pred, strict=True):
+        a_true = ontology.ancestors(t, include_self=True) - excluded
+        a_pred = ontology.ancestors(p, include_self=True) - excluded
+        overlap += len(a_true & a_pred)
+        n_pred += len(a_pred)
+        n_true += len(a_true)
+    precision = overlap / n_pred if n_pred else 0.0
+    recall = overlap / n_true if n_true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def mean_distance(y_true: Sequence[str], y_pred: Sequence[str], ontology: CellOntology) -> float:
+    """Mean number of ``is_a`` edges between prediction and truth (0 when exact)."""
+    y_true, y_pred = _arrays(y_true, y_pred)
+    return float(np.mean([ontology.distance(t, p) for t, p in zip(y_true, y_pred, strict=True)]))
+
+
+def evaluate(
+    y_true: Sequence[str],
+    y_pred: Sequence[str],
+    ontology: CellOntology | None = None,
+    *,
+    exclude: Iterable[str] | str = "shared",
+) -> pd.DataFrame:
+    """All metrics side by side, one row each.
+
+    Parameters
+    ----------
+    y_true, y_pred
+        CL ids per cell.
+    ontology
+        The Cell Ontology; default the bundled release.
+    exclude
+        Terms left out of the hierarchical scores; see :func:`hierarchical_prf`.
+
+    Returns
+    -------
+    A frame indexed by metric name with a ``value`` column: ``accuracy``, ``macro_f1``,
+    ``sctab_accuracy``, ``sctab_macro_f1``, ``hierarchical_precision``,
+    ``hierarchical_recall``, ``hierarchical_f1`` and ``mean_ontology_distance``.
+    ``attrs["excluded_terms"]`` lists the terms left out of the hierarchical scores.
+    """
+    from sc_genept.ontology import CellOntology
+
+    ontology = ontology or CellOntology.load()
+    y_true, y_pred = _arrays(y_true, y_pred)
+    unknown = sorted({t for t in (*y_true, *y_pred) if t not in ontology})
+    if unknown:
+        raise ValueError(f"Not live CL terms of {ontology!r}: {unknown[:10]}.")
+    excluded = shared_top_terms(y_true, ontology) if exclude == "shared" else frozenset(exclude)
+    adjusted = sctab_adjusted(y_true, y_pred, ontology)
+    h_precision, h_recall, h_f1 = hierarchical_prf(y_true, y_pred, ontology, exclude=excluded)
+    table = pd.DataFrame(
+        {
+            "value": {
+                "accuracy": accuracy(y_true, y_pred),
+                "macro_f1": macro_f1(y_true, y_pred),
+                "sctab_accuracy": accuracy(y_true, adjusted),
+                "sctab_macro_f1": macro_f1(y_true, adjusted),
+                "hierarchical_precision": h_precision,
+                "hierarchical_recall": h_recall,
+                "hierarchical_f1": h_f1,
+                "mean_ontology_distance": mean_distance(y_true, y_pred, ontology),
+            }
+        }
+    )
+    table.attrs["excluded_terms"] = sorted(excluded)
+    return table
+
+
+def _arrays(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+    y_true = np.asarray(y_true, dtype=object)
+    y_pred = np.asarray(y_pred, dtype=object)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1:
+        raise ValueError(
+            f"y_true and y_pred must be 1-D and equally long: {y_true.shape} vs {y_pred.shape}."
+        )
+    return y_true, y_pred

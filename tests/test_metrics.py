@@ -1,0 +1,72 @@
+import pytest
+
+from sc_genept import metrics
+
+CELL, IMMUNE, T, CD4, CD8, B, NEURON = (f"CL:000000{i}" for i in range(7))
+# hand-computed case on tests/data/tiny_cl.obo
+Y_TRUE = [CD4, CD4, CD8, B, NEURON, T]
+Y_PRED = [CD4, T, CD4, B, B, CD8]
+
+
+def test_flat_metrics():
+    assert metrics.accuracy(Y_TRUE, Y_PRED) == pytest.approx(2 / 6)
+    f1 = metrics.per_class_f1(Y_TRUE, Y_PRED)
+    assert f1.to_dict() == pytest.approx({CD4: 0.5, CD8: 0.0, B: 2 / 3, NEURON: 0.0, T: 0.0})
+    assert metrics.macro_f1(Y_TRUE, Y_PRED) == pytest.approx((0.5 + 2 / 3) / 5)
+
+
+def test_sctab_rule_counts_predicted_descendants(tiny_cl):
+    # only the last cell (true T cell, predicted CD8 T cell) is right under the scTab rule;
+    # the second (true CD4, predicted its parent T cell) is not
+    assert metrics.sctab_correct(Y_TRUE, Y_PRED, tiny_cl).tolist() == [
+        True,
+        False,
+        False,
+        True,
+        False,
+        True,
+    ]
+    adjusted = metrics.sctab_adjusted(Y_TRUE, Y_PRED, tiny_cl)
+    assert metrics.macro_f1(Y_TRUE, adjusted) == pytest.approx((0.5 + 2 / 3 + 2 / 3) / 5)
+
+
+def test_hierarchical_scores(tiny_cl):
+    assert metrics.shared_top_terms(Y_TRUE, tiny_cl) == {CELL}
+    precision, recall, f1 = metrics.hierarchical_prf(Y_TRUE, Y_PRED, tiny_cl)
+    assert (precision, recall, f1) == pytest.approx((11 / 15, 11 / 14, 22 / 29))
+    # keeping "cell" in every set inflates all three
+    p_all, r_all, f_all = metrics.hierarchical_prf(Y_TRUE, Y_PRED, tiny_cl, exclude=())
+    assert (p_all, r_all) == pytest.approx((17 / 21, 17 / 20))
+    assert f_all > f1
+
+
+def test_distance(tiny_cl):
+    assert metrics.mean_distance(Y_TRUE, Y_PRED, tiny_cl) == pytest.approx(
+        (0 + 1 + 2 + 0 + 3 + 1) / 6
+    )
+
+
+def test_evaluate_table(tiny_cl):
+    table = metrics.evaluate(Y_TRUE, Y_PRED, tiny_cl)
+    assert list(table.index) == [
+        "accuracy",
+        "macro_f1",
+        "sctab_accuracy",
+        "sctab_macro_f1",
+        "hierarchical_precision",
+        "hierarchical_recall",
+        "hierarchical_f1",
+        "mean_ontology_distance",
+    ]
+    assert table.loc["sctab_accuracy", "value"] == pytest.approx(3 / 6)
+    assert table.loc["hierarchical_f1", "value"] == pytest.approx(22 / 29)
+    assert table.attrs["excluded_terms"] == [CELL]
+    explicit = metrics.evaluate(Y_TRUE, Y_PRED, tiny_cl, exclude=[CELL, IMMUNE])
+    assert explicit.attrs["excluded_terms"] == [CELL, IMMUNE]
+
+
+def test_evaluate_refuses_unknown_terms(tiny_cl):
+    with pytest.raises(ValueError, match="CL:0000099"):
+        metrics.evaluate([CD4], ["CL:0000099"], tiny_cl)
+    with pytest.raises(ValueError, match="equally long"):
+        metrics.evaluate([CD4], [CD4, CD8], tiny_cl)
