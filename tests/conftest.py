@@ -74,3 +74,28 @@ def cl():
     from sc_genept.ontology import CellOntology
 
     return CellOntology.load()
+
+
+@pytest.fixture(scope="session")
+def _pbmc_embedded_once():
+    import scanpy as sc
+
+    adata = sc_genept.datasets.pbmc68k_reduced()
+    sc.tl.genept_embed(adata, use_raw=True)
+    return adata
+
+
+@pytest.fixture
+def pbmc_embedded(_pbmc_embedded_once):
+    """Real PBMCs with CL labels and obsm["X_genept"] from the default table."""
+    return _pbmc_embedded_once.copy()
+
+
+@pytest.fixture
+def pbmc_split(pbmc_embedded):
+    """A fixed, stratified 80/20 split of the embedded PBMCs: (reference, query)."""
+    rng = np.random.default_rng(0)
+    labels = pbmc_embedded.obs["cell_type_ontology_term_id"].to_numpy()
+    test = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[::5] for c in np.unique(labels)])
+    is_test = np.isin(np.arange(pbmc_embedded.n_obs), test)
+    return pbmc_embedded[~is_test].copy(), pbmc_embedded[is_test].copy()

@@ -7,10 +7,10 @@ Importing the package registers its tools with scanpy, so after ``import sc_gene
 
 from importlib.metadata import version
 
-from . import datasets, genes, tl
+from . import datasets, genes, metrics, model, ontology, tl
 from ._scanpy import register
 
-__all__ = ["datasets", "genes", "tl"]
+__all__ = ["datasets", "genes", "metrics", "model", "ontology", "tl"]
 __version__ = version("sc-genept")
 
 register()

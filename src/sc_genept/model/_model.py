@@ -1,0 +1,508 @@
+"""``GenePTClassifier``: Cell Ontology labels from cell embeddings, scvi-tools style."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import CategoricalObsField, ObsmField
+from scvi.dataloaders import DataSplitter
+from scvi.model.base import BaseModelClass
+from scvi.train import TrainRunner
+
+from sc_genept.model._module import GenePTClassifierModule, TrainingPlan
+from sc_genept.ontology import CellOntology
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+_LABEL_COLUMN = "_genept_label_id"
+_WEIGHTS_FILE, _META_FILE = "model.pt", "model.json"
+#: Provenance fields that must agree between training and query embeddings.
+_PROVENANCE_KEYS = ("text_source", "embedding_model", "build_date", "n_genes", "n_dims", "truncated_from")
+
+
+class GenePTClassifier(BaseModelClass):
+    """Predict Cell Ontology terms from cell embeddings (GenePT-w, alone or with others).
+
+    An MLP over the standardised, concatenated ``obsm`` representations scores every term
+    of the training label set and its ancestors. Trained with hierarchical cross-entropy, a
+    cell labelled "T cell" is satisfied by probability mass anywhere under T cell, so labels
+    of mixed granularity train one model. Predictions report the deepest term whose subtree
+    holds at least ``min_confidence`` of the mass, and that mass as the confidence.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    registry
+        Used by :meth:`load`; leave ``None``.
+    n_hidden
+        Width of the hidden layers.
+    n_layers
+        Number of hidden layers; 0 gives a (standardised) linear model.
+    dropout
+        Dropout after each hidden layer.
+    loss
+        ``"hierarchical"`` (default) or ``"flat"`` cross-entropy (for comparison).
+
+    Examples
+    --------
+    >>> ref = sc_genept.datasets.pbmc68k_reduced()
+    >>> sc.tl.genept_embed(ref, use_raw=True)
+    >>> GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id")
+    >>> model = GenePTClassifier(ref)
+    >>> model.train(max_epochs=50)
+    >>> model.predict(query)
+    """
+
+    def __init__(
+        self,
+        adata: AnnData | None = None,
+        registry: dict | None = None,
+        n_hidden: int = 256,
+        n_layers: int = 1,
+        dropout: float = 0.2,
+        loss: Literal["hierarchical", "flat"] = "hierarchical",
+    ):
+        super().__init__(adata, registry=registry)
+        if loss not in ("hierarchical", "flat"):
+            raise ValueError(f"loss must be 'hierarchical' or 'flat', not {loss!r}.")
+        setup = self.registry_["setup_args"]
+        self.embedding_keys = list(setup["embedding_keys"])
+        self.terms = [str(t) for t in self.registry_["field_registries"]["labels"]["state_registry"]["categorical_mapping"]]
+        self.ontology = CellOntology.load(setup["ontology"])
+        self.loss_kind = loss
+        self._attached = None  # query data given to load()
+        input_keys = _input_keys(self.embedding_keys)
+        self.input_widths = [int(self.summary_stats[f"n_{k}"]) for k in input_keys]
+        self.module = GenePTClassifierModule(
+            sum(self.input_widths),
+            self.ontology.ancestor_matrix(self.terms),
+            n_hidden=n_hidden,
+            n_layers=n_layers,
+            dropout=dropout,
+        )
+        # which gene table made each embedding: checked again on every query
+        self.embedding_provenance_ = (
+            {k: _provenance(adata, k) for k in self.embedding_keys} if adata is not None else {}
+        )
+        self._model_summary_string = (
+            f"GenePTClassifier: {len(self.terms)} CL terms, inputs {self.embedding_keys} "
+            f"({sum(self.input_widths)} dims), {n_layers} hidden layer(s) of {n_hidden}, "
+            f"{loss} loss, CL {self.ontology.version}"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    # ---- data --------------------------------------------------------------------------
+
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        labels_key: str,
+        embedding_keys: Sequence[str] = ("X_genept",),
+        ontology: str = "bundled",
+        **kwargs,
+    ) -> None:
+        """Register the cell representations and the labels to train on.
+
+        Parameters
+        ----------
+        adata
+            Reference data with embeddings in ``obsm`` and labels in ``obs``.
+        labels_key
+            Column of ``adata.obs`` with CL ids, or CL names / exact synonyms that map to
+            exactly one term. Unknown or missing labels raise an error that lists them.
+        embedding_keys
+            ``obsm`` keys concatenated as the input, e.g. ``("X_genept", "X_pca")``.
+        ontology
+            ``"bundled"`` CL or a path/URL of a CL OBO file (see
+            :meth:`~sc_genept.ontology.CellOntology.load`).
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        embedding_keys = list(embedding_keys)
+        setup_method_args["setup_args"]["embedding_keys"] = embedding_keys
+        for key in embedding_keys:
+            _check_embedding(adata, key)
+        if labels_key not in adata.obs:
+            raise KeyError(f"No column {labels_key!r} in adata.obs; columns: {list(adata.obs.columns)}.")
+        cl = CellOntology.load(ontology)
+        ids, unmapped = cl.map_labels(adata.obs[labels_key].astype(object).where(adata.obs[labels_key].notna()))
+        missing = int(adata.obs[labels_key].isna().sum())
+        if missing:
+            raise ValueError(
+                f"{missing} cells have no label in obs[{labels_key!r}]: train on the labelled "
+                f"cells only, e.g. adata[adata.obs[{labels_key!r}].notna()].copy()."
+            )
+        if unmapped:
+            raise ValueError(
+                f"{len(unmapped)} labels in obs[{labels_key!r}] are not CL ids, names or "
+                f"unambiguous exact synonyms in {cl!r}: {unmapped[:20]}. Map them to CL ids "
+                "(e.g. with CellOntology.resolve) first."
+            )
+        labels = sorted(set(ids))
+        terms = sorted(set(labels).union(*(cl.ancestors(t) for t in labels)), key=lambda t: (cl.depth(t), t))
+        adata.obs[_LABEL_COLUMN] = pd.Categorical(ids.to_numpy(), categories=terms)
+        fields = [ObsmField(k, key) for k, key in zip(_input_keys(embedding_keys), embedding_keys, strict=True)]
+        fields.append(CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, _LABEL_COLUMN))
+        manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        manager.register_fields(adata, **kwargs)
+        cls.register_manager(manager)
+
+    # ---- training ----------------------------------------------------------------------
+
+    def train(
+        self,
+        max_epochs: int = 200,
+        *,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        train_size: float = 0.9,
+        early_stopping: bool = True,
+        early_stopping_patience: int = 15,
+        balance_classes: bool = False,
+        seed: int = 0,
+        **trainer_kwargs,
+    ):
+        """Train with Lightning on a stratified train/validation split.
+
+        Parameters
+        ----------
+        max_epochs
+            Upper bound on passes over the training cells.
+        batch_size
+            Cells per step; batches are drawn from all training cells, reshuffled every
+            epoch (no dataset-ordered batches).
+        lr, weight_decay
+            AdamW settings.
+        accelerator, devices
+            Passed to Lightning: ``"auto"`` uses a GPU when there is one.
+        train_size
+            Share of each label's cells used for training; the rest validates (for early
+            stopping and to keep the best weights).
+        early_stopping, early_stopping_patience
+            Stop when the validation loss has not improved for this many epochs.
+        balance_classes
+            Weight each cell by the inverse frequency of its label.
+        seed
+            Seeds the split and the weight initialisation.
+        **trainer_kwargs
+            Other :class:`lightning.pytorch.Trainer` arguments.
+        """
+        rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        codes = self._label_codes()
+        train_idx, val_idx = _stratified_split(codes, train_size, rng)
+        self.module.set_standardization(self._inputs(self.adata)[train_idx])
+        if not val_idx.size and early_stopping:
+            warnings.warn("train_size=1 leaves no validation cells: early stopping is off.", stacklevel=2)
+            early_stopping = False
+        class_weights = None
+        if balance_classes:
+            counts = np.bincount(codes[train_idx], minlength=len(self.terms)).astype(np.float32)
+            class_weights = torch.as_tensor(np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0))
+        plan = TrainingPlan(
+            self.module,
+            _input_keys(self.embedding_keys),
+            lr=lr,
+            weight_decay=weight_decay,
+            hierarchical=self.loss_kind == "hierarchical",
+            class_weights=class_weights,
+        )
+        splitter = DataSplitter(
+            self.adata_manager, external_indexing=[train_idx, val_idx, np.array([], dtype=int)], batch_size=batch_size
+        )
+        if early_stopping:
+            trainer_kwargs.update(
+                early_stopping=True,
+                early_stopping_monitor="validation_loss",
+                early_stopping_patience=early_stopping_patience,
+                early_stopping_mode="min",
+            )
+        elif val_idx.size:
+            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        runner = TrainRunner(
+            self,
+            training_plan=plan,
+            data_splitter=splitter,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            **trainer_kwargs,
+        )
+        result = runner()
+        if plan.best_state is not None:
+            self.module.load_state_dict(plan.best_state)
+        self.module.eval()
+        return result
+
+    # ---- prediction --------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def predict_proba(self, adata: AnnData | None = None, *, batch_size: int = 4096) -> pd.DataFrame:
+        """Probability of each term of the label set (rows sum to 1), cells × terms."""
+        adata = self._query(adata)
+        x = self._inputs(adata)
+        self.module.eval()
+        parts = [
+            torch.softmax(self.module(torch.as_tensor(x[i : i + batch_size])), dim=-1).cpu().numpy()
+            for i in range(0, len(x), batch_size)
+        ]
+        probs = np.concatenate(parts) if parts else np.zeros((0, len(self.terms)), np.float32)
+        return pd.DataFrame(probs, index=adata.obs_names, columns=self.terms)
+
+    def predict(
+        self,
+        adata: AnnData | None = None,
+        *,
+        soft: bool = False,
+        min_confidence: float = 0.5,
+        batch_size: int = 4096,
+    ) -> pd.DataFrame:
+        """Annotate cells with the deepest term that holds ``min_confidence`` of the mass.
+
+        Parameters
+        ----------
+        adata
+            Cells with the same ``obsm`` representations as the training data (made with
+            the same gene table); default: the training data.
+        soft
+            Return the full probability table (cells × terms) instead.
+        min_confidence
+            Subtree mass a term needs to be reported. Higher: fewer, coarser, surer calls.
+        batch_size
+            Cells per forward pass.
+
+        Returns
+        -------
+        With ``soft=False``, a frame indexed like ``adata.obs`` with columns
+        ``ontology_term_id`` and ``cell_type`` (the reported term), ``confidence`` (its
+        subtree mass), and ``finest_ontology_term_id``, ``finest_cell_type`` and
+        ``finest_probability`` (the single most probable term, before thresholding).
+        """
+        probs = self.predict_proba(adata, batch_size=batch_size)
+        if soft:
+            return probs
+        return decode(probs, self.module.subtree.cpu().numpy(), min_confidence, self.ontology)
+
+    # ---- persistence -------------------------------------------------------------------
+
+    def save(self, dir_path: str | Path, *, overwrite: bool = False) -> None:
+        """Save weights (``model.pt``) and everything else as JSON (``model.json``).
+
+        Only tensors go into ``model.pt``, so :meth:`load` reads it with
+        ``torch.load(weights_only=True)``: loading a model never runs pickled code.
+        No data, and no API key or other secret, is written.
+        """
+        path = Path(dir_path)
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            raise FileExistsError(f"{path} exists and is not empty; pass overwrite=True.")
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "model": type(self).__name__,
+            "sc_genept_version": _version(),
+            "init_params": self.init_params_,
+            "registry": _to_plain(self.registry_),
+            "embedding_provenance": self.embedding_provenance_,
+            "ontology_version": self.ontology.version,
+            "is_trained": self.is_trained_,
+            "history": {k: v.reset_index().to_dict(orient="list") for k, v in (self.history_ or {}).items()},
+        }
+        torch.save(self.module.state_dict(), path / _WEIGHTS_FILE)
+        (path / _META_FILE).write_text(json.dumps(meta, indent=1, default=_json_default))
+
+    @classmethod
+    def load(cls, dir_path: str | Path, adata: AnnData | None = None, *, device: str = "cpu") -> GenePTClassifier:
+        """Load a model written by :meth:`save` (weights read with ``weights_only=True``).
+
+        Parameters
+        ----------
+        dir_path
+            The folder :meth:`save` wrote.
+        adata
+            Optional query data to attach; its embeddings must come from the same gene
+            table as the training data's, else a :class:`ValueError` says which differ.
+        device
+            Where to put the weights (``"cpu"``, ``"cuda"``, ``"cuda:1"`` …).
+        """
+        path = Path(dir_path)
+        meta = json.loads((path / _META_FILE).read_text())
+        if meta.get("model") != cls.__name__:
+            raise ValueError(f"{path} holds a {meta.get('model')!r}, not a {cls.__name__}.")
+        registry = _from_plain(meta["registry"])
+        params = {k: v for k, v in meta["init_params"]["non_kwargs"].items()}
+        model = cls(None, registry=registry, **params)
+        if model.ontology.version != meta["ontology_version"]:
+            raise ValueError(
+                f"The model was trained with CL {meta['ontology_version']} but "
+                f"{registry['setup_args']['ontology']!r} is CL {model.ontology.version}."
+            )
+        state = torch.load(path / _WEIGHTS_FILE, map_location=device, weights_only=True)
+        model.module.load_state_dict(state)
+        model.module.to(device).eval()
+        model.embedding_provenance_ = meta["embedding_provenance"]
+        model.is_trained_ = meta["is_trained"]
+        model.history_ = {k: pd.DataFrame(v).set_index("epoch") for k, v in meta["history"].items()}
+        if adata is not None:
+            model._query(adata)
+            model._attached = adata
+        return model
+
+    # ---- internals ---------------------------------------------------------------------
+
+    def _label_codes(self) -> np.ndarray:
+        return np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel().astype(int)
+
+    def _inputs(self, adata: AnnData) -> np.ndarray:
+        parts = []
+        for key, width in zip(self.embedding_keys, self.input_widths, strict=True):
+            x = _check_embedding(adata, key)
+            if x.shape[1] != width:
+                raise ValueError(f"obsm[{key!r}] has {x.shape[1]} columns; the model was trained on {width}.")
+            parts.append(x)
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+    def _query(self, adata: AnnData | None) -> AnnData:
+        """The data to predict on, after checking its embeddings come from the right gene table."""
+        for candidate in (adata, self._attached, self.adata):
+            if candidate is not None:
+                adata = candidate
+                break
+        if adata is None:
+            raise ValueError("Pass adata: this model was loaded without data.")
+        for key, trained in self.embedding_provenance_.items():
+            query = _provenance(adata, key)
+            if trained and query is None:
+                warnings.warn(
+                    f"adata.uns[{key!r}] has no gene-table provenance, so it cannot be checked "
+                    "against the training data's; embed with sc.tl.genept_embed.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            elif trained and query:
+                differ = [f for f in _PROVENANCE_KEYS if trained.get(f) != query.get(f)]
+                if differ:
+                    raise ValueError(
+                        f"obsm[{key!r}] was made with another gene table than the model's training "
+                        f"data (differs in {differ}: {[query.get(f) for f in differ]} vs "
+                        f"{[trained.get(f) for f in differ]}). Re-embed with the model's table."
+                    )
+        return adata
+
+
+def decode(probs: pd.DataFrame, subtree: np.ndarray, min_confidence: float, ontology: CellOntology) -> pd.DataFrame:
+    """Hierarchical decoding: per cell, the deepest term whose subtree mass ≥ ``min_confidence``.
+
+    "Deepest" means no other qualifying term lies below it; among several such terms (only
+    possible with ``min_confidence`` ≤ 0.5) the one with the larger mass wins. When no term
+    qualifies, the term with the largest mass is reported.
+    """
+    if not 0 < min_confidence <= 1:
+        raise ValueError(f"min_confidence must be in (0, 1], got {min_confidence}.")
+    terms = np.asarray(probs.columns)
+    p = probs.to_numpy()
+    mass = p @ subtree.T
+    qualifies = mass >= min_confidence - 1e-6
+    strict_below = subtree - np.eye(len(terms))  # [c, j] = 1 when j is strictly under c
+    has_qualifying_child = (qualifies.astype(np.float32) @ strict_below.T) > 0
+    deepest = qualifies & ~has_qualifying_child
+    score = np.where(deepest, mass, -np.inf)
+    none = ~deepest.any(axis=1)
+    score[none] = mass[none]
+    chosen = score.argmax(axis=1)
+    finest = p.argmax(axis=1)
+    rows = np.arange(len(p))
+    return pd.DataFrame(
+        {
+            "ontology_term_id": terms[chosen],
+            "cell_type": ontology.names(terms[chosen]),
+            "confidence": mass[rows, chosen],
+            "finest_ontology_term_id": terms[finest],
+            "finest_cell_type": ontology.names(terms[finest]),
+            "finest_probability": p[rows, finest],
+        },
+        index=probs.index,
+    )
+
+
+def _input_keys(embedding_keys: Sequence[str]) -> list[str]:
+    return [f"input_{i}" for i in range(len(embedding_keys))]
+
+
+def _check_embedding(adata: AnnData, key: str) -> np.ndarray:
+    if key not in adata.obsm:
+        hint = " Run sc.tl.genept_embed(adata) first." if key == "X_genept" else ""
+        raise KeyError(f"No obsm[{key!r}] in adata; it has {list(adata.obsm)}.{hint}")
+    x = np.asarray(adata.obsm[key], dtype=np.float32)
+    if x.ndim != 2 or not np.isfinite(x).all():
+        raise ValueError(f"obsm[{key!r}] must be a 2-D array of finite numbers.")
+    return x
+
+
+def _provenance(adata: AnnData, key: str) -> dict | None:
+    info = adata.uns.get(key)
+    return dict(info["gene_embeddings"]) if isinstance(info, dict) and "gene_embeddings" in info else None
+
+
+def _stratified_split(codes: np.ndarray, train_size: float, rng: np.random.Generator):
+    if not 0 < train_size <= 1:
+        raise ValueError(f"train_size must be in (0, 1], got {train_size}.")
+    train, val = [], []
+    for code in np.unique(codes):
+        idx = rng.permutation(np.flatnonzero(codes == code))
+        n_train = max(1, int(np.ceil(train_size * len(idx))))
+        train.append(idx[:n_train]), val.append(idx[n_train:])
+    return rng.permutation(np.concatenate(train)), np.sort(np.concatenate(val)).astype(int)
+
+
+def _to_plain(value):
+    """JSON-able copy of a registry: numpy arrays and scalars become tagged lists / numbers."""
+    if isinstance(value, dict):
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": value.tolist(), "dtype": str(value.dtype)}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _from_plain(value):
+    if isinstance(value, dict):
+        if "__ndarray__" in value:
+            return np.asarray(value["__ndarray__"], dtype=value["dtype"] if value["dtype"] != "object" else object)
+        return {k: _from_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_plain(v) for v in value]
+    return value
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"Cannot store {type(value).__name__} in model.json")
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("sc-genept")

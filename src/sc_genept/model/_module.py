@@ -1,0 +1,124 @@
+"""The network behind :class:`~sc_genept.model.GenePTClassifier` and its training plan."""
+
+from __future__ import annotations
+
+import copy
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from scvi import REGISTRY_KEYS
+from scvi.module.base import BaseModuleClass, auto_move_data
+from torch import nn
+
+
+class GenePTClassifierModule(BaseModuleClass):
+    """Standardise the inputs, then an MLP that scores every term of the label set.
+
+    Parameters
+    ----------
+    n_input
+        Width of the concatenated cell representations.
+    subtree
+        ``(n_terms, n_terms)`` 0/1 matrix, ``subtree[c, j] = 1`` when term ``j`` is ``c`` or
+        below it: turns term probabilities into subtree masses.
+    n_hidden, n_layers, dropout
+        Hidden width, number of hidden layers (0: a linear model) and dropout.
+    """
+
+    def __init__(
+        self, n_input: int, subtree: np.ndarray, *, n_hidden: int, n_layers: int, dropout: float
+    ):
+        super().__init__()
+        n_terms = subtree.shape[0]
+        # learned from the training cells by GenePTClassifier.train and saved with the weights:
+        # raw GenePT-w embeddings are nearly collinear and train poorly without it
+        self.register_buffer("input_mean", torch.zeros(n_input))
+        self.register_buffer("input_std", torch.ones(n_input))
+        self.register_buffer("subtree", torch.as_tensor(subtree, dtype=torch.float32))
+        layers, width = [], n_input
+        for _ in range(n_layers):
+            layers += [nn.Linear(width, n_hidden), nn.LayerNorm(n_hidden), nn.ReLU(), nn.Dropout(dropout)]
+            width = n_hidden
+        layers.append(nn.Linear(width, n_terms))
+        self.mlp = nn.Sequential(*layers)
+
+    def set_standardization(self, x: np.ndarray) -> None:
+        """Learn the per-feature mean and standard deviation from training inputs."""
+        self.input_mean.copy_(torch.as_tensor(x.mean(axis=0)))
+        self.input_std.copy_(torch.as_tensor(np.maximum(x.std(axis=0), 1e-6)))
+
+    @auto_move_data
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits over the label set."""
+        return self.mlp((x - self.input_mean) / self.input_std)
+
+    def loss(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        hierarchical: bool = True,
+        class_weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Hierarchical cross-entropy ``-log Σ_{j under y} p_j`` (flat: ``-log p_y``)."""
+        log_p = torch.log_softmax(logits, dim=-1)
+        if hierarchical:
+            under_label = self.subtree[labels] > 0
+            per_cell = -torch.logsumexp(log_p.masked_fill(~under_label, float("-inf")), dim=-1)
+        else:
+            per_cell = -log_p.gather(1, labels[:, None])[:, 0]
+        if class_weights is None:
+            return per_cell.mean()
+        weights = class_weights[labels]
+        return (per_cell * weights).sum() / weights.sum()
+
+    def subtree_mass(self, probs: torch.Tensor) -> torch.Tensor:
+        """Probability mass at or under each term."""
+        return probs @ self.subtree.T
+
+
+class TrainingPlan(pl.LightningModule):
+    """Lightning plan: AdamW on the (hierarchical) cross-entropy; keeps the best weights."""
+
+    def __init__(
+        self,
+        module: GenePTClassifierModule,
+        input_keys: list[str],
+        *,
+        lr: float,
+        weight_decay: float,
+        hierarchical: bool,
+        class_weights: torch.Tensor | None,
+    ):
+        super().__init__()
+        self.module = module
+        self.input_keys = input_keys
+        self.lr, self.weight_decay, self.hierarchical = lr, weight_decay, hierarchical
+        self.class_weights = None if class_weights is None else nn.Parameter(class_weights, requires_grad=False)
+        self.best_loss, self.best_state = float("inf"), None
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x = torch.cat([batch[k] for k in self.input_keys], dim=1)
+        labels = batch[REGISTRY_KEYS.LABELS_KEY].view(-1).long()
+        logits = self.module(x)
+        loss = self.module.loss(
+            logits, labels, hierarchical=self.hierarchical, class_weights=self.class_weights
+        )
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "validation")
+
+    def on_validation_epoch_end(self):
+        loss = float(self.trainer.callback_metrics.get("validation_loss", float("inf")))
+        if loss < self.best_loss:
+            self.best_loss = loss
+            self.best_state = copy.deepcopy(self.module.state_dict())
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.module.parameters(), lr=self.lr, weight_decay=self.weight_decay)

@@ -1,0 +1,73 @@
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+
+import sc_genept
+from sc_genept.model import GenePTClassifier
+
+FAST = {"max_epochs": 40, "enable_progress_bar": False}
+COLUMNS = [
+    "genept_cell_type",
+    "genept_cell_type_ontology_term_id",
+    "genept_cell_type_confidence",
+    "genept_cell_type_finest",
+    "genept_cell_type_finest_ontology_term_id",
+    "genept_cell_type_finest_probability",
+]
+
+
+@pytest.fixture
+def raw_split(pbmc):
+    """Un-embedded real PBMCs (scaled .X, log-normalised .raw): (reference, query)."""
+    is_query = np.arange(pbmc.n_obs) % 5 == 0
+    return pbmc[~is_query].copy(), pbmc[is_query].copy()
+
+
+def test_label_transfer_in_one_line(raw_split, cl):
+    ref, query = raw_split
+    ref_before = ref.copy()
+    sc.tl.genept_annotate(query, reference=ref, labels_key="cell_type_ontology_term_id", **FAST)
+    assert [c for c in query.obs.columns if c.startswith("genept")] == COLUMNS
+    assert isinstance(query.obs["genept_cell_type"].dtype, pd.CategoricalDtype)
+    assert query.obs["genept_cell_type_confidence"].between(0.5 - 1e-6, 1 + 1e-6).all()
+    ids = query.obs["genept_cell_type_ontology_term_id"].astype(str)
+    assert all(cl.name(i) == n for i, n in zip(ids, query.obs["genept_cell_type"].astype(str), strict=True))
+    assert "X_genept" in query.obsm and query.uns["X_genept"]["source"] == "adata.raw.X"  # .X was scaled
+    assert query.uns["genept_cell_type"]["ontology_version"] == "2026-03-26"
+    accuracy = sc_genept.metrics.evaluate(query.obs["cell_type_ontology_term_id"].astype(str), ids)
+    assert accuracy.loc["sctab_accuracy", "value"] > 0.6
+    # the reference is left exactly as it was
+    assert list(ref.obs.columns) == list(ref_before.obs.columns)
+    assert list(ref.obsm) == list(ref_before.obsm) and list(ref.uns) == list(ref_before.uns)
+
+
+def test_with_a_saved_model_and_copy(pbmc_split, tmp_path):
+    ref, query = pbmc_split
+    GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id")
+    model = GenePTClassifier(ref)
+    model.train(**FAST)
+    model.save(tmp_path / "m")
+    out = sc.tl.genept_annotate(query, tmp_path / "m", copy=True, key_added="ct")
+    assert "ct" not in query.obs and "ct" in out.obs
+    direct = model.predict(query)
+    assert (out.obs["ct_ontology_term_id"].astype(str) == direct["ontology_term_id"]).all()
+    coarse = sc.tl.genept_annotate(query, model, min_confidence=0.99, copy=True)
+    depth = sc_genept.ontology.CellOntology.load().depth
+    shallower = [
+        depth(a) <= depth(b)
+        for a, b in zip(
+            coarse.obs["genept_cell_type_ontology_term_id"].astype(str), direct["ontology_term_id"], strict=True
+        )
+    ]
+    assert all(shallower)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({}, "either model="), ({"reference": "r"}, "labels_key"), ({"model": "m", "reference": "r"}, "not both")],
+)
+def test_bad_calls(pbmc, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        sc_genept.tl.genept_annotate(pbmc, **kwargs)
+    assert "genept_cell_type" not in pbmc.obs

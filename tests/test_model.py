@@ -1,0 +1,140 @@
+import json
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import torch
+
+import sc_genept
+from sc_genept.genes import GeneEmbeddings, Provenance
+from sc_genept.model import GenePTClassifier, GenePTClassifierModule, decode
+
+CELL, IMMUNE, T, CD4, CD8, B, NEURON = (f"CL:000000{i}" for i in range(7))
+FAST = {"max_epochs": 40, "enable_progress_bar": False}
+
+
+@pytest.fixture
+def trained(pbmc_split):
+    ref, _ = pbmc_split
+    GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id")
+    model = GenePTClassifier(ref)
+    model.train(**FAST)
+    return model
+
+
+def test_hierarchical_loss_is_subtree_mass(tiny_cl):
+    terms = [IMMUNE, T, CD4, CD8, B]
+    module = GenePTClassifierModule(2, tiny_cl.ancestor_matrix(terms), n_hidden=4, n_layers=0, dropout=0)
+    logits = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.15, 0.25]]))
+    for label, under in [(T, [T, CD4, CD8]), (CD4, [CD4]), (IMMUNE, terms)]:
+        y = torch.tensor([terms.index(label)])
+        p_under = sum([0.1, 0.2, 0.3, 0.15, 0.25][terms.index(t)] for t in under)
+        assert module.loss(logits, y).item() == pytest.approx(-np.log(p_under), rel=1e-5)
+        p_flat = [0.1, 0.2, 0.3, 0.15, 0.25][terms.index(label)]
+        assert module.loss(logits, y, hierarchical=False).item() == pytest.approx(-np.log(p_flat), rel=1e-5)
+
+
+def test_decode_reports_deepest_confident_term(tiny_cl):
+    terms = [IMMUNE, T, CD4, CD8, B]
+    probs = pd.DataFrame(
+        [
+            [0.0, 0.0, 0.9, 0.05, 0.05],  # sure CD4
+            [0.0, 0.1, 0.35, 0.35, 0.2],  # surely T (0.8), unsure which
+            [0.3, 0.0, 0.2, 0.2, 0.3],  # only "immune cell" reaches 0.5
+        ],
+        columns=terms,
+    )
+    out = decode(probs, tiny_cl.ancestor_matrix(terms), 0.5, tiny_cl)
+    assert out["ontology_term_id"].tolist() == [CD4, T, IMMUNE]
+    assert out["confidence"].tolist() == pytest.approx([0.9, 0.8, 1.0])
+    assert out["finest_ontology_term_id"].tolist() == [CD4, CD4, IMMUNE]
+    assert out["cell_type"].tolist() == ["CD4 T cell", "T cell", "immune cell"]
+    strict = decode(probs, tiny_cl.ancestor_matrix(terms), 0.95, tiny_cl)
+    assert strict["ontology_term_id"].tolist() == [T, IMMUNE, IMMUNE]
+
+
+def test_setup_checks_labels_and_inputs(pbmc_embedded):
+    adata = pbmc_embedded
+    adata.obs["bad"] = adata.obs["cell_type"].astype(str).replace({"B cell": "B-cells", "dendritic cell": "DCs"})
+    with pytest.raises(ValueError, match=r"2 labels.*\['B-cells', 'DCs'\]"):
+        GenePTClassifier.setup_anndata(adata, labels_key="bad")
+    adata.obs["partial"] = adata.obs["cell_type"].astype(object).where(np.arange(adata.n_obs) > 2)
+    with pytest.raises(ValueError, match="3 cells have no label"):
+        GenePTClassifier.setup_anndata(adata, labels_key="partial")
+    with pytest.raises(KeyError, match="genept_embed"):
+        GenePTClassifier.setup_anndata(ad.AnnData(obs=adata.obs.copy()), labels_key="cell_type")
+
+
+def test_names_are_accepted_and_ancestors_join_the_label_set(pbmc_embedded):
+    GenePTClassifier.setup_anndata(pbmc_embedded, labels_key="cell_type")  # CL names
+    model = GenePTClassifier(pbmc_embedded)
+    assert set(pbmc_embedded.obs["cell_type_ontology_term_id"]) <= set(model.terms)
+    assert "CL:0000084" in model.terms  # T cell: an ancestor of several labels
+    assert model.terms[0] == "CL:0000000"
+
+
+def test_train_predict_on_real_cells(trained, pbmc_split):
+    _, query = pbmc_split
+    pred = trained.predict(query)
+    assert list(pred.columns) == [
+        "ontology_term_id",
+        "cell_type",
+        "confidence",
+        "finest_ontology_term_id",
+        "finest_cell_type",
+        "finest_probability",
+    ]
+    assert pred["confidence"].between(0.5 - 1e-6, 1 + 1e-6).all()
+    table = sc_genept.metrics.evaluate(query.obs["cell_type_ontology_term_id"].astype(str), pred["ontology_term_id"])
+    majority = query.obs["cell_type_ontology_term_id"].value_counts(normalize=True).max()
+    assert table.loc["sctab_accuracy", "value"] > majority + 0.3
+    soft = trained.predict(query, soft=True)
+    assert soft.shape == (query.n_obs, len(trained.terms))
+    np.testing.assert_allclose(soft.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_save_load_gives_identical_predictions(trained, pbmc_split, tmp_path):
+    _, query = pbmc_split
+    trained.save(tmp_path / "model")
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["model.json", "model.pt"]
+    torch.load(tmp_path / "model" / "model.pt", weights_only=True)  # tensors only, nothing to unpickle
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert meta["ontology_version"] == "2026-03-26"
+    assert "MiniLM" in meta["embedding_provenance"]["X_genept"]["embedding_model"]
+    loaded = GenePTClassifier.load(tmp_path / "model")
+    pd.testing.assert_frame_equal(loaded.predict_proba(query), trained.predict_proba(query))
+    pd.testing.assert_frame_equal(loaded.predict(query), trained.predict(query))
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        trained.save(tmp_path / "model")
+
+
+def test_query_from_another_gene_table_fails_loudly(trained, pbmc_split, default_table, tmp_path):
+    _, query = pbmc_split
+    other = GeneEmbeddings(
+        default_table.symbols,
+        default_table.embeddings,
+        provenance=Provenance(text_source="NCBI summaries", embedding_model="another-model"),
+    )
+    sc.tl.genept_embed(query, gene_embeddings=other, use_raw=True)
+    with pytest.raises(ValueError, match="another gene table"):
+        trained.predict(query)
+    trained.save(tmp_path / "m")
+    with pytest.raises(ValueError, match="another gene table"):
+        GenePTClassifier.load(tmp_path / "m", adata=query)
+    sc.tl.genept_embed(query, use_raw=True, n_dims=64)
+    with pytest.raises(ValueError, match="n_dims"):
+        trained.predict(query)
+
+
+def test_ensemble_inputs_flat_loss_and_balancing(pbmc_split):
+    ref, query = pbmc_split
+    ref.obsm["X_pca"] = ref.obsm["X_pca"].copy()
+    GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id", embedding_keys=("X_genept", "X_pca"))
+    model = GenePTClassifier(ref, loss="flat", n_layers=0)
+    model.train(balance_classes=True, **FAST)
+    assert model.module.input_mean.shape == (384 + 50,)
+    assert model.predict(query)["ontology_term_id"].isin(model.terms).all()
+    with pytest.raises(ValueError, match="'hierarchical' or 'flat'"):
+        GenePTClassifier(ref, loss="focal")
