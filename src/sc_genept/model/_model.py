@@ -346,8 +346,7 @@ class GenePTClassifier(BaseModelClass):
         if meta.get("model") != cls.__name__:
             raise ValueError(f"{path} holds a {meta.get('model')!r}, not a {cls.__name__}.")
         registry = _from_plain(meta["registry"])
-        params = {k: v for k, v in meta["init_params"]["non_kwargs"].items()}
-        model = cls(None, registry=registry, **params)
+        model = cls(None, registry=registry, **meta["init_params"]["non_kwargs"])
         if model.ontology.version != meta["ontology_version"]:
             raise ValueError(
                 f"The model was trained with CL {meta['ontology_version']} but "
