@@ -96,6 +96,8 @@ def pbmc_split(pbmc_embedded):
     """A fixed, stratified 80/20 split of the embedded PBMCs: (reference, query)."""
     rng = np.random.default_rng(0)
     labels = pbmc_embedded.obs["cell_type_ontology_term_id"].to_numpy()
-    test = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[::5] for c in np.unique(labels)])
+    test = np.concatenate(
+        [rng.permutation(np.flatnonzero(labels == c))[::5] for c in np.unique(labels)]
+    )
     is_test = np.isin(np.arange(pbmc_embedded.n_obs), test)
     return pbmc_embedded[~is_test].copy(), pbmc_embedded[is_test].copy()

@@ -32,8 +32,12 @@ def test_label_transfer_in_one_line(raw_split, cl):
     assert isinstance(query.obs["genept_cell_type"].dtype, pd.CategoricalDtype)
     assert query.obs["genept_cell_type_confidence"].between(0.5 - 1e-6, 1 + 1e-6).all()
     ids = query.obs["genept_cell_type_ontology_term_id"].astype(str)
-    assert all(cl.name(i) == n for i, n in zip(ids, query.obs["genept_cell_type"].astype(str), strict=True))
-    assert "X_genept" in query.obsm and query.uns["X_genept"]["source"] == "adata.raw.X"  # .X was scaled
+    assert all(
+        cl.name(i) == n for i, n in zip(ids, query.obs["genept_cell_type"].astype(str), strict=True)
+    )
+    assert (
+        "X_genept" in query.obsm and query.uns["X_genept"]["source"] == "adata.raw.X"
+    )  # .X was scaled
     assert query.uns["genept_cell_type"]["ontology_version"] == "2026-03-26"
     accuracy = sc_genept.metrics.evaluate(query.obs["cell_type_ontology_term_id"].astype(str), ids)
     assert accuracy.loc["sctab_accuracy", "value"] > 0.6
@@ -57,7 +61,9 @@ def test_with_a_saved_model_and_copy(pbmc_split, tmp_path):
     shallower = [
         depth(a) <= depth(b)
         for a, b in zip(
-            coarse.obs["genept_cell_type_ontology_term_id"].astype(str), direct["ontology_term_id"], strict=True
+            coarse.obs["genept_cell_type_ontology_term_id"].astype(str),
+            direct["ontology_term_id"],
+            strict=True,
         )
     ]
     assert all(shallower)
@@ -65,7 +71,11 @@ def test_with_a_saved_model_and_copy(pbmc_split, tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({}, "either model="), ({"reference": "r"}, "labels_key"), ({"model": "m", "reference": "r"}, "not both")],
+    [
+        ({}, "either model="),
+        ({"reference": "r"}, "labels_key"),
+        ({"model": "m", "reference": "r"}, "not both"),
+    ],
 )
 def test_bad_calls(pbmc, kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -26,14 +26,18 @@ def trained(pbmc_split):
 
 def test_hierarchical_loss_is_subtree_mass(tiny_cl):
     terms = [IMMUNE, T, CD4, CD8, B]
-    module = GenePTClassifierModule(2, tiny_cl.ancestor_matrix(terms), n_hidden=4, n_layers=0, dropout=0)
+    module = GenePTClassifierModule(
+        2, tiny_cl.ancestor_matrix(terms), n_hidden=4, n_layers=0, dropout=0
+    )
     logits = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.15, 0.25]]))
     for label, under in [(T, [T, CD4, CD8]), (CD4, [CD4]), (IMMUNE, terms)]:
         y = torch.tensor([terms.index(label)])
         p_under = sum([0.1, 0.2, 0.3, 0.15, 0.25][terms.index(t)] for t in under)
         assert module.loss(logits, y).item() == pytest.approx(-np.log(p_under), rel=1e-5)
         p_flat = [0.1, 0.2, 0.3, 0.15, 0.25][terms.index(label)]
-        assert module.loss(logits, y, hierarchical=False).item() == pytest.approx(-np.log(p_flat), rel=1e-5)
+        assert module.loss(logits, y, hierarchical=False).item() == pytest.approx(
+            -np.log(p_flat), rel=1e-5
+        )
 
 
 def test_decode_reports_deepest_confident_term(tiny_cl):
@@ -57,7 +61,9 @@ def test_decode_reports_deepest_confident_term(tiny_cl):
 
 def test_setup_checks_labels_and_inputs(pbmc_embedded):
     adata = pbmc_embedded
-    adata.obs["bad"] = adata.obs["cell_type"].astype(str).replace({"B cell": "B-cells", "dendritic cell": "DCs"})
+    adata.obs["bad"] = (
+        adata.obs["cell_type"].astype(str).replace({"B cell": "B-cells", "dendritic cell": "DCs"})
+    )
     with pytest.raises(ValueError, match=r"2 labels.*\['B-cells', 'DCs'\]"):
         GenePTClassifier.setup_anndata(adata, labels_key="bad")
     adata.obs["partial"] = adata.obs["cell_type"].astype(object).where(np.arange(adata.n_obs) > 2)
@@ -87,7 +93,9 @@ def test_train_predict_on_real_cells(trained, pbmc_split):
         "finest_probability",
     ]
     assert pred["confidence"].between(0.5 - 1e-6, 1 + 1e-6).all()
-    table = sc_genept.metrics.evaluate(query.obs["cell_type_ontology_term_id"].astype(str), pred["ontology_term_id"])
+    table = sc_genept.metrics.evaluate(
+        query.obs["cell_type_ontology_term_id"].astype(str), pred["ontology_term_id"]
+    )
     majority = query.obs["cell_type_ontology_term_id"].value_counts(normalize=True).max()
     assert table.loc["sctab_accuracy", "value"] > majority + 0.3
     soft = trained.predict(query, soft=True)
@@ -99,7 +107,9 @@ def test_save_load_gives_identical_predictions(trained, pbmc_split, tmp_path):
     _, query = pbmc_split
     trained.save(tmp_path / "model")
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["model.json", "model.pt"]
-    torch.load(tmp_path / "model" / "model.pt", weights_only=True)  # tensors only, nothing to unpickle
+    torch.load(
+        tmp_path / "model" / "model.pt", weights_only=True
+    )  # tensors only, nothing to unpickle
     meta = json.loads((tmp_path / "model" / "model.json").read_text())
     assert meta["ontology_version"] == "2026-03-26"
     assert "MiniLM" in meta["embedding_provenance"]["X_genept"]["embedding_model"]
@@ -131,7 +141,9 @@ def test_query_from_another_gene_table_fails_loudly(trained, pbmc_split, default
 def test_ensemble_inputs_flat_loss_and_balancing(pbmc_split):
     ref, query = pbmc_split
     ref.obsm["X_pca"] = ref.obsm["X_pca"].copy()
-    GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id", embedding_keys=("X_genept", "X_pca"))
+    GenePTClassifier.setup_anndata(
+        ref, labels_key="cell_type_ontology_term_id", embedding_keys=("X_genept", "X_pca")
+    )
     model = GenePTClassifier(ref, loss="flat", n_layers=0)
     model.train(balance_classes=True, **FAST)
     assert model.module.input_mean.shape == (384 + 50,)

@@ -31,7 +31,14 @@ logger = logging.getLogger(__name__)
 _LABEL_COLUMN = "_genept_label_id"
 _WEIGHTS_FILE, _META_FILE = "model.pt", "model.json"
 #: Provenance fields that must agree between training and query embeddings.
-_PROVENANCE_KEYS = ("text_source", "embedding_model", "build_date", "n_genes", "n_dims", "truncated_from")
+_PROVENANCE_KEYS = (
+    "text_source",
+    "embedding_model",
+    "build_date",
+    "n_genes",
+    "n_dims",
+    "truncated_from",
+)
 
 
 class GenePTClassifier(BaseModelClass):
@@ -82,7 +89,12 @@ class GenePTClassifier(BaseModelClass):
             raise ValueError(f"loss must be 'hierarchical' or 'flat', not {loss!r}.")
         setup = self.registry_["setup_args"]
         self.embedding_keys = list(setup["embedding_keys"])
-        self.terms = [str(t) for t in self.registry_["field_registries"]["labels"]["state_registry"]["categorical_mapping"]]
+        self.terms = [
+            str(t)
+            for t in self.registry_["field_registries"]["labels"]["state_registry"][
+                "categorical_mapping"
+            ]
+        ]
         self.ontology = CellOntology.load(setup["ontology"])
         self.loss_kind = loss
         self._attached = None  # query data given to load()
@@ -138,9 +150,13 @@ class GenePTClassifier(BaseModelClass):
         for key in embedding_keys:
             _check_embedding(adata, key)
         if labels_key not in adata.obs:
-            raise KeyError(f"No column {labels_key!r} in adata.obs; columns: {list(adata.obs.columns)}.")
+            raise KeyError(
+                f"No column {labels_key!r} in adata.obs; columns: {list(adata.obs.columns)}."
+            )
         cl = CellOntology.load(ontology)
-        ids, unmapped = cl.map_labels(adata.obs[labels_key].astype(object).where(adata.obs[labels_key].notna()))
+        ids, unmapped = cl.map_labels(
+            adata.obs[labels_key].astype(object).where(adata.obs[labels_key].notna())
+        )
         missing = int(adata.obs[labels_key].isna().sum())
         if missing:
             raise ValueError(
@@ -154,9 +170,14 @@ class GenePTClassifier(BaseModelClass):
                 "(e.g. with CellOntology.resolve) first."
             )
         labels = sorted(set(ids))
-        terms = sorted(set(labels).union(*(cl.ancestors(t) for t in labels)), key=lambda t: (cl.depth(t), t))
+        terms = sorted(
+            set(labels).union(*(cl.ancestors(t) for t in labels)), key=lambda t: (cl.depth(t), t)
+        )
         adata.obs[_LABEL_COLUMN] = pd.Categorical(ids.to_numpy(), categories=terms)
-        fields = [ObsmField(k, key) for k, key in zip(_input_keys(embedding_keys), embedding_keys, strict=True)]
+        fields = [
+            ObsmField(k, key)
+            for k, key in zip(_input_keys(embedding_keys), embedding_keys, strict=True)
+        ]
         fields.append(CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, _LABEL_COLUMN))
         manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         manager.register_fields(adata, **kwargs)
@@ -211,12 +232,16 @@ class GenePTClassifier(BaseModelClass):
         train_idx, val_idx = _stratified_split(codes, train_size, rng)
         self.module.set_standardization(self._inputs(self.adata)[train_idx])
         if not val_idx.size and early_stopping:
-            warnings.warn("train_size=1 leaves no validation cells: early stopping is off.", stacklevel=2)
+            warnings.warn(
+                "train_size=1 leaves no validation cells: early stopping is off.", stacklevel=2
+            )
             early_stopping = False
         class_weights = None
         if balance_classes:
             counts = np.bincount(codes[train_idx], minlength=len(self.terms)).astype(np.float32)
-            class_weights = torch.as_tensor(np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0))
+            class_weights = torch.as_tensor(
+                np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
+            )
         plan = TrainingPlan(
             self.module,
             _input_keys(self.embedding_keys),
@@ -226,7 +251,9 @@ class GenePTClassifier(BaseModelClass):
             class_weights=class_weights,
         )
         splitter = DataSplitter(
-            self.adata_manager, external_indexing=[train_idx, val_idx, np.array([], dtype=int)], batch_size=batch_size
+            self.adata_manager,
+            external_indexing=[train_idx, val_idx, np.array([], dtype=int)],
+            batch_size=batch_size,
         )
         if early_stopping:
             trainer_kwargs.update(
@@ -255,7 +282,9 @@ class GenePTClassifier(BaseModelClass):
     # ---- prediction --------------------------------------------------------------------
 
     @torch.inference_mode()
-    def predict_proba(self, adata: AnnData | None = None, *, batch_size: int = 4096) -> pd.DataFrame:
+    def predict_proba(
+        self, adata: AnnData | None = None, *, batch_size: int = 4096
+    ) -> pd.DataFrame:
         """Probability of each term of the label set (rows sum to 1), cells × terms."""
         adata = self._query(adata)
         x = self._inputs(adata)
@@ -322,13 +351,17 @@ class GenePTClassifier(BaseModelClass):
             "embedding_provenance": self.embedding_provenance_,
             "ontology_version": self.ontology.version,
             "is_trained": self.is_trained_,
-            "history": {k: v.reset_index().to_dict(orient="list") for k, v in (self.history_ or {}).items()},
+            "history": {
+                k: v.reset_index().to_dict(orient="list") for k, v in (self.history_ or {}).items()
+            },
         }
         torch.save(self.module.state_dict(), path / _WEIGHTS_FILE)
         (path / _META_FILE).write_text(json.dumps(meta, indent=1, default=_json_default))
 
     @classmethod
-    def load(cls, dir_path: str | Path, adata: AnnData | None = None, *, device: str = "cpu") -> GenePTClassifier:
+    def load(
+        cls, dir_path: str | Path, adata: AnnData | None = None, *, device: str = "cpu"
+    ) -> GenePTClassifier:
         """Load a model written by :meth:`save` (weights read with ``weights_only=True``).
 
         Parameters
@@ -366,14 +399,20 @@ class GenePTClassifier(BaseModelClass):
     # ---- internals ---------------------------------------------------------------------
 
     def _label_codes(self) -> np.ndarray:
-        return np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel().astype(int)
+        return (
+            np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY))
+            .ravel()
+            .astype(int)
+        )
 
     def _inputs(self, adata: AnnData) -> np.ndarray:
         parts = []
         for key, width in zip(self.embedding_keys, self.input_widths, strict=True):
             x = _check_embedding(adata, key)
             if x.shape[1] != width:
-                raise ValueError(f"obsm[{key!r}] has {x.shape[1]} columns; the model was trained on {width}.")
+                raise ValueError(
+                    f"obsm[{key!r}] has {x.shape[1]} columns; the model was trained on {width}."
+                )
             parts.append(x)
         return np.concatenate(parts, axis=1).astype(np.float32)
 
@@ -405,7 +444,9 @@ class GenePTClassifier(BaseModelClass):
         return adata
 
 
-def decode(probs: pd.DataFrame, subtree: np.ndarray, min_confidence: float, ontology: CellOntology) -> pd.DataFrame:
+def decode(
+    probs: pd.DataFrame, subtree: np.ndarray, min_confidence: float, ontology: CellOntology
+) -> pd.DataFrame:
     """Hierarchical decoding: per cell, the deepest term whose subtree mass ≥ ``min_confidence``.
 
     "Deepest" means no other qualifying term lies below it; among several such terms (only
@@ -456,7 +497,11 @@ def _check_embedding(adata: AnnData, key: str) -> np.ndarray:
 
 def _provenance(adata: AnnData, key: str) -> dict | None:
     info = adata.uns.get(key)
-    return dict(info["gene_embeddings"]) if isinstance(info, dict) and "gene_embeddings" in info else None
+    return (
+        dict(info["gene_embeddings"])
+        if isinstance(info, dict) and "gene_embeddings" in info
+        else None
+    )
 
 
 def _stratified_split(codes: np.ndarray, train_size: float, rng: np.random.Generator):
@@ -486,7 +531,9 @@ def _to_plain(value):
 def _from_plain(value):
     if isinstance(value, dict):
         if "__ndarray__" in value:
-            return np.asarray(value["__ndarray__"], dtype=value["dtype"] if value["dtype"] != "object" else object)
+            return np.asarray(
+                value["__ndarray__"], dtype=value["dtype"] if value["dtype"] != "object" else object
+            )
         return {k: _from_plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_from_plain(v) for v in value]

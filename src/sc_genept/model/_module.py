@@ -38,7 +38,12 @@ class GenePTClassifierModule(BaseModuleClass):
         self.register_buffer("subtree", torch.as_tensor(subtree, dtype=torch.float32))
         layers, width = [], n_input
         for _ in range(n_layers):
-            layers += [nn.Linear(width, n_hidden), nn.LayerNorm(n_hidden), nn.ReLU(), nn.Dropout(dropout)]
+            layers += [
+                nn.Linear(width, n_hidden),
+                nn.LayerNorm(n_hidden),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+            ]
             width = n_hidden
         layers.append(nn.Linear(width, n_terms))
         self.mlp = nn.Sequential(*layers)
@@ -95,7 +100,9 @@ class TrainingPlan(pl.LightningModule):
         self.module = module
         self.input_keys = input_keys
         self.lr, self.weight_decay, self.hierarchical = lr, weight_decay, hierarchical
-        self.class_weights = None if class_weights is None else nn.Parameter(class_weights, requires_grad=False)
+        self.class_weights = (
+            None if class_weights is None else nn.Parameter(class_weights, requires_grad=False)
+        )
         self.best_loss, self.best_state = float("inf"), None
 
     def _step(self, batch, stage: str) -> torch.Tensor:
@@ -105,7 +112,9 @@ class TrainingPlan(pl.LightningModule):
         loss = self.module.loss(
             logits, labels, hierarchical=self.hierarchical, class_weights=self.class_weights
         )
-        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        self.log(
+            f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x)
+        )
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -121,4 +130,6 @@ class TrainingPlan(pl.LightningModule):
             self.best_state = copy.deepcopy(self.module.state_dict())
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        return torch.optim.AdamW(
+            self.module.parameters(), lr=self.lr, weight_decay=self.weight_decay
+        )

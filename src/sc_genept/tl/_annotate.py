@@ -89,7 +89,9 @@ def genept_annotate(
     >>> sc.pl.umap(query, color=["genept_cell_type", "genept_cell_type_confidence"])
     """
     if (model is None) == (reference is None):
-        raise ValueError("Pass either model= (trained or saved) or reference= with labels_key=, not both.")
+        raise ValueError(
+            "Pass either model= (trained or saved) or reference= with labels_key=, not both."
+        )
     if reference is not None and labels_key is None:
         raise ValueError("reference= needs labels_key=: the obs column with its cell types.")
     if model is None:
@@ -106,7 +108,11 @@ def genept_annotate(
     _write(adata, prediction, key_added)
     adata.uns[key_added] = h5ad_safe(
         {
-            "params": {"min_confidence": min_confidence, "labels_key": labels_key, "use_raw": use_raw},
+            "params": {
+                "min_confidence": min_confidence,
+                "labels_key": labels_key,
+                "use_raw": use_raw,
+            },
             "model": str(model._model_summary_string),
             "ontology_version": model.ontology.version,
         }
@@ -131,9 +137,13 @@ def _with_embedding(adata: AnnData, *, use_raw: bool | None) -> AnnData:
     return genept_embed(adata, use_raw=use_raw, copy=True)
 
 
-def _train_on(reference: AnnData, labels_key: str, *, use_raw: bool | None, **train_kwargs) -> GenePTClassifier:
+def _train_on(
+    reference: AnnData, labels_key: str, *, use_raw: bool | None, **train_kwargs
+) -> GenePTClassifier:
     if labels_key not in reference.obs:
-        raise KeyError(f"No column {labels_key!r} in reference.obs; columns: {list(reference.obs.columns)}.")
+        raise KeyError(
+            f"No column {labels_key!r} in reference.obs; columns: {list(reference.obs.columns)}."
+        )
     embedded = _with_embedding(reference, use_raw=use_raw)
     # a light copy: what the model registers (labels, embedding) never touches the reference
     light = ad.AnnData(
@@ -158,7 +168,9 @@ def _write(adata: AnnData, prediction: pd.DataFrame, key: str) -> None:
     }
     for column, source in columns.items():
         values = prediction[source].to_numpy()
-        adata.obs[column] = values.astype(np.float32) if values.dtype.kind == "f" else pd.Categorical(values)
+        adata.obs[column] = (
+            values.astype(np.float32) if values.dtype.kind == "f" else pd.Categorical(values)
+        )
 
 
 def _has_negative(x) -> bool:
