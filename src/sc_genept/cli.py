@@ -1,4 +1,4 @@
-"""The ``sc-genept`` command."""
+"""The ``sc-genept`` command: ``demo`` and ``genes text|embed|info``."""
 
 from __future__ import annotations
 
@@ -81,6 +81,88 @@ def demo(out: Path, *, max_epochs: int = 200) -> Path:
     return path
 
 
+def genes_text(args) -> None:
+    """``sc-genept genes text``: build (and optionally enrich) a gene-texts table."""
+    from sc_genept.genes import text
+
+    if args.source == "bundled":
+        texts = text.bundled()
+    elif args.path is None:
+        raise SystemExit(f"--from {args.source} needs a PATH to read.")
+    elif args.source == "ncbi":
+        texts = text.read_ncbi_gene_info(args.path, summaries=args.summaries)
+    else:
+        texts = text.read_mygene_json(args.path)
+    print(f"{len(texts):,} gene texts from {args.source}")
+    if args.enrich_model:
+        texts = text.enrich(
+            texts, model=args.enrich_model, base_url=args.base_url, cache_dir=args.cache_dir
+        )
+        print(f"enriched with {args.enrich_model}")
+    print(f"written {text.write_texts(texts, args.out)}")
+
+
+def genes_embed(args) -> None:
+    """``sc-genept genes embed``: embed a texts table into a gene table."""
+    from sc_genept.genes import (
+        OpenAIEmbedder,
+        SentenceTransformerEmbedder,
+        build_table,
+        estimate_cost,
+        text,
+    )
+
+    texts = text.read_texts(args.texts)
+    if args.provider == "openai":
+        embedder = OpenAIEmbedder(
+            args.model or "text-embedding-3-large",
+            dimensions=args.dimensions,
+            base_url=args.base_url,
+        )
+        estimate = estimate_cost(
+            texts["text"].astype(str).tolist(),
+            embedder.model,
+            price_per_million_tokens=args.price,
+            batch_api=args.batch_api,
+        )
+        print(f"{embedder!r}: at most {estimate} (texts already cached cost nothing)")
+        if not args.yes:
+            if not sys.stdin.isatty() or input("send? [y/N] ").strip().lower() != "y":
+                raise SystemExit(
+                    "Nothing sent. Pass --yes to embed with a paid API without asking."
+                )
+    else:
+        embedder = SentenceTransformerEmbedder(args.model)
+    table = build_table(
+        texts,
+        embedder,
+        text_source=args.text_source or f"texts from {Path(args.texts).name}",
+        cache_dir=args.cache_dir,
+        batch_api=args.batch_api,
+        price_per_million_tokens=args.price,
+        poll_interval=args.poll_interval,
+    )
+    path = table.save(args.out, dtype="float16" if args.float16 else "float32")
+    print(f"{table!r}: {path}")
+
+
+def genes_info(args) -> None:
+    """``sc-genept genes info``: provenance and coverage of a gene table."""
+    import json
+
+    import numpy as np
+
+    from sc_genept.genes import load
+
+    table = load(args.table, with_texts=True)
+    has_ensembl = np.mean([e is not None for e in table.ensembl_ids]) if table.n_genes else 0.0
+    print(repr(table))
+    print(
+        f"genes: {table.n_genes:,}; with an Ensembl id: {has_ensembl:.1%}; texts: {'yes' if table.texts is not None else 'no'}"
+    )
+    print(json.dumps(table.describe(), indent=1))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sc-genept``."""
     parser = argparse.ArgumentParser(prog="sc-genept", description=__doc__)
@@ -92,9 +174,73 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.add_argument(
         "--out", type=Path, default=Path("sc_genept_demo"), help="output folder"
     )
+    demo_parser.set_defaults(run=lambda a: demo(a.out))
+
+    genes = commands.add_parser(
+        "genes", help="gene texts and gene-embedding tables"
+    ).add_subparsers(dest="genes_command", required=True)
+    text_parser = genes.add_parser("text", help="build (and enrich) a gene-texts table")
+    text_parser.add_argument(
+        "--from", dest="source", choices=["bundled", "ncbi", "mygene"], default="bundled"
+    )
+    text_parser.add_argument("path", nargs="?", help="NCBI gene_info TSV or mygene JSON")
+    text_parser.add_argument("--summaries", help="TSV of GeneID and summary (with --from ncbi)")
+    text_parser.add_argument(
+        "--enrich-model", help="chat model that appends documented facts, e.g. gpt-4o-mini"
+    )
+    text_parser.add_argument(
+        "--base-url", help="OpenAI-compatible server (API key from OPENAI_API_KEY)"
+    )
+    text_parser.add_argument(
+        "--cache-dir", help="cache folder (default $SC_GENEPT_CACHE or ~/.cache/sc_genept)"
+    )
+    text_parser.add_argument(
+        "--out", required=True, help="texts table to write (.parquet, .csv, .tsv)"
+    )
+    text_parser.set_defaults(run=genes_text)
+
+    embed_parser = genes.add_parser("embed", help="embed a texts table into a gene table")
+    embed_parser.add_argument("texts", help="texts table (symbol, text[, ensembl_id])")
+    embed_parser.add_argument("--out", required=True, help="gene table to write (.parquet)")
+    embed_parser.add_argument("--provider", choices=["local", "openai"], default="local")
+    embed_parser.add_argument(
+        "--model", help="default: bundled all-MiniLM-L6-v2 / text-embedding-3-large"
+    )
+    embed_parser.add_argument(
+        "--dimensions", type=int, help="Matryoshka dimensions (OpenAI text-embedding-3-*)"
+    )
+    embed_parser.add_argument(
+        "--base-url", help="OpenAI-compatible server (API key from OPENAI_API_KEY)"
+    )
+    embed_parser.add_argument(
+        "--batch-api", action="store_true", help="OpenAI Batch API: half price, resumable"
+    )
+    embed_parser.add_argument(
+        "--poll-interval", type=float, default=30.0, help="seconds between Batch API checks"
+    )
+    embed_parser.add_argument(
+        "--price", type=float, help="USD per million tokens for the cost estimate"
+    )
+    embed_parser.add_argument(
+        "--text-source", help="what the texts are, for the table's provenance"
+    )
+    embed_parser.add_argument(
+        "--cache-dir", help="cache folder (default $SC_GENEPT_CACHE or ~/.cache/sc_genept)"
+    )
+    embed_parser.add_argument(
+        "--float16", action="store_true", help="store vectors as float16 (half the size)"
+    )
+    embed_parser.add_argument(
+        "--yes", action="store_true", help="send to a paid API without asking"
+    )
+    embed_parser.set_defaults(run=genes_embed)
+
+    info_parser = genes.add_parser("info", help="provenance and coverage of a gene table")
+    info_parser.add_argument("table", nargs="?", default="default", help="bundled name or file")
+    info_parser.set_defaults(run=genes_info)
+
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        demo(args.out)
+    args.run(args)
     return 0
 
 

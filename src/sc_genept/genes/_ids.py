@@ -16,7 +16,7 @@ is worse than a missing one.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.resources import files
@@ -119,6 +119,25 @@ def gene_map() -> pd.DataFrame:
     """
     path = files("sc_genept") / "data" / GENE_MAP_FILE
     return pq.read_table(path).to_pandas()
+
+
+def primary_ensembl_ids(symbols: Iterable[str]) -> np.ndarray:
+    """One Ensembl id per official symbol from the bundled NCBI map (``None`` where none).
+
+    A gene with several Ensembl ids gets one that no other gene claims, the smallest such.
+    """
+    ncbi = gene_map()
+    owners = Counter(e for ids in ncbi["ensembl_ids"] for e in ids)
+    ids_of = {
+        s.upper(): ids
+        for s, ids in zip(ncbi["symbol"], ncbi["ensembl_ids"], strict=True)
+        if len(ids)
+    }
+    out = []
+    for symbol in symbols:
+        ids = ids_of.get(str(symbol).upper())
+        out.append(None if ids is None else sorted(ids, key=lambda e: (owners[e] > 1, e))[0])
+    return np.asarray(out, dtype=object)
 
 
 def match_genes(names: Iterable[str], table: GeneEmbeddings) -> GeneMatch:

@@ -1,0 +1,75 @@
+"""Gene texts + an embedder → a :class:`GeneEmbeddings` table with its provenance."""
+
+from __future__ import annotations
+
+import datetime
+import warnings
+from importlib.metadata import version
+
+import pandas as pd
+
+from sc_genept.genes._embedders import Embedder, OpenAIEmbedder, embed_texts
+from sc_genept.genes._table import GeneEmbeddings, Provenance
+
+
+def build_table(
+    texts: pd.DataFrame,
+    embedder: Embedder,
+    *,
+    text_source: str,
+    license: str = "see the text source and the embedding model",
+    cache_dir=None,
+    batch_api: bool = False,
+    price_per_million_tokens: float | None = None,
+    poll_interval: float = 30.0,
+    progress: bool = True,
+) -> GeneEmbeddings:
+    """Embed a texts table (see :mod:`sc_genept.genes.text`) into a gene table.
+
+    Parameters
+    ----------
+    texts
+        Columns ``symbol``, ``text`` and optionally ``ensembl_id``; repeated symbols keep
+        their first text.
+    embedder
+        :class:`~sc_genept.genes.SentenceTransformerEmbedder`,
+        :class:`~sc_genept.genes.OpenAIEmbedder` or anything with the same protocol.
+    text_source
+        What the texts are, for the provenance (e.g. ``"NCBI summaries 2024-05"``).
+    license
+        Licence notes for the provenance.
+    cache_dir, batch_api, price_per_million_tokens, poll_interval, progress
+        See :func:`~sc_genept.genes.embed_texts`.
+    """
+    repeated = texts["symbol"].duplicated()
+    if repeated.any():
+        warnings.warn(
+            f"{int(repeated.sum())} repeated symbols: keeping the first text of each.", stacklevel=2
+        )
+        texts = texts[~repeated]
+    vectors = embed_texts(
+        texts["text"].astype(str).tolist(),
+        embedder,
+        cache_dir=cache_dir,
+        batch_api=batch_api,
+        price_per_million_tokens=price_per_million_tokens,
+        poll_interval=poll_interval,
+        progress=progress,
+    )
+    model = embedder.model + (f" (dimensions={embedder.dimensions})" if embedder.dimensions else "")
+    extra = {"sc_genept_version": version("sc-genept"), "embedder": type(embedder).__name__}
+    if isinstance(embedder, OpenAIEmbedder):
+        extra.update(server=embedder.server, batch_api=batch_api)
+    return GeneEmbeddings(
+        texts["symbol"].astype(str).to_numpy(),
+        vectors,
+        ensembl_ids=texts["ensembl_id"].to_numpy() if "ensembl_id" in texts else None,
+        texts=texts["text"].astype(str).to_numpy(),
+        provenance=Provenance(
+            text_source=text_source,
+            embedding_model=model,
+            build_date=datetime.date.today().isoformat(),
+            license=license,
+            extra=extra,
+        ),
+    )

@@ -1,0 +1,220 @@
+"""Gene texts: what gets embedded for each gene, from several sources.
+
+A texts table is a :class:`pandas.DataFrame` with columns ``symbol``, ``text`` and
+optionally ``ensembl_id``; :func:`read_texts` / :func:`write_texts` store it as parquet or
+CSV/TSV.
+
+- :func:`bundled`: the texts of the bundled default table (NCBI full name + GO terms).
+- :func:`read_ncbi_gene_info`: NCBI's ``gene_info`` file, optionally with summaries.
+- :func:`read_mygene_json`: mygene.info-style JSON (``symbol``, ``name``, ``summary``).
+- :func:`enrich`: ask a chat model (OpenAI or any compatible server) for what is
+  documented about each gene, GenePT-tools style, and append the answer. Answers are
+  cached, so an interrupted run resumes and a rerun costs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from sc_genept.genes._cache import Cache, cache_key
+from sc_genept.genes._ids import primary_ensembl_ids, strip_ensembl_version
+
+logger = logging.getLogger(__name__)
+
+#: System message of :func:`enrich`.
+ENRICHMENT_SYSTEM = "You are a careful molecular biologist writing concise, factual gene notes."
+
+#: User message of :func:`enrich`; ``{symbol}`` and ``{text}`` are filled in per gene.
+ENRICHMENT_PROMPT = """Gene: {symbol}
+What is already known: {text}
+
+In at most 200 words of plain prose, state what is documented about the human gene {symbol}:
+its molecular function and pathways; the tissues and cell types that express it (and whether
+it is a marker of any); genes and protein complexes it works with; diseases it is associated
+with; and drugs that target it or its product. Where something is not documented, say so
+briefly instead of guessing."""
+
+
+def bundled() -> pd.DataFrame:
+    """The texts of the bundled default table (symbol, ensembl_id, text)."""
+    from sc_genept.genes._registry import load
+
+    table = load("default", with_texts=True)
+    return pd.DataFrame(
+        {"symbol": table.symbols, "ensembl_id": table.ensembl_ids, "text": table.texts}
+    )
+
+
+def read_ncbi_gene_info(
+    path: str | Path,
+    *,
+    summaries: str | Path | None = None,
+    gene_types: tuple[str, ...] | None = ("protein-coding",),
+) -> pd.DataFrame:
+    """Texts from NCBI's ``gene_info`` file (e.g. ``Homo_sapiens.gene_info.gz``).
+
+    Text: ``"SYMBOL: full name. other designations."`` plus the gene's summary when
+    ``summaries`` is given (a TSV with columns ``GeneID`` and ``summary``; NCBI does not
+    ship summaries in ``gene_info``). Ensembl ids come from the ``dbXrefs`` column.
+
+    Parameters
+    ----------
+    path
+        The ``gene_info`` TSV (gzip allowed).
+    summaries
+        Optional TSV of gene summaries by ``GeneID``.
+    gene_types
+        Keep these ``type_of_gene`` values; ``None`` keeps all.
+    """
+    info = pd.read_csv(path, sep="\t", dtype=str).rename(columns={"#tax_id": "tax_id"})
+    if gene_types is not None:
+        info = info[info["type_of_gene"].isin(gene_types)]
+    summary = {}
+    if summaries is not None:
+        table = pd.read_csv(summaries, sep="\t", dtype=str)
+        summary = dict(zip(table["GeneID"], table["summary"], strict=True))
+    texts = []
+    for row in info.itertuples(index=False):
+        name = _known(row.Full_name_from_nomenclature_authority) or _known(row.description) or ""
+        text = f"{row.Symbol}: {name}."
+        if _known(row.Other_designations):
+            text += " Also known as: " + row.Other_designations.replace("|", "; ") + "."
+        if summary.get(row.GeneID):
+            text += " " + summary[row.GeneID]
+        texts.append(text)
+    ensembl = [_ensembl_from_xrefs(x) for x in info["dbXrefs"]]
+    return pd.DataFrame({"symbol": info["Symbol"].to_numpy(), "ensembl_id": ensembl, "text": texts})
+
+
+def read_mygene_json(path: str | Path) -> pd.DataFrame:
+    """Texts from mygene.info-style JSON: a list of hits (or ``{"hits": [...]}``).
+
+    Each hit has ``symbol`` and optionally ``name``, ``summary`` and ``ensembl.gene``.
+    Text: ``"SYMBOL: name. summary"``.
+    """
+    data = json.loads(Path(path).read_text())
+    hits = data["hits"] if isinstance(data, dict) else data
+    rows = []
+    for hit in hits:
+        if not hit.get("symbol"):
+            continue
+        text = f"{hit['symbol']}: {hit.get('name', '')}.".replace(": .", ".")
+        if hit.get("summary"):
+            text += " " + hit["summary"]
+        ensembl = hit.get("ensembl") or {}
+        ensembl = ensembl[0] if isinstance(ensembl, list) and ensembl else ensembl
+        rows.append(
+            {"symbol": hit["symbol"], "ensembl_id": (ensembl or {}).get("gene"), "text": text}
+        )
+    texts = pd.DataFrame(rows, columns=["symbol", "ensembl_id", "text"])
+    missing = texts["ensembl_id"].isna()
+    texts.loc[missing, "ensembl_id"] = primary_ensembl_ids(texts.loc[missing, "symbol"])
+    return texts
+
+
+def enrich(
+    texts: pd.DataFrame,
+    *,
+    model: str = "gpt-4o-mini",
+    base_url: str | None = None,
+    api_key: str | None = None,
+    prompt: str = ENRICHMENT_PROMPT,
+    system: str = ENRICHMENT_SYSTEM,
+    cache_dir: str | Path | None = None,
+    max_retries: int = 8,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Append what a chat model says is documented about each gene to its text.
+
+    Parameters
+    ----------
+    texts
+        A texts table (``symbol``, ``text``).
+    model
+        Chat model, e.g. ``"gpt-4o-mini"``, or a local server's model.
+    base_url, api_key
+        As for :class:`~sc_genept.genes.OpenAIEmbedder`; the key is never written anywhere.
+    prompt, system
+        The messages; ``prompt`` is formatted with ``symbol`` and ``text``.
+    cache_dir
+        Answers are cached by (model, messages): reruns and resumed runs pay nothing.
+    max_retries
+        Retries with backoff on 429/5xx.
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    A copy of ``texts`` whose ``text`` is the original text, a blank line and the answer,
+    with the answer alone in ``enrichment``.
+    """
+    from openai import OpenAI
+
+    client = OpenAI(api_key=api_key, base_url=base_url, max_retries=max_retries)
+    cache = Cache(cache_dir, "chat")
+    answers = []
+    for symbol, text in tqdm(
+        zip(texts["symbol"], texts["text"], strict=True),
+        total=len(texts),
+        desc=f"enriching ({model})",
+        disable=not progress,
+    ):
+        messages = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": prompt.format(symbol=symbol, text=text)},
+        ]
+        key = cache_key(model, json.dumps(messages))
+        answer = cache.get_text(key)
+        if answer is None:
+            response = client.chat.completions.create(model=model, messages=messages, temperature=0)
+            answer = (response.choices[0].message.content or "").strip()
+            cache.put_text(key, answer)
+        answers.append(answer)
+    out = texts.copy()
+    out["enrichment"] = answers
+    out["text"] = [f"{t}\n\n{a}" if a else t for t, a in zip(texts["text"], answers, strict=True)]
+    return out
+
+
+def read_texts(path: str | Path) -> pd.DataFrame:
+    """Read a texts table (parquet, CSV or TSV) with columns ``symbol`` and ``text``."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        texts = pd.read_parquet(path)
+    else:
+        texts = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",")
+    missing = {"symbol", "text"} - set(texts.columns)
+    if missing:
+        raise ValueError(
+            f"{path} lacks the column(s) {sorted(missing)}; a texts table has symbol and text."
+        )
+    if "ensembl_id" not in texts:
+        texts["ensembl_id"] = primary_ensembl_ids(texts["symbol"])
+    return texts
+
+
+def write_texts(texts: pd.DataFrame, path: str | Path) -> Path:
+    """Write a texts table; parquet (zstd) for ``.parquet``, else CSV/TSV."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        texts.to_parquet(path, compression="zstd", index=False)
+    else:
+        texts.to_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",", index=False)
+    return path
+
+
+def _known(value) -> str | None:
+    return None if not isinstance(value, str) or value in ("-", "") else value
+
+
+def _ensembl_from_xrefs(xrefs) -> str | None:
+    for ref in str(xrefs).split("|"):
+        if ref.startswith("Ensembl:"):
+            return strip_ensembl_version([ref.removeprefix("Ensembl:")])[0]
+    return None

@@ -1,0 +1,273 @@
+"""A small HTTP server on 127.0.0.1 that speaks the parts of the OpenAI API sc_genept uses.
+
+The real ``openai`` client talks to it over a socket: embeddings, chat completions, file
+upload/download and the Batch API. Embeddings are deterministic functions of (model, text,
+dimensions). It records every request and can answer the next ones with error codes, so
+tests can check what was sent, retries, and that nothing was paid for twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import threading
+from email.parser import BytesParser
+from email.policy import default as email_policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+
+DEFAULT_DIMS = 8
+
+
+def fake_embedding(model: str, text: str, dimensions: int | None) -> list[float]:
+    seed = int.from_bytes(hashlib.sha256(f"{model}\x1f{text}".encode()).digest()[:8], "little")
+    vector = np.random.default_rng(seed).normal(size=dimensions or DEFAULT_DIMS)
+    return (vector / np.linalg.norm(vector)).tolist()
+
+
+class FakeOpenAI:
+    """State of the fake service; ``url`` is the ``base_url`` to give the client."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.fail_next: list[int] = []  # status codes to answer the next requests with
+        self.polls_until_done = 0  # batch retrievals before a batch completes
+        self.hold_batches = False  # keep batches in progress until released
+        self.fail_custom_ids: set[str] = set()  # batch requests that come back failed
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        handler = type("Handler", (_Handler,), {"service": self})
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeOpenAI:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def count(self, method: str, path_pattern: str) -> int:
+        """Number of recorded requests whose path matches the regex."""
+        return sum(
+            r["method"] == method and re.fullmatch(path_pattern, r["path"]) is not None
+            for r in self.requests
+        )
+
+    def new_id(self, prefix: str) -> str:
+        with self._lock:
+            return f"{prefix}-{next(self._ids)}"
+
+    # ---- endpoints -------------------------------------------------------------------
+
+    def embeddings(self, body: dict) -> dict:
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": fake_embedding(body["model"], t, body.get("dimensions")),
+            }
+            for i, t in enumerate(inputs)
+        ]
+        n_tokens = sum(len(t.split()) for t in inputs)
+        return {
+            "object": "list",
+            "data": data,
+            "model": body["model"],
+            "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
+        }
+
+    def chat(self, body: dict) -> dict:
+        question = body["messages"][-1]["content"]
+        symbol = question.split("\n", 1)[0].removeprefix("Gene: ").strip()
+        answer = f"{symbol} is documented in T cells (answer by {body['model']})."
+        return {
+            "id": self.new_id("chatcmpl"),
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": answer},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+
+    def upload(self, content: bytes, purpose: str) -> dict:
+        file_id = self.new_id("file")
+        self.files[file_id] = content
+        return _file_object(file_id, len(content), purpose)
+
+    def create_batch(self, body: dict) -> dict:
+        batch_id = self.new_id("batch")
+        lines = [
+            json.loads(line)
+            for line in self.files[body["input_file_id"]].decode().splitlines()
+            if line.strip()
+        ]
+        self.batches[batch_id] = {
+            "body": body,
+            "lines": lines,
+            "polls": 0,
+            "status": "in_progress",
+            "output": None,
+        }
+        return self._batch_object(batch_id)
+
+    def retrieve_batch(self, batch_id: str) -> dict:
+        batch = self.batches[batch_id]
+        batch["polls"] += 1
+        if (
+            batch["status"] == "in_progress"
+            and not self.hold_batches
+            and batch["polls"] > self.polls_until_done
+        ):
+            self._complete(batch_id)
+        return self._batch_object(batch_id)
+
+    def _complete(self, batch_id: str) -> None:
+        batch = self.batches[batch_id]
+        out = []
+        for line in batch["lines"]:
+            if line["custom_id"] in self.fail_custom_ids:
+                out.append(
+                    {
+                        "custom_id": line["custom_id"],
+                        "response": {"status_code": 500, "body": {}},
+                        "error": None,
+                    }
+                )
+            else:
+                body = self.embeddings(line["body"])
+                out.append(
+                    {
+                        "custom_id": line["custom_id"],
+                        "response": {"status_code": 200, "body": body},
+                        "error": None,
+                    }
+                )
+        output_id = self.new_id("file")
+        self.files[output_id] = "\n".join(json.dumps(o) for o in out).encode()
+        batch.update(status="completed", output=output_id)
+
+    def _batch_object(self, batch_id: str) -> dict:
+        batch = self.batches[batch_id]
+        n = len(batch["lines"])
+        done = n if batch["status"] == "completed" else 0
+        failed = (
+            len({ln["custom_id"] for ln in batch["lines"]} & self.fail_custom_ids) if done else 0
+        )
+        return {
+            "id": batch_id,
+            "object": "batch",
+            "endpoint": batch["body"]["endpoint"],
+            "input_file_id": batch["body"]["input_file_id"],
+            "completion_window": batch["body"]["completion_window"],
+            "status": batch["status"],
+            "output_file_id": batch["output"],
+            "created_at": 0,
+            "request_counts": {"total": n, "completed": done - failed, "failed": failed},
+        }
+
+
+def _file_object(file_id: str, size: int, purpose: str) -> dict:
+    return {
+        "id": file_id,
+        "object": "file",
+        "bytes": size,
+        "created_at": 0,
+        "filename": "requests.jsonl",
+        "purpose": purpose,
+        "status": "processed",
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    service: FakeOpenAI
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def _record(self, body) -> bool:
+        """Record the request; answer with an injected error if one is queued."""
+        self.service.requests.append(
+            {
+                "method": self.command,
+                "path": self.path,
+                "body": body,
+                "authorization": self.headers.get("Authorization", ""),
+            }
+        )
+        if self.service.fail_next:
+            status = self.service.fail_next.pop(0)
+            self._send(
+                status,
+                {"error": {"message": f"injected {status}", "type": "server_error"}},
+                retry_after_ms="1",
+            )
+            return True
+        return False
+
+    def _send(
+        self, status: int, payload, *, retry_after_ms: str | None = None, raw: bytes | None = None
+    ) -> None:
+        data = raw if raw is not None else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header(
+            "Content-Type", "application/octet-stream" if raw is not None else "application/json"
+        )
+        self.send_header("Content-Length", str(len(data)))
+        if retry_after_ms:
+            self.send_header("retry-after-ms", retry_after_ms)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        content_type = self.headers.get("Content-Type", "")
+        if content_type.startswith("multipart/form-data"):
+            message = BytesParser(policy=email_policy).parsebytes(
+                b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw
+            )
+            parts = {
+                p.get_param("name", header="content-disposition"): p.get_payload(decode=True)
+                for p in message.iter_parts()
+            }
+            body = {"purpose": parts["purpose"].decode(), "n_bytes": len(parts["file"])}
+        else:
+            body = json.loads(raw or b"{}")
+            parts = None
+        if self._record(body):
+            return
+        service = self.service
+        if self.path == "/v1/embeddings":
+            self._send(200, service.embeddings(body))
+        elif self.path == "/v1/chat/completions":
+            self._send(200, service.chat(body))
+        elif self.path == "/v1/files":
+            self._send(200, service.upload(parts["file"], body["purpose"]))
+        elif self.path == "/v1/batches":
+            self._send(200, service.create_batch(body))
+        else:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+    def do_GET(self) -> None:
+        if self._record(None):
+            return
+        if m := re.fullmatch(r"/v1/batches/([\w-]+)", self.path):
+            self._send(200, self.service.retrieve_batch(m.group(1)))
+        elif m := re.fullmatch(r"/v1/files/([\w-]+)/content", self.path):
+            self._send(200, None, raw=self.service.files[m.group(1)])
+        else:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})

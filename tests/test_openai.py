@@ -1,0 +1,261 @@
+"""The whole OpenAI path through the real ``openai`` client against a local server."""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+from openai_server import FakeOpenAI, fake_embedding
+
+import sc_genept
+from sc_genept.genes import OpenAIEmbedder, build_table, embed_texts, estimate_cost, text
+
+KEY = "sk-test-DO-NOT-WRITE-3b9f0c"
+TEXTS = ["CD3E: CD3 epsilon.", "MS4A1: membrane spanning 4-domains A1.", "LYZ: lysozyme."]
+
+
+@pytest.fixture
+def server():
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+def embedder(server):
+    return OpenAIEmbedder("text-embedding-3-large", dimensions=16, base_url=server.url, api_key=KEY)
+
+
+def expected(texts, model="text-embedding-3-large", dims=16):
+    return np.asarray([fake_embedding(model, t, dims) for t in texts], dtype=np.float32)
+
+
+def test_sync_requests_carry_model_dimensions_and_key(server, embedder, tmp_path):
+    vectors = embed_texts(TEXTS, embedder, cache_dir=tmp_path)
+    np.testing.assert_allclose(vectors, expected(TEXTS), rtol=1e-6)
+    (request,) = [r for r in server.requests if r["path"] == "/v1/embeddings"]
+    assert request["body"]["model"] == "text-embedding-3-large"
+    assert request["body"]["dimensions"] == 16
+    assert request["body"]["input"] == TEXTS
+    assert request["authorization"] == f"Bearer {KEY}"
+
+
+def test_warm_cache_sends_no_embedding_request(server, embedder, tmp_path):
+    embed_texts(TEXTS, embedder, cache_dir=tmp_path)
+    n_before = server.count("POST", "/v1/embeddings")
+    again = embed_texts([TEXTS[2], TEXTS[0]], embedder, cache_dir=tmp_path)
+    assert server.count("POST", "/v1/embeddings") == n_before == 1
+    np.testing.assert_allclose(again, expected([TEXTS[2], TEXTS[0]]), rtol=1e-6)
+    # another model or dimensionality is another cache entry
+    embed_texts(
+        TEXTS[:1],
+        OpenAIEmbedder("text-embedding-3-large", dimensions=8, base_url=server.url, api_key=KEY),
+        cache_dir=tmp_path,
+    )
+    assert server.count("POST", "/v1/embeddings") == 2
+
+
+def test_429_and_500_are_retried(server, embedder, tmp_path):
+    server.fail_next = [429, 500, 503]
+    vectors = embed_texts(TEXTS, embedder, cache_dir=tmp_path)
+    assert server.count("POST", "/v1/embeddings") == 4
+    np.testing.assert_allclose(vectors, expected(TEXTS), rtol=1e-6)
+
+
+def test_requests_are_token_aware(server, tmp_path):
+    small = OpenAIEmbedder(
+        "text-embedding-3-small", base_url=server.url, api_key=KEY, max_batch_tokens=12
+    )
+    texts = [f"gene {i} " + "word " * 8 for i in range(5)]  # ~12 tokens each at 4 chars/token
+    vectors = embed_texts(texts, small, cache_dir=tmp_path)
+    sizes = [len(r["body"]["input"]) for r in server.requests if r["path"] == "/v1/embeddings"]
+    assert sizes == [1, 1, 1, 1, 1]
+    np.testing.assert_allclose(vectors, expected(texts, "text-embedding-3-small", None), rtol=1e-6)
+
+
+def test_corrupt_cache_entry_is_recomputed(server, embedder, tmp_path):
+    embed_texts(TEXTS, embedder, cache_dir=tmp_path)
+    entry = next(p for p in (tmp_path / "embeddings").rglob("*") if p.is_file())
+    entry.write_bytes(entry.read_bytes()[:-5] + b"xxxxx")
+    vectors = embed_texts(TEXTS, embedder, cache_dir=tmp_path)
+    assert server.count("POST", "/v1/embeddings") == 2
+    (resent,) = [r["body"]["input"] for r in server.requests if r["path"] == "/v1/embeddings"][1:]
+    assert len(resent) == 1
+    np.testing.assert_allclose(vectors, expected(TEXTS), rtol=1e-6)
+
+
+def test_batch_api(server, embedder, tmp_path):
+    server.polls_until_done = 2
+    vectors = embed_texts(TEXTS, embedder, cache_dir=tmp_path, batch_api=True, poll_interval=0.01)
+    np.testing.assert_allclose(vectors, expected(TEXTS), rtol=1e-6)
+    assert server.count("POST", "/v1/files") == 1 and server.count("POST", "/v1/batches") == 1
+    assert server.count("POST", "/v1/embeddings") == 0
+    batch = next(iter(server.batches.values()))
+    assert batch["body"]["endpoint"] == "/v1/embeddings"
+    assert {line["body"]["dimensions"] for line in batch["lines"]} == {16}
+    assert not list((tmp_path / "batches").iterdir())  # the job's state file is gone once done
+
+
+def test_failed_batch_requests_are_retried_synchronously(server, embedder, tmp_path):
+    from sc_genept.genes._cache import cache_key
+
+    server.fail_custom_ids = {cache_key(embedder.model, embedder.dimensions, TEXTS[1])}
+    vectors = embed_texts(TEXTS, embedder, cache_dir=tmp_path, batch_api=True, poll_interval=0.01)
+    (retry,) = [r["body"]["input"] for r in server.requests if r["path"] == "/v1/embeddings"]
+    assert retry == [TEXTS[1]]
+    np.testing.assert_allclose(vectors, expected(TEXTS), rtol=1e-6)
+
+
+def test_killed_batch_run_resumes_the_same_job(server, tmp_path):
+    server.hold_batches = True
+    script = textwrap.dedent(
+        f"""
+        from sc_genept.genes import OpenAIEmbedder, embed_texts
+        embedder = OpenAIEmbedder("text-embedding-3-large", dimensions=16, base_url={server.url!r})
+        embed_texts({TEXTS!r}, embedder, cache_dir={str(tmp_path)!r}, batch_api=True, poll_interval=0.02)
+        """
+    )
+    env = {**os.environ, "OPENAI_API_KEY": KEY}
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while server.count("GET", r"/v1/batches/[\w-]+") < 3:
+        assert child.poll() is None and time.monotonic() < deadline, (
+            "the child never started polling"
+        )
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)  # killed mid-poll: no chance to clean up
+    child.wait()
+    assert len(list((tmp_path / "batches").iterdir())) == 1
+
+    server.hold_batches = False
+    embedder = OpenAIEmbedder(
+        "text-embedding-3-large", dimensions=16, base_url=server.url, api_key=KEY
+    )
+    vectors = embed_texts(TEXTS, embedder, cache_dir=tmp_path, batch_api=True, poll_interval=0.01)
+    np.testing.assert_allclose(vectors, expected(TEXTS), rtol=1e-6)
+    assert server.count("POST", "/v1/files") == 1  # uploaded once
+    assert server.count("POST", "/v1/batches") == 1  # submitted once: no duplicate paid job
+    assert server.count("POST", "/v1/embeddings") == 0
+
+
+def test_chat_enrichment_is_cached(server, tmp_path):
+    texts = pd.DataFrame({"symbol": ["CD3E", "LYZ"], "text": TEXTS[::2]})
+    enriched = text.enrich(
+        texts, model="gpt-4o-mini", base_url=server.url, api_key=KEY, cache_dir=tmp_path
+    )
+    assert enriched["enrichment"].tolist() == [
+        "CD3E is documented in T cells (answer by gpt-4o-mini).",
+        "LYZ is documented in T cells (answer by gpt-4o-mini).",
+    ]
+    assert enriched["text"][0] == TEXTS[0] + "\n\n" + enriched["enrichment"][0]
+    request = next(r for r in server.requests if r["path"] == "/v1/chat/completions")
+    assert request["body"]["model"] == "gpt-4o-mini"
+    assert "tissues and cell types" in request["body"]["messages"][1]["content"]
+    text.enrich(texts, model="gpt-4o-mini", base_url=server.url, api_key=KEY, cache_dir=tmp_path)
+    assert server.count("POST", "/v1/chat/completions") == 2  # the rerun asked nothing
+
+
+def test_the_api_key_is_written_nowhere(server, tmp_path, caplog, pbmc):
+    caplog.set_level(logging.DEBUG)
+    embedder = OpenAIEmbedder("text-embedding-3-small", base_url=server.url, api_key=KEY)
+    symbols = list(pbmc.raw.var_names[:200])
+    texts = pd.DataFrame({"symbol": symbols, "text": [f"{s}: a gene." for s in symbols]})
+    enriched = text.enrich(
+        texts[:5],
+        model="gpt-4o-mini",
+        base_url=server.url,
+        api_key=KEY,
+        cache_dir=tmp_path / "cache",
+    )
+    texts = pd.concat([enriched, texts[5:]], ignore_index=True)
+    table = build_table(
+        texts,
+        embedder,
+        text_source="test",
+        cache_dir=tmp_path / "cache",
+        batch_api=True,
+        poll_interval=0.01,
+    )
+    table.save(tmp_path / "table.parquet")
+    sc.tl.genept_embed(pbmc, gene_embeddings=table, use_raw=True)
+    pbmc.write_h5ad(tmp_path / "pbmc.h5ad")
+    model_dir = tmp_path / "model"
+    labelled = pbmc.copy()
+    sc_genept.model.GenePTClassifier.setup_anndata(
+        labelled, labels_key="cell_type_ontology_term_id"
+    )
+    model = sc_genept.model.GenePTClassifier(labelled, n_layers=0)
+    model.train(max_epochs=2, enable_progress_bar=False)
+    model.save(model_dir)
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(written) > 5
+    for path in written:
+        assert KEY.encode() not in path.read_bytes(), path
+    assert KEY not in caplog.text
+    assert KEY not in repr(embedder) and KEY not in str(pbmc.uns["X_genept"])
+
+
+def test_cost_estimate():
+    texts = ["a" * 400, "b" * 40]  # 100 + 10 tokens at 4 chars/token when tiktoken has no encoding
+    est = estimate_cost(texts, "text-embedding-3-large")
+    assert est.n_texts == 2 and est.n_tokens > 0
+    assert est.usd == pytest.approx(est.n_tokens / 1e6 * 0.13)
+    assert estimate_cost(texts, "text-embedding-3-large", batch_api=True).usd == pytest.approx(
+        est.usd / 2
+    )
+    assert estimate_cost(texts, "my-local-model").usd is None
+    assert estimate_cost(
+        texts, "my-local-model", price_per_million_tokens=1.0
+    ).usd == pytest.approx(est.n_tokens / 1e6)
+    assert "tokens" in str(est)
+
+
+def test_cli_embeds_with_an_openai_compatible_server(server, tmp_path, monkeypatch, capsys):
+    from sc_genept import cli
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    texts_path = text.write_texts(
+        pd.DataFrame({"symbol": ["CD3E", "MS4A1", "LYZ"], "text": TEXTS}), tmp_path / "texts.csv"
+    )
+    out = tmp_path / "table.parquet"
+    argv = [
+        "genes",
+        "embed",
+        str(texts_path),
+        "--out",
+        str(out),
+        "--provider",
+        "openai",
+        "--base-url",
+        server.url,
+    ]
+    argv += [
+        "--model",
+        "text-embedding-3-large",
+        "--dimensions",
+        "16",
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
+    with pytest.raises(SystemExit, match="--yes"):
+        cli.main(argv)
+    assert server.count("POST", "/v1/embeddings") == 0
+    assert cli.main([*argv, "--yes"]) == 0
+    table = sc_genept.genes.load(out)
+    np.testing.assert_allclose(table.embeddings, expected(TEXTS), rtol=1e-6)
+    assert table.ensembl_ids[0] == "ENSG00000198851"  # from the bundled NCBI map
+    assert "dimensions=16" in table.provenance.embedding_model
+    assert KEY.encode() not in Path(out).read_bytes()
+    assert "tokens" in capsys.readouterr().out
