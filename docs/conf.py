@@ -26,7 +26,9 @@ napoleon_use_rtype = True
 typehints_defaults = "braces"
 bibtex_bibfiles = ["references.bib"]
 myst_enable_extensions = ["colon_fence", "dollarmath"]
-nb_execution_mode = "off"
+nb_execution_mode = "auto"  # tutorials run offline on bundled data
+nb_execution_timeout = 600
+nb_execution_raise_on_error = True
 intersphinx_mapping = {
     "anndata": ("https://anndata.readthedocs.io/en/stable/", None),
     "numpy": ("https://numpy.org/doc/stable/", None),
@@ -35,4 +37,4 @@ intersphinx_mapping = {
 }
 html_theme = "sphinx_book_theme"
 html_title = project
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "**/pbmc_model"]
