@@ -12,7 +12,7 @@ from scanpy import logging as logg
 
 from sc_genept._utils import h5ad_safe
 from sc_genept.model import GenePTClassifier
-from sc_genept.tl._embed import genept_embed
+from sc_genept.tl._embed import cell_embedding
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -127,14 +127,24 @@ def genept_annotate(
 
 
 def _with_embedding(adata: AnnData, *, use_raw: bool | None) -> AnnData:
-    """``adata`` itself if it has an embedding, else an embedded copy (``adata`` untouched)."""
+    """``adata`` itself if it has an embedding, else a light AnnData holding one.
+
+    The light object shares nothing mutable with ``adata`` and carries only what the model
+    reads (cell names, the embedding and its gene-table record), so ``adata`` stays as it is
+    and nothing large is copied.
+    """
     if _EMBEDDING_KEY in adata.obsm:
         return adata
     if use_raw is None:
         use_raw = adata.raw is not None and _has_negative(adata.X)
         if use_raw:
             logg.info("adata.X is scaled: embedding adata.raw")
-    return genept_embed(adata, use_raw=use_raw, copy=True)
+    embedding, record = cell_embedding(adata, use_raw=use_raw)
+    return ad.AnnData(
+        obs=pd.DataFrame(index=adata.obs_names.copy()),
+        obsm={_EMBEDDING_KEY: embedding},
+        uns={_EMBEDDING_KEY: record},
+    )
 
 
 def _train_on(

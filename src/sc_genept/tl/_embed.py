@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from scanpy import logging as logg
 
 from sc_genept._genept_w import ScaledDataError, genept_w
@@ -98,6 +99,45 @@ def genept_embed(
             "copy=True needs an in-memory AnnData; for backed data use copy=False (the "
             "embedding goes to adata.obsm, which is held in memory) or adata.to_memory()."
         )
+    embedding, record = cell_embedding(
+        adata,
+        gene_embeddings=gene_embeddings,
+        layer=layer,
+        use_raw=use_raw,
+        gene_symbols=gene_symbols,
+        normalize=normalize,
+        n_dims=n_dims,
+        chunk_size=chunk_size,
+    )
+    adata = adata.copy() if copy else adata
+    adata.obsm[key_added] = embedding
+    adata.uns[key_added] = record
+    genes = record["genes"]
+    logg.info(
+        f"GenePT-w: {genes['n_genes_matched']} of {genes['n_genes']} genes matched "
+        f"({genes['fraction_genes_matched']:.1%}), covering "
+        f"{record['fraction_counts_covered']:.1%} of the expression in {record['source']}\n"
+        f"    added 'obsm[{key_added!r}]' ({embedding.shape[1]} dims) and 'uns[{key_added!r}]'"
+    )
+    return adata if copy else None
+
+
+def cell_embedding(
+    adata: AnnData,
+    *,
+    gene_embeddings: str | Path | GeneEmbeddings = "default",
+    layer: str | None = None,
+    use_raw: bool | None = None,
+    gene_symbols: str | None = None,
+    normalize: bool = True,
+    n_dims: int | None = None,
+    chunk_size: int | None = None,
+) -> tuple[np.ndarray, dict]:
+    """The GenePT-w embedding of ``adata`` and its ``uns`` record, without writing anything.
+
+    Same arguments as :func:`genept_embed`; used where the embedding is needed but
+    ``adata`` must stay as it is.
+    """
     table = (
         gene_embeddings if isinstance(gene_embeddings, GeneEmbeddings) else load(gene_embeddings)
     )
@@ -107,7 +147,6 @@ def genept_embed(
     names = var.index if gene_symbols is None else _var_column(var, gene_symbols, source)
     match = match_genes(names, table)
     _check_match(match, names, table, source)
-
     try:
         result = genept_w(
             matrix,
@@ -123,39 +162,28 @@ def genept_embed(
             f"{result.n_empty} of {adata.n_obs} cells express none of the {match.n_matched} "
             "matched genes; their embedding is a zero vector.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-
-    adata = adata.copy() if copy else adata
-    adata.obsm[key_added] = result.embedding
-    adata.uns[key_added] = h5ad_safe(
-        {
-            "params": {
-                "gene_embeddings": str(gene_embeddings)
-                if not isinstance(gene_embeddings, GeneEmbeddings)
-                else repr(gene_embeddings),
-                "layer": layer,
-                "use_raw": use_raw,
-                "gene_symbols": gene_symbols,
-                "normalize": normalize,
-                "n_dims": table.n_dims,
-                "chunk_size": chunk_size,
-            },
-            "source": source,
-            "gene_embeddings": table.describe(),
-            "genes": match.summary(),
-            "fraction_counts_covered": round(result.fraction_counts_covered, 6),
-            "log_normalized": result.log_normalized,
-            "n_cells_empty": result.n_empty,
-        }
-    )
-    logg.info(
-        f"GenePT-w: {match.n_matched} of {match.n_vars} genes matched "
-        f"({match.fraction_matched:.1%}), covering {result.fraction_counts_covered:.1%} of "
-        f"the expression in {source}\n"
-        f"    added 'obsm[{key_added!r}]' ({table.n_dims} dims) and 'uns[{key_added!r}]'"
-    )
-    return adata if copy else None
+    record = {
+        "params": {
+            "gene_embeddings": str(gene_embeddings)
+            if not isinstance(gene_embeddings, GeneEmbeddings)
+            else repr(gene_embeddings),
+            "layer": layer,
+            "use_raw": use_raw,
+            "gene_symbols": gene_symbols,
+            "normalize": normalize,
+            "n_dims": table.n_dims,
+            "chunk_size": chunk_size,
+        },
+        "source": source,
+        "gene_embeddings": table.describe(),
+        "genes": match.summary(),
+        "fraction_counts_covered": round(float(result.fraction_counts_covered), 6),
+        "log_normalized": result.log_normalized,
+        "n_cells_empty": result.n_empty,
+    }
+    return result.embedding, h5ad_safe(record)
 
 
 def _expression(adata: AnnData, *, layer: str | None, use_raw: bool | None):
