@@ -207,12 +207,44 @@ def test_few_matching_genes_warn(counts):
         sc_genept.tl.genept_embed(counts)
 
 
-def test_mixed_counts_and_normalised_rows_are_refused(counts):
+@pytest.mark.parametrize("counts_first", [True, False])
+def test_mixed_counts_and_normalised_rows_are_refused(counts, counts_first):
     x = counts.X.astype(float)
-    x[50:] = np.log1p(x[50:])
+    rows = slice(50, None) if counts_first else slice(0, 50)
+    x[rows] = np.log1p(x[rows])
     counts.X = x
     with pytest.raises(ValueError, match="mixes raw counts"):
         sc_genept.tl.genept_embed(counts, chunk_size=50)
+    assert "X_genept" not in counts.obsm
+
+
+def test_nan_values_are_refused(counts):
+    counts.X = counts.X.astype(float)
+    counts.X[5, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        sc_genept.tl.genept_embed(counts)
+    assert "X_genept" not in counts.obsm
+
+
+def test_normalised_but_not_logged_data_warns(counts):
+    x = counts.X.astype(float)
+    counts.X = x / np.maximum(x.sum(1, keepdims=True), 1) * 1e4
+    with pytest.warns(UserWarning, match="not log-transformed"):
+        sc_genept.tl.genept_embed(counts)
+
+
+def test_mouse_symbols_warn(counts):
+    counts.var_names = [n.capitalize() for n in counts.var_names]
+    with pytest.warns(UserWarning, match="look like mouse genes"):
+        sc_genept.tl.genept_embed(counts)
+
+
+def test_backed_csc_is_refused_with_advice(counts, tmp_path):
+    counts.X = sparse.csc_matrix(counts.X)
+    counts.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    with pytest.raises(ValueError, match="Convert it to CSR"):
+        sc_genept.tl.genept_embed(backed)
 
 
 @settings(max_examples=25, deadline=None)

@@ -110,3 +110,18 @@ def test_duplicate_ensembl_in_table_is_ambiguous():
     )
     match = match_genes(["ENSG00000000001.3"], table)
     assert match.n_matched == 0 and match.ambiguous == ["ENSG00000000001.3"]
+
+
+def test_missing_names_never_match_and_rows_are_taken_once(default_table):
+    names = ["TP53", "ENSG00000141510.2", np.nan, "nan", "NA", "", "ABG", "GAB"]
+    match = match_genes(names, default_table)
+    assert matched_symbols(match, [str(n) for n in names], default_table) == {
+        "TP53": "TP53",
+        "ABG": "A1BG",
+    }
+    assert match.duplicates == ["ENSG00000141510.2", "GAB"]  # TP53 and A1BG were taken already
+    assert match.summary()["n_duplicates"] == 2
+
+
+def test_case_only_matches_are_counted(default_table):
+    assert match_genes(["Cd3e", "Lyz2", "Ms4a1", "CD19"], default_table).n_case_differs == 2

@@ -8,6 +8,7 @@ dense GEMM beats scipy's single-threaded sparse × dense product several-fold.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,14 @@ _PROGRESS_MIN_BLOCKS = 5
 
 class ScaledDataError(ValueError):
     """The expression matrix has negative values, so it cannot weight gene embeddings."""
+
+
+class NonFiniteDataError(ValueError):
+    """The expression matrix has NaN or infinite values."""
+
+
+#: Largest value expected in log-normalised data (log1p of 10,000 counts is 9.2).
+_LOG_SCALE_MAX = 50
 
 
 @dataclass
@@ -76,22 +85,39 @@ def genept_w(
     column_slot[var_index] = np.arange(len(var_index))
     if sparse.issparse(matrix) and matrix.format != "csr":
         matrix = matrix.tocsr()  # row blocks of CSC would each scan the whole matrix
+    elif getattr(matrix, "format", None) == "csc":  # backed CSC: same problem, on disk
+        raise ValueError(
+            "The matrix is a backed CSC (column-major) matrix: reading blocks of cells would "
+            "read all of it for every block. Convert it to CSR once (e.g. load it, "
+            "X.tocsr(), write_h5ad) or load it into memory with adata.to_memory()."
+        )
 
     out = np.empty((n_obs, gene_vectors.shape[1]), dtype=np.float32)
     buffer = np.empty((min(block_rows, n_obs), len(var_index)), dtype=np.float32)
     matched_total = all_total = 0.0
-    counts_detected = False
+    detected = None  # integer counts or not, when normalize=None
     starts = range(0, n_obs, block_rows)
     bar = tqdm(starts, desc="GenePT-w", unit="block", disable=len(starts) < _PROGRESS_MIN_BLOCKS)
     for start in bar:
         block = _Block.read(matrix, start, min(start + block_rows, n_obs))
-        if normalize is None:  # decided on the first block, checked on every other
-            normalize = counts_detected = block.is_integer
-        if counts_detected and not block.is_integer:
+        if normalize is None and block.is_integer is not None:  # first block with values decides
+            normalize = block.is_integer
+            detected = block.is_integer
+            if not detected and block.max > _LOG_SCALE_MAX:
+                warnings.warn(
+                    f"The values are not integer counts but reach {block.max:.0f}: this looks "
+                    "normalised but not log-transformed, and is embedded as it is. Pass raw "
+                    "counts (layer=...) to have them normalised, or log1p the data first.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        if None not in (detected, block.is_integer) and block.is_integer != detected:
+            kinds = ("integer counts", "non-integer (normalised) values")
+            first, this = (kinds[0], kinds[1]) if detected else (kinds[1], kinds[0])
             raise ValueError(
-                f"Rows 0–{block_rows} hold integer counts but rows {start}– do not: the matrix "
-                "mixes raw counts with normalised values. Pass normalize=False to embed the "
-                "values as they are, or a layer that is all counts."
+                f"Rows 0–{block_rows} hold {first} but rows {start}–{start + block.n_rows} hold "
+                f"{this}: the matrix mixes raw counts with normalised values. Pass "
+                "normalize=False to embed the values as they are, or a layer that is all counts."
             )
         all_total += block.library_size.sum()
         matched_total += block.matched_sum(var_index, column_slot)
@@ -117,10 +143,19 @@ class _Block:
     def __init__(self, rows, start: int, stop: int):
         self.rows, self.n_rows = rows, stop - start
         values = rows.data if sparse.issparse(rows) else rows
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise NonFiniteDataError(
+                f"The matrix has NaN or infinite values in rows {start}–{stop}; remove or fill "
+                "them (e.g. with 0) before embedding."
+            )
+        self.max = float(values.max()) if values.size else 0.0
         if values.size and values.min() < 0:
             raise ScaledDataError(f"negative values in rows {start}–{stop}")
-        self.is_integer = bool(
-            np.issubdtype(values.dtype, np.integer) or np.all(np.mod(values, 1) == 0)
+        # None: no stored values, nothing to tell counts from normalised data
+        self.is_integer = (
+            None
+            if values.size == 0
+            else bool(np.issubdtype(values.dtype, np.integer) or np.all(np.mod(values, 1) == 0))
         )
         self.library_size = np.asarray(rows.sum(axis=1), dtype=np.float64).ravel()
 

@@ -9,6 +9,8 @@ Matching rules, in order, each gene of the dataset matched to at most one table 
    and the official symbol of none, matches that gene's row, unless the dataset already
    has that gene under its own name.
 
+Missing names never match, and each table row takes at most one gene of the dataset.
+
 Anything that would match two rows is left out and reported as ambiguous: a wrong match
 is worse than a missing one.
 """
@@ -80,6 +82,11 @@ class GeneMatch:
         How many genes matched by Ensembl id, by symbol and by alias.
     ambiguous
         Names left out because they would match more than one table row.
+    duplicates
+        Names left out because another gene of the dataset already took their table row.
+    n_case_differs
+        Genes matched by symbol only when case is ignored (``Cd3e`` → ``CD3E``): many of
+        them suggest mouse genes on a human table.
     """
 
     var_index: np.ndarray
@@ -88,6 +95,8 @@ class GeneMatch:
     id_type: str
     matched_by: dict = field(default_factory=dict)
     ambiguous: list = field(default_factory=list)
+    duplicates: list = field(default_factory=list)
+    n_case_differs: int = 0
 
     @property
     def n_matched(self) -> int:
@@ -108,6 +117,7 @@ class GeneMatch:
             "id_type": self.id_type,
             "matched_by": dict(self.matched_by),
             "n_ambiguous": len(self.ambiguous),
+            "n_duplicates": len(self.duplicates),
         }
 
 
@@ -140,17 +150,29 @@ def primary_ensembl_ids(symbols: Iterable[str]) -> np.ndarray:
     return np.asarray(out, dtype=object)
 
 
-def match_genes(names: Iterable[str], table: GeneEmbeddings) -> GeneMatch:
+def match_genes(names: Iterable, table: GeneEmbeddings) -> GeneMatch:
     """Match a dataset's gene names (symbols, Ensembl ids, or a mix) to the rows of ``table``.
 
     See the module docstring for the rules. Each name is judged on its own, so a mix of
-    Ensembl ids and symbols (common after merging datasets) works.
+    Ensembl ids and symbols (common after merging datasets) works. Missing names (NaN,
+    empty, "nan", "NA") never match. Each table row takes at most one dataset gene: a
+    direct match (symbol or Ensembl id) before an alias, then the first in ``var`` order;
+    the others are counted in ``duplicates``.
     """
-    names = [str(n) for n in names]
+    names = ["" if _is_missing(n) else str(n) for n in names]
     index = _TableIndex.of(table)
-    var_index, table_index, how, ambiguous = [], [], [], []
-    deferred_aliases = []
+    taken: dict[int, tuple[int, str]] = {}  # table row -> (var position, how)
+    ambiguous, duplicates, deferred_aliases = [], [], []
+
+    def take(i: int, row: int, how: str) -> None:
+        if row in taken:
+            duplicates.append(names[i])
+        else:
+            taken[row] = (i, how)
+
     for i, name in enumerate(names):
+        if not name:
+            continue
         if is_ensembl_id(name):
             rows, kind = index.by_ensembl.get(strip_ensembl_version([name])[0], ()), "ensembl"
         else:
@@ -159,25 +181,40 @@ def match_genes(names: Iterable[str], table: GeneEmbeddings) -> GeneMatch:
                 deferred_aliases.append(i)
                 continue
         if len(rows) == 1:
-            var_index.append(i), table_index.append(rows[0]), how.append(kind)
+            take(i, rows[0], kind)
         elif len(rows) > 1:
             ambiguous.append(name)
-    directly_matched = set(table_index)
     for i in deferred_aliases:
         alias = names[i].upper()
         row = index.by_alias.get(alias)
-        if row is not None and row not in directly_matched:
-            var_index.append(i), table_index.append(row), how.append("alias")
+        if row is not None:
+            take(i, row, "alias")
         elif alias in index.ambiguous_aliases:
             ambiguous.append(names[i])
-    order = np.argsort(var_index, kind="stable")
+    pairs = sorted((i, row, how) for row, (i, how) in taken.items())
+    hows = [how for _, _, how in pairs]
     return GeneMatch(
-        var_index=np.asarray(var_index, dtype=np.int64)[order],
-        table_index=np.asarray(table_index, dtype=np.int64)[order],
+        var_index=np.asarray([i for i, _, _ in pairs], dtype=np.int64),
+        table_index=np.asarray([row for _, row, _ in pairs], dtype=np.int64),
         n_vars=len(names),
         id_type=detect_id_type(names),
-        matched_by={k: how.count(k) for k in ("ensembl", "symbol", "alias")},
+        matched_by={k: hows.count(k) for k in ("ensembl", "symbol", "alias")},
         ambiguous=ambiguous,
+        duplicates=duplicates,
+        n_case_differs=sum(
+            how == "symbol" and names[i] != table.symbols[row] for i, row, how in pairs
+        ),
+    )
+
+
+_MISSING = {"", "NAN", "NA", "NONE", "NULL", "-"}
+
+
+def _is_missing(name) -> bool:
+    return (
+        name is None
+        or (isinstance(name, float) and np.isnan(name))
+        or str(name).strip().upper() in _MISSING
     )
 
 

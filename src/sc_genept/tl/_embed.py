@@ -209,7 +209,7 @@ def _var_column(var, key: str, source: str):
             f"gene_symbols={key!r} is not a column of the var of {source}; "
             f"columns: {list(var.columns)}."
         )
-    return var[key].astype(str)
+    return var[key]
 
 
 def _check_match(match, names, table: GeneEmbeddings, source: str) -> None:
@@ -220,6 +220,15 @@ def _check_match(match, names, table: GeneEmbeddings, source: str) -> None:
             f"({table!r}). Their names look like {match.id_type}s (e.g. {examples}). If "
             "another .var column holds symbols or Ensembl ids, pass gene_symbols=<column>; "
             "the table covers human genes only."
+        )
+    if match.n_case_differs > match.n_matched / 2:
+        warnings.warn(
+            f"{match.n_case_differs} of the {match.n_matched} matched genes of {source} match "
+            f"only when case is ignored (names like {examples}): these look like mouse genes. "
+            "The bundled table is human and no orthology mapping is done; use a table for "
+            "your species or map to human orthologs first.",
+            UserWarning,
+            stacklevel=3,
         )
     if match.n_matched < _FEW_GENES:
         warnings.warn(
