@@ -40,6 +40,13 @@ def test_hierarchical_scores(tiny_cl):
     assert f_all > f1
 
 
+def test_a_label_above_all_others_still_counts(tiny_cl):
+    assert metrics.shared_top_terms([T, CD4], tiny_cl) == {IMMUNE, CELL}
+    assert metrics.hierarchical_prf([T, T], [T, T], tiny_cl) == (1.0, 1.0, 1.0)
+    # predicting B cell for a T cell is a miss, not perfect recall
+    assert metrics.hierarchical_prf([T, CD4], [B, CD4], tiny_cl)[1] == pytest.approx(2 / 3)
+
+
 def test_distance(tiny_cl):
     assert metrics.mean_distance(Y_TRUE, Y_PRED, tiny_cl) == pytest.approx(
         (0 + 1 + 2 + 0 + 3 + 1) / 6

@@ -81,3 +81,17 @@ def test_pbmc_dataset_has_cl_columns(pbmc, cl):
     assert pbmc.obs["cell_type_ontology_term_id"].nunique() == 10
     first = pbmc.obs.iloc[0]
     assert cl.name(first["cell_type_ontology_term_id"]) == first["cell_type"]
+
+
+def test_lca_and_distance_in_a_dag(cl):
+    # "sperm" is a "male gamete"; both are "male germ cell"s, and shortest-path depth alone
+    # would pick the latter as their lowest common ancestor
+    sperm, male_gamete = cl.resolve("sperm"), cl.resolve("male gamete")
+    assert cl.is_ancestor(male_gamete, sperm)
+    assert cl.lowest_common_ancestor(male_gamete, sperm) == male_gamete
+    assert cl.lowest_common_ancestor(sperm, male_gamete) == male_gamete
+    # distance goes up to a common ancestor and down, never through a shared descendant
+    b_cell, dc = cl.resolve("B cell"), cl.resolve("dendritic cell")
+    lca = cl.lowest_common_ancestor(b_cell, dc)
+    assert cl.distance(b_cell, dc) == cl.distance(b_cell, lca) + cl.distance(lca, dc)
+    assert cl.distance(b_cell, dc) == cl.distance(dc, b_cell) >= 2

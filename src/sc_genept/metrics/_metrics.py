@@ -60,9 +60,14 @@ def sctab_adjusted(
 
 
 def shared_top_terms(labels: Iterable[str], ontology: CellOntology) -> frozenset[str]:
-    """Terms above every label ("cell", "hematopoietic cell", …): they say nothing about a cell."""
-    sets = [ontology.ancestors(t, include_self=True) for t in set(labels)]
-    return frozenset.intersection(*sets) if sets else frozenset()
+    """Terms strictly above every label ("cell", "hematopoietic cell", …).
+
+    Every cell gets them right, so they say nothing about a prediction. A term that is
+    itself one of the labels is never among them.
+    """
+    labels = set(labels)
+    sets = [ontology.ancestors(t) for t in labels]
+    return frozenset.intersection(*sets) - labels if sets else frozenset()
 
 
 def hierarchical_prf(
@@ -101,7 +106,9 @@ def hierarchical_prf(
 
 
 def mean_distance(y_true: Sequence[str], y_pred: Sequence[str], ontology: CellOntology) -> float:
-    """Mean number of ``is_a`` edges between prediction and truth (0 when exact)."""
+    """Mean number of ``is_a`` edges between prediction and truth through a common ancestor
+    (0 when exact; see :meth:`~sc_genept.ontology.CellOntology.distance`).
+    """
     y_true, y_pred = _arrays(y_true, y_pred)
     return float(np.mean([ontology.distance(t, p) for t, p in zip(y_true, y_pred, strict=True)]))
 

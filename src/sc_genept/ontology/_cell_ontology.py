@@ -160,13 +160,24 @@ class CellOntology:
         return self._depth[self._check(term_id)]
 
     def lowest_common_ancestor(self, a: str, b: str) -> str:
-        """The deepest term that is ``a`` or above it and ``b`` or above it (ties: smallest id)."""
+        """The lowest term that is ``a`` or above it and ``b`` or above it.
+
+        In a DAG there can be several lowest common ancestors (none below another); the
+        deepest of them wins, then the one closest to ``a`` and ``b``, then the smallest id.
+        """
         common = self.ancestors(a, include_self=True) & self.ancestors(b, include_self=True)
-        return min(common, key=lambda t: (-self.depth(t), t))
+        lowest = [c for c in common if not any(c in self.ancestors(o) for o in common if o != c)]
+        up_a, up_b = self._up(a), self._up(b)
+        return min(lowest, key=lambda t: (-self.depth(t), up_a[t] + up_b[t], t))
 
     def distance(self, a: str, b: str) -> int:
-        """Number of ``is_a`` edges on the shortest path between two terms, either direction."""
-        return self._distance(self._check(a), self._check(b))
+        """Edges from ``a`` up to a common ancestor and down to ``b``, on the shortest such path.
+
+        Paths go through a common ancestor only, never down through a shared descendant, so
+        the distance reads as "how far apart in the hierarchy" (0 when ``a == b``).
+        """
+        up_a, up_b = self._up(self._check(a)), self._up(self._check(b))
+        return min(up_a[c] + up_b[c] for c in up_a.keys() & up_b.keys())
 
     # ---- internals -------------------------------------------------------------------
 
@@ -191,13 +202,10 @@ class CellOntology:
     def _depth(self) -> dict[str, int]:
         return nx.single_source_shortest_path_length(self.graph.reverse(copy=False), ROOT)
 
-    @cached_property
-    def _undirected(self) -> nx.Graph:
-        return self.graph.to_undirected(as_view=True)
-
-    @lru_cache(maxsize=65536)  # noqa: B019 (one ontology per process, cached pairs are tiny)
-    def _distance(self, a: str, b: str) -> int:
-        return nx.shortest_path_length(self._undirected, a, b)
+    @lru_cache(maxsize=65536)  # noqa: B019 (few ontologies per process; entries are small)
+    def _up(self, term: str) -> dict[str, int]:
+        """Shortest upward distance from ``term`` to itself and each of its ancestors."""
+        return nx.single_source_shortest_path_length(self.graph, term)  # edges point child → parent
 
     @cached_property
     def _by_name(self) -> dict[str, str]:
