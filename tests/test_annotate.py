@@ -81,3 +81,44 @@ def test_bad_calls(pbmc, kwargs, message):
     with pytest.raises(ValueError, match=message):
         sc_genept.tl.genept_annotate(pbmc, **kwargs)
     assert "genept_cell_type" not in pbmc.obs
+
+
+def test_same_seed_same_annotation(pbmc_split):
+    ref, query = pbmc_split
+    runs = [
+        sc.tl.genept_annotate(query, reference=ref, labels_key="cell_type", copy=True, **FAST).obs
+        for _ in range(2)
+    ]
+    np.testing.assert_array_equal(
+        runs[0]["genept_cell_type_confidence"], runs[1]["genept_cell_type_confidence"]
+    )
+
+
+def test_backed_query_is_embedded_without_copying(pbmc_split, tmp_path):
+    import anndata as ad
+    from scipy import sparse
+
+    ref, query = pbmc_split
+    counts = ad.AnnData(
+        sparse.csr_matrix(np.expm1(query.raw.X.toarray()).round()),
+        obs=query.obs[[]],
+        var=query.raw.var[[]],
+    )
+    counts.write_h5ad(tmp_path / "q.h5ad")
+    backed = ad.read_h5ad(tmp_path / "q.h5ad", backed="r")
+    GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id")
+    model = GenePTClassifier(ref)
+    model.train(**FAST)
+    sc.tl.genept_annotate(backed, model)
+    assert backed.obs["genept_cell_type"].notna().all()
+    assert backed.uns["X_genept"]["log_normalized"] is True  # counts on disk were normalised
+
+
+def test_query_problems_surface_before_training(pbmc, raw_split):
+    ref, query = raw_split
+    query.var_names = [f"NOTAGENE_{i}" for i in range(query.n_vars)]
+    query.raw = query  # scaled, and no gene matches either way
+    with pytest.raises(ValueError, match="None of the"):
+        sc.tl.genept_annotate(query, reference=ref, labels_key="cell_type", max_epochs=1000)
+    with pytest.raises(ValueError, match="min_confidence"):
+        sc.tl.genept_annotate(query, reference=ref, labels_key="cell_type", min_confidence=0)

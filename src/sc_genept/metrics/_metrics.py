@@ -106,8 +106,9 @@ def hierarchical_prf(
 
 
 def mean_distance(y_true: Sequence[str], y_pred: Sequence[str], ontology: CellOntology) -> float:
-    """Mean number of ``is_a`` edges between prediction and truth through a common ancestor
-    (0 when exact; see :meth:`~sc_genept.ontology.CellOntology.distance`).
+    """Mean number of ``is_a`` edges between prediction and truth (0 when exact).
+
+    Paths run through a common ancestor; see :meth:`~sc_genept.ontology.CellOntology.distance`.
     """
     y_true, y_pred = _arrays(y_true, y_pred)
     return float(np.mean([ontology.distance(t, p) for t, p in zip(y_true, y_pred, strict=True)]))

@@ -222,12 +222,15 @@ class GenePTClassifier(BaseModelClass):
         balance_classes
             Weight each cell by the inverse frequency of its label.
         seed
-            Seeds the split and the weight initialisation.
+            Seeds the split, the initial weights (of an untrained model), batch order and
+            dropout: the same data and seed give the same model on the same hardware.
         **trainer_kwargs
             Other :class:`lightning.pytorch.Trainer` arguments.
         """
         rng = np.random.default_rng(seed)
-        torch.manual_seed(seed)
+        torch.manual_seed(seed)  # batch order and dropout
+        if not self.is_trained_:
+            self.module.reset_parameters(seed)
         codes = self._label_codes()
         train_idx, val_idx = _stratified_split(codes, train_size, rng)
         self.module.set_standardization(self._inputs(self.adata)[train_idx])

@@ -48,6 +48,14 @@ class GenePTClassifierModule(BaseModuleClass):
         layers.append(nn.Linear(width, n_terms))
         self.mlp = nn.Sequential(*layers)
 
+    def reset_parameters(self, seed: int) -> None:
+        """Re-draw the weights from a seeded generator (reproducible training)."""
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            for layer in self.mlp:
+                if hasattr(layer, "reset_parameters"):
+                    layer.reset_parameters()
+
     def set_standardization(self, x: np.ndarray) -> None:
         """Learn the per-feature mean and standard deviation from training inputs."""
         self.input_mean.copy_(torch.as_tensor(x.mean(axis=0)))

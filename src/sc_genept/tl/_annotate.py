@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from scanpy import logging as logg
 
+from sc_genept._genept_w import ScaledDataError
 from sc_genept._utils import h5ad_safe
 from sc_genept.model import GenePTClassifier
 from sc_genept.tl._embed import cell_embedding
@@ -58,7 +59,7 @@ def genept_annotate(
         Subtree mass a term needs to be reported.
     use_raw
         Where ``adata`` or ``reference`` must be embedded: use ``.raw``. ``None`` uses
-        ``.raw`` only when ``.X`` is scaled (has negative values) and ``.raw`` exists.
+        ``.X``, or ``.raw`` when ``.X`` turns out to be scaled (has negative values).
     key_added
         Prefix of the ``obs`` columns written.
     copy
@@ -94,14 +95,17 @@ def genept_annotate(
         )
     if reference is not None and labels_key is None:
         raise ValueError("reference= needs labels_key=: the obs column with its cell types.")
+    if not 0 < min_confidence <= 1:
+        raise ValueError(f"min_confidence must be in (0, 1], got {min_confidence}.")
+    # embed the query first: its problems (scaled data, no matching genes) surface before training
+    embedded = _with_embedding(adata, use_raw=use_raw)
     if model is None:
         model = _train_on(reference, labels_key, use_raw=use_raw, **train_kwargs)
     elif not isinstance(model, GenePTClassifier):
         model = GenePTClassifier.load(model)
+    prediction = model.predict(embedded, min_confidence=min_confidence)
 
     adata = adata.copy() if copy else adata
-    embedded = _with_embedding(adata, use_raw=use_raw)
-    prediction = model.predict(embedded, min_confidence=min_confidence)
     if embedded is not adata:  # adata had no embedding: keep the one just made
         adata.obsm[_EMBEDDING_KEY] = embedded.obsm[_EMBEDDING_KEY]
         adata.uns[_EMBEDDING_KEY] = embedded.uns[_EMBEDDING_KEY]
@@ -131,15 +135,18 @@ def _with_embedding(adata: AnnData, *, use_raw: bool | None) -> AnnData:
 
     The light object shares nothing mutable with ``adata`` and carries only what the model
     reads (cell names, the embedding and its gene-table record), so ``adata`` stays as it is
-    and nothing large is copied.
+    and nothing large is copied. With ``use_raw=None``, ``.X`` is tried first and ``.raw``
+    used when ``.X`` turns out to be scaled.
     """
     if _EMBEDDING_KEY in adata.obsm:
         return adata
-    if use_raw is None:
-        use_raw = adata.raw is not None and _has_negative(adata.X)
-        if use_raw:
-            logg.info("adata.X is scaled: embedding adata.raw")
-    embedding, record = cell_embedding(adata, use_raw=use_raw)
+    try:
+        embedding, record = cell_embedding(adata, use_raw=use_raw)
+    except ScaledDataError:
+        if use_raw is not None or adata.raw is None:
+            raise
+        logg.info("adata.X is scaled: embedding adata.raw")
+        embedding, record = cell_embedding(adata, use_raw=True)
     return ad.AnnData(
         obs=pd.DataFrame(index=adata.obs_names.copy()),
         obsm={_EMBEDDING_KEY: embedding},
@@ -181,8 +188,3 @@ def _write(adata: AnnData, prediction: pd.DataFrame, key: str) -> None:
         adata.obs[column] = (
             values.astype(np.float32) if values.dtype.kind == "f" else pd.Categorical(values)
         )
-
-
-def _has_negative(x) -> bool:
-    values = x.data if hasattr(x, "data") and not isinstance(x, np.ndarray) else np.asarray(x)
-    return bool(values.size and values.min() < 0)
