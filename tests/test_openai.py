@@ -104,9 +104,9 @@ def test_batch_api(server, embedder, tmp_path):
 
 
 def test_failed_batch_requests_are_retried_synchronously(server, embedder, tmp_path):
-    from sc_genept.genes._cache import cache_key
+    from sc_genept.genes._embedders import text_key
 
-    server.fail_custom_ids = {cache_key(embedder.model, embedder.dimensions, TEXTS[1])}
+    server.fail_custom_ids = {text_key(embedder, TEXTS[1])}
     vectors = embed_texts(TEXTS, embedder, cache_dir=tmp_path, batch_api=True, poll_interval=0.01)
     (retry,) = [r["body"]["input"] for r in server.requests if r["path"] == "/v1/embeddings"]
     assert retry == [TEXTS[1]]
@@ -207,6 +207,12 @@ def test_the_api_key_is_written_nowhere(server, tmp_path, caplog, pbmc):
     assert KEY not in repr(embedder) and KEY not in str(pbmc.uns["X_genept"])
 
 
+def test_local_server_needs_no_key(server, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    local = OpenAIEmbedder("nomic-embed-text", base_url=server.url)
+    assert embed_texts(TEXTS[:1], local, cache_dir=tmp_path).shape == (1, 8)
+
+
 def test_cost_estimate():
     texts = ["a" * 400, "b" * 40]  # 100 + 10 tokens at 4 chars/token when tiktoken has no encoding
     est = estimate_cost(texts, "text-embedding-3-large")
@@ -259,3 +265,19 @@ def test_cli_embeds_with_an_openai_compatible_server(server, tmp_path, monkeypat
     assert "dimensions=16" in table.provenance.embedding_model
     assert KEY.encode() not in Path(out).read_bytes()
     assert "tokens" in capsys.readouterr().out
+
+
+def test_cli_enriches_only_when_told(server, tmp_path, monkeypatch):
+    from sc_genept import cli
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    sample = Path(__file__).parent / "data" / "mygene_sample.json"
+    argv = ["genes", "text", "--from", "mygene", str(sample), "--enrich-model", "gpt-4o-mini"]
+    argv += ["--base-url", server.url, "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "t.parquet")]
+    with pytest.raises(SystemExit, match="--yes"):
+        cli.main(argv)
+    assert server.count("POST", "/v1/chat/completions") == 0
+    assert cli.main([*argv, "--yes"]) == 0
+    enriched = text.read_texts(tmp_path / "t.parquet")
+    assert enriched["enrichment"].str.contains("documented").all()
+    assert server.count("POST", "/v1/chat/completions") == 2

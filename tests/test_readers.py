@@ -145,3 +145,17 @@ def test_local_embedder_reproduces_the_bundled_table(default_table, tmp_path):
     )  # float16 storage
     assert table.ensembl_ids.tolist() == default_table.ensembl_ids[rows].tolist()
     assert isinstance(table, GeneEmbeddings) and table.texts is not None
+
+
+def test_index_and_id_columns_are_not_dimensions(genept_dict, tmp_path):
+    frame = pd.DataFrame(genept_dict).T.reset_index(names="symbol")
+    frame.insert(1, "entrez_id", [916, 4069, 931, 1])
+    frame.to_csv(tmp_path / "with_index.csv")  # pandas writes its index as "Unnamed: 0"
+    table = sc_genept.genes.load(tmp_path / "with_index.csv")
+    assert table.n_dims == 12
+
+
+def test_texts_with_gaps_are_refused(tmp_path):
+    texts = pd.DataFrame({"symbol": ["CD3E", "LYZ"], "text": ["CD3E: a gene.", None]})
+    with pytest.raises(ValueError, match="no symbol or no text"):
+        build_table(texts, SentenceTransformerEmbedder(), text_source="x", cache_dir=tmp_path)

@@ -81,6 +81,15 @@ def demo(out: Path, *, max_epochs: int = 200) -> Path:
     return path
 
 
+def _confirm(args, what: str) -> None:
+    """Print what a paid call will do; go on only with --yes or a 'y' typed at a terminal."""
+    print(what)
+    if args.yes:
+        return
+    if not sys.stdin.isatty() or input("send? [y/N] ").strip().lower() != "y":
+        raise SystemExit("Nothing sent. Pass --yes to use a paid API without asking.")
+
+
 def genes_text(args) -> None:
     """``sc-genept genes text``: build (and optionally enrich) a gene-texts table."""
     from sc_genept.genes import text
@@ -95,6 +104,9 @@ def genes_text(args) -> None:
         texts = text.read_mygene_json(args.path)
     print(f"{len(texts):,} gene texts from {args.source}")
     if args.enrich_model:
+        _confirm(
+            args, f"ask {args.enrich_model} about {len(texts):,} genes (cached answers are free)"
+        )
         texts = text.enrich(
             texts, model=args.enrich_model, base_url=args.base_url, cache_dir=args.cache_dir
         )
@@ -125,12 +137,7 @@ def genes_embed(args) -> None:
             price_per_million_tokens=args.price,
             batch_api=args.batch_api,
         )
-        print(f"{embedder!r}: at most {estimate} (texts already cached cost nothing)")
-        if not args.yes:
-            if not sys.stdin.isatty() or input("send? [y/N] ").strip().lower() != "y":
-                raise SystemExit(
-                    "Nothing sent. Pass --yes to embed with a paid API without asking."
-                )
+        _confirm(args, f"embed with {embedder!r}: at most {estimate} (cached texts cost nothing)")
     else:
         embedder = SentenceTransformerEmbedder(args.model)
     table = build_table(
@@ -197,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     text_parser.add_argument(
         "--out", required=True, help="texts table to write (.parquet, .csv, .tsv)"
     )
+    text_parser.add_argument("--yes", action="store_true", help="send to a paid API without asking")
     text_parser.set_defaults(run=genes_text)
 
     embed_parser = genes.add_parser("embed", help="embed a texts table into a gene table")

@@ -41,6 +41,12 @@ def build_table(
     cache_dir, batch_api, price_per_million_tokens, poll_interval, progress
         See :func:`~sc_genept.genes.embed_texts`.
     """
+    missing = texts["symbol"].isna() | texts["text"].isna()
+    if missing.any():
+        raise ValueError(
+            f"{int(missing.sum())} rows have no symbol or no text (e.g. row "
+            f"{texts.index[missing][0]!r}); drop or fill them before embedding."
+        )
     repeated = texts["symbol"].duplicated()
     if repeated.any():
         warnings.warn(

@@ -117,8 +117,9 @@ class OpenAIEmbedder:
     base_url
         Another OpenAI-compatible server, e.g. ``"http://localhost:8000/v1"``.
     api_key
-        Default: the ``OPENAI_API_KEY`` environment variable. Kept only inside the client;
-        never written to caches, tables, logs or provenance.
+        Default: the ``OPENAI_API_KEY`` environment variable (a local server given by
+        ``base_url`` needs none). Kept only inside the client; never written to caches,
+        tables, logs or provenance.
     max_retries
         Retries with exponential backoff on 429, 408, 409 and 5xx responses.
     max_batch_tokens, max_batch_size
@@ -139,11 +140,9 @@ class OpenAIEmbedder:
         max_batch_size: int = 2048,
         timeout: float = 120.0,
     ):
-        from openai import OpenAI
-
         self.model, self.dimensions = model, dimensions
         self.max_batch_tokens, self.max_batch_size = max_batch_tokens, max_batch_size
-        self.client = OpenAI(
+        self.client = openai_client(
             api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout
         )
         self.server = _public_url(str(self.client.base_url))
@@ -327,6 +326,14 @@ def estimate_cost(
     return CostEstimate(len(texts), sum(counts), exact, usd)
 
 
+def text_key(embedder: Embedder, text: str) -> str:
+    """Cache key (and Batch API ``custom_id``) of one text for one embedder.
+
+    Two servers may serve different models under one name, so the server is part of it.
+    """
+    return cache_key(embedder.model, embedder.dimensions, getattr(embedder, "server", None), text)
+
+
 def embed_texts(
     texts: list[str],
     embedder: Embedder,
@@ -358,7 +365,7 @@ def embed_texts(
         Show a progress bar.
     """
     cache = Cache(cache_dir, "embeddings")
-    keys = [cache_key(embedder.model, embedder.dimensions, t) for t in texts]
+    keys = [text_key(embedder, t) for t in texts]
     vectors: dict[str, np.ndarray] = {}
     for key in set(keys):
         if (v := cache.get_vector(key)) is not None:
@@ -408,6 +415,19 @@ def embed_texts(
                     vectors[order[j]] = np.asarray(vector, dtype=np.float32)
                 bar.update(len(group))
     return np.stack([vectors[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
+
+
+def openai_client(
+    *, api_key: str | None, base_url: str | None, max_retries: int, timeout: float = 120.0
+):
+    """The official client; local servers (``base_url`` given) get a placeholder key if none is set."""
+    import os
+
+    from openai import OpenAI
+
+    if api_key is None and base_url is not None and not os.environ.get("OPENAI_API_KEY"):
+        api_key = "no-key-needed"  # vLLM, Ollama, LM Studio ignore it; the client insists on one
+    return OpenAI(api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout)
 
 
 def _public_url(url: str) -> str:

@@ -123,7 +123,8 @@ def from_frame(
     if embedding_column is not None:
         vectors = np.stack([np.asarray(v, dtype=np.float32) for v in frame[embedding_column]])
     else:
-        numeric = frame.drop(columns=[symbol_column]).select_dtypes("number")
+        ignored = [c for c in frame.columns if c == symbol_column or _is_id_column(c)]
+        numeric = frame.drop(columns=ignored).select_dtypes("number")
         if numeric.shape[1] == 0:
             raise ValueError(
                 f"No embedding column ({_EMBEDDING_COLUMNS}) and no numeric columns in the table."
@@ -179,6 +180,24 @@ def from_huggingface(
             extra={"revision": revision or "main"},
         ),
     )
+
+
+_ID_COLUMNS = {
+    "index",
+    "entrez",
+    "entrez_id",
+    "gene_id",
+    "geneid",
+    "ncbi_gene_id",
+    "ensembl_id",
+    "ensembl",
+}
+
+
+def _is_id_column(name) -> bool:
+    """Index and id columns that must not become embedding dimensions."""
+    name = str(name)
+    return name.startswith("Unnamed:") or name.lower() in _ID_COLUMNS
 
 
 def _find_column(frame: pd.DataFrame, candidates, what: str) -> str:

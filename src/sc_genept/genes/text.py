@@ -153,28 +153,38 @@ def enrich(
     A copy of ``texts`` whose ``text`` is the original text, a blank line and the answer,
     with the answer alone in ``enrichment``.
     """
-    from openai import OpenAI
+    from sc_genept.genes._embedders import _public_url, count_tokens, openai_client
 
-    client = OpenAI(api_key=api_key, base_url=base_url, max_retries=max_retries)
+    client = openai_client(api_key=api_key, base_url=base_url, max_retries=max_retries)
+    server = _public_url(str(client.base_url))
     cache = Cache(cache_dir, "chat")
-    answers = []
-    for symbol, text in tqdm(
-        zip(texts["symbol"], texts["text"], strict=True),
-        total=len(texts),
-        desc=f"enriching ({model})",
-        disable=not progress,
-    ):
-        messages = [
+    conversations = [
+        [
             {"role": "system", "content": system},
-            {"role": "user", "content": prompt.format(symbol=symbol, text=text)},
+            {"role": "user", "content": prompt.format(symbol=s, text=t)},
         ]
-        key = cache_key(model, json.dumps(messages))
-        answer = cache.get_text(key)
-        if answer is None:
-            response = client.chat.completions.create(model=model, messages=messages, temperature=0)
-            answer = (response.choices[0].message.content or "").strip()
-            cache.put_text(key, answer)
-        answers.append(answer)
+        for s, t in zip(texts["symbol"], texts["text"], strict=True)
+    ]
+    keys = [cache_key(model, server, json.dumps(m)) for m in conversations]
+    answers = {k: a for k in set(keys) if (a := cache.get_text(k)) is not None}
+    to_ask = {k: m for k, m in zip(keys, conversations, strict=True) if k not in answers}
+    if to_ask:
+        tokens, exact = count_tokens(
+            [m[0]["content"] + m[1]["content"] for m in to_ask.values()], model
+        )
+        logger.warning(
+            "asking %s about %d genes (%d cached): %s%d prompt tokens plus the answers (≤ ~300 tokens each)",
+            model,
+            len(to_ask),
+            len(texts) - len(to_ask),
+            "" if exact else "≈",
+            sum(tokens),
+        )
+    for key, messages in tqdm(to_ask.items(), desc=f"enriching ({model})", disable=not progress):
+        response = client.chat.completions.create(model=model, messages=messages, temperature=0)
+        answers[key] = (response.choices[0].message.content or "").strip()
+        cache.put_text(key, answers[key])  # cached at once: an interrupted run resumes here
+    answers = [answers[k] for k in keys]
     out = texts.copy()
     out["enrichment"] = answers
     out["text"] = [f"{t}\n\n{a}" if a else t for t, a in zip(texts["text"], answers, strict=True)]
