@@ -37,6 +37,7 @@ class FakeOpenAI:
         self.polls_until_done = 0  # batch retrievals before a batch completes
         self.hold_batches = False  # keep batches in progress until released
         self.fail_custom_ids: set[str] = set()  # batch requests that come back failed
+        self.expire_keeping: int | None = None  # batches expire with only this many done
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
         self._ids = itertools.count(1)
@@ -139,7 +140,10 @@ class FakeOpenAI:
     def _complete(self, batch_id: str) -> None:
         batch = self.batches[batch_id]
         out = []
-        for line in batch["lines"]:
+        lines = (
+            batch["lines"] if self.expire_keeping is None else batch["lines"][: self.expire_keeping]
+        )
+        for line in lines:
             if line["custom_id"] in self.fail_custom_ids:
                 out.append(
                     {
@@ -159,12 +163,14 @@ class FakeOpenAI:
                 )
         output_id = self.new_id("file")
         self.files[output_id] = "\n".join(json.dumps(o) for o in out).encode()
-        batch.update(status="completed", output=output_id)
+        batch.update(
+            status="completed" if self.expire_keeping is None else "expired", output=output_id
+        )
 
     def _batch_object(self, batch_id: str) -> dict:
         batch = self.batches[batch_id]
         n = len(batch["lines"])
-        done = n if batch["status"] == "completed" else 0
+        done = {"completed": n, "expired": self.expire_keeping or 0}.get(batch["status"], 0)
         failed = (
             len({ln["custom_id"] for ln in batch["lines"]} & self.fail_custom_ids) if done else 0
         )
@@ -178,6 +184,7 @@ class FakeOpenAI:
             "output_file_id": batch["output"],
             "created_at": 0,
             "request_counts": {"total": n, "completed": done - failed, "failed": failed},
+            "errors": None,
         }
 
 

@@ -273,7 +273,14 @@ def test_cli_enriches_only_when_told(server, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     sample = Path(__file__).parent / "data" / "mygene_sample.json"
     argv = ["genes", "text", "--from", "mygene", str(sample), "--enrich-model", "gpt-4o-mini"]
-    argv += ["--base-url", server.url, "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "t.parquet")]
+    argv += [
+        "--base-url",
+        server.url,
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--out",
+        str(tmp_path / "t.parquet"),
+    ]
     with pytest.raises(SystemExit, match="--yes"):
         cli.main(argv)
     assert server.count("POST", "/v1/chat/completions") == 0
@@ -281,3 +288,27 @@ def test_cli_enriches_only_when_told(server, tmp_path, monkeypatch):
     enriched = text.read_texts(tmp_path / "t.parquet")
     assert enriched["enrichment"].str.contains("documented").all()
     assert server.count("POST", "/v1/chat/completions") == 2
+
+
+def test_expired_batch_keeps_what_finished_and_resubmits_the_rest(server, embedder, tmp_path):
+    from sc_genept.genes import BatchJobError
+
+    server.expire_keeping = 2
+    with pytest.raises(BatchJobError, match="expired.*2 of 3 texts were embedded"):
+        embed_texts(TEXTS, embedder, cache_dir=tmp_path, batch_api=True, poll_interval=0.01)
+    server.expire_keeping = None
+    vectors = embed_texts(TEXTS, embedder, cache_dir=tmp_path, batch_api=True, poll_interval=0.01)
+    np.testing.assert_allclose(vectors, expected(TEXTS), rtol=1e-6)
+    second_job = list(server.batches.values())[1]
+    assert len(second_job["lines"]) == 1  # only the text the expired job did not finish
+    assert server.count("POST", "/v1/embeddings") == 0
+
+
+def test_batch_jobs_are_split_at_the_request_limit(server, embedder, tmp_path):
+    stored = {}
+    jobs = {f"id{i}": t for i, t in enumerate(TEXTS)}
+    embedder.embed_batch_api(
+        jobs, state_dir=tmp_path, store=stored.__setitem__, poll_interval=0.01, max_requests=2
+    )
+    assert [len(b["lines"]) for b in server.batches.values()] == [2, 1]
+    assert sorted(stored) == sorted(jobs)

@@ -5,6 +5,7 @@ from ._build import build_table
 from ._cache import Cache, default_cache_dir
 from ._embedders import (
     OPENAI_PRICES,
+    BatchJobError,
     CostEstimate,
     Embedder,
     OpenAIEmbedder,
@@ -34,6 +35,7 @@ from ._table import GeneEmbeddings, Provenance
 
 __all__ = [
     "OPENAI_PRICES",
+    "BatchJobError",
     "Cache",
     "CostEstimate",
     "Embedder",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -34,7 +35,13 @@ OPENAI_PRICES = {
     "text-embedding-3-large": 0.13,
     "text-embedding-ada-002": 0.10,
 }
-_CHARS_PER_TOKEN = 4  # OpenAI's rule of thumb, used when tiktoken's encoding is unavailable
+_CHARS_PER_TOKEN = 4
+#: Requests per Batch API job (OpenAI's limit).
+MAX_BATCH_REQUESTS = 50_000
+
+
+class BatchJobError(RuntimeError):
+    """A Batch API job failed, expired or was cancelled; what it finished is cached."""  # OpenAI's rule of thumb, used when tiktoken's encoding is unavailable
 
 
 @runtime_checkable
@@ -184,19 +191,32 @@ class OpenAIEmbedder:
         texts: dict[str, str],
         *,
         state_dir: Path,
+        store: Callable[[str, np.ndarray], None],
         poll_interval: float = 30.0,
         timeout: float = 26 * 3600,
-    ) -> dict[str, np.ndarray]:
-        """Embed ``{custom_id: text}`` through the Batch API; returns ``{custom_id: vector}``.
+        max_requests: int = MAX_BATCH_REQUESTS,
+    ) -> None:
+        """Embed ``{custom_id: text}`` through the Batch API, handing each vector to ``store``.
 
-        The batch's id is written to ``state_dir`` before polling starts, so a run that is
-        interrupted (even killed) and started again with the same texts polls the same
-        job instead of paying for a new one. Requests the batch reports as failed are
-        retried synchronously.
+        Texts go in jobs of at most ``max_requests`` (OpenAI's limit is 50,000). Each job's
+        id is written to ``state_dir`` before polling starts, so a run that is interrupted
+        (even killed) and started again with the same texts polls the same jobs instead of
+        paying for new ones. The few requests a completed job reports as failed are retried
+        synchronously; a job that fails, expires or is cancelled raises
+        :class:`BatchJobError` after what it did finish has been stored.
         """
         state_dir.mkdir(parents=True, exist_ok=True)
+        ids = list(texts)
+        for start in range(0, len(ids), max_requests):
+            chunk = {cid: texts[cid] for cid in ids[start : start + max_requests]}
+            self._run_job(chunk, state_dir, store, poll_interval=poll_interval, timeout=timeout)
+
+    def _run_job(
+        self, texts: dict[str, str], state_dir: Path, store, *, poll_interval, timeout
+    ) -> None:
         state_file = (
-            state_dir / f"batch-{cache_key(self.model, self.dimensions, *sorted(texts))}.json"
+            state_dir
+            / f"batch-{cache_key(self.model, self.dimensions, self.server, *sorted(texts))}.json"
         )
         state = json.loads(state_file.read_text()) if state_file.exists() else None
         if state is None:
@@ -206,20 +226,30 @@ class OpenAIEmbedder:
             logger.info("resuming Batch API job %s", state["batch_id"])
         batch = self._wait(state["batch_id"], poll_interval=poll_interval, timeout=timeout)
         vectors = self._collect(batch)
-        failed = [cid for cid in texts if cid not in vectors]
-        if failed:
+        for cid, vector in vectors.items():
+            store(cid, vector)
+        state_file.unlink(missing_ok=True)  # the job is over either way: a rerun submits anew
+        missing = [cid for cid in texts if cid not in vectors]
+        if batch.status != "completed":
+            errors = [
+                e.message for e in (batch.errors.data if batch.errors and batch.errors.data else [])
+            ]
+            raise BatchJobError(
+                f"Batch API job {batch.id} ended {batch.status!r} {errors[:3]}; {len(vectors)} of "
+                f"{len(texts)} texts were embedded and cached. Run again to submit the other "
+                f"{len(missing)}, or use batch_api=False."
+            )
+        if missing:
             logger.warning(
                 "%d of %d batch requests failed; retrying them synchronously",
-                len(failed),
+                len(missing),
                 len(texts),
             )
-            for group in self.batches([texts[c] for c in failed]):
+            for group in self.batches([texts[c] for c in missing]):
                 for j, vector in zip(
-                    group, self.embed([texts[failed[j]] for j in group]), strict=True
+                    group, self.embed([texts[missing[j]] for j in group]), strict=True
                 ):
-                    vectors[failed[j]] = vector
-        state_file.unlink(missing_ok=True)
-        return vectors
+                    store(missing[j], vector)
 
     def _submit(self, texts: dict[str, str]) -> dict:
         lines = [
@@ -261,8 +291,7 @@ class OpenAIEmbedder:
                 time.sleep(poll_interval)
 
     def _collect(self, batch) -> dict[str, np.ndarray]:
-        if batch.status == "failed" or not batch.output_file_id:
-            logger.warning("batch %s ended %s with no output", batch.id, batch.status)
+        if not batch.output_file_id:
             return {}
         vectors = {}
         for line in self.client.files.content(batch.output_file_id).text.splitlines():
@@ -393,12 +422,17 @@ def embed_texts(
     if missing and batch_api:
         if not isinstance(embedder, OpenAIEmbedder):
             raise TypeError("batch_api=True needs an OpenAIEmbedder.")
-        done = embedder.embed_batch_api(
-            missing, state_dir=cache.path.parent / "batches", poll_interval=poll_interval
+
+        def store(key: str, vector) -> None:
+            cache.put_vector(key, vector)  # at once: nothing paid for is lost to a later error
+            vectors[key] = np.asarray(vector, dtype=np.float32)
+
+        embedder.embed_batch_api(
+            missing,
+            state_dir=cache.path.parent / "batches",
+            store=store,
+            poll_interval=poll_interval,
         )
-        for key, vector in done.items():
-            cache.put_vector(key, vector)
-            vectors[key] = vector
     elif missing:
         order = list(missing)
         groups = embedder.batches([missing[k] for k in order])
