@@ -123,5 +123,17 @@ def test_missing_names_never_match_and_rows_are_taken_once(default_table):
     assert match.summary()["n_duplicates"] == 2
 
 
+def test_the_best_name_takes_a_row(default_table):
+    names = ["Cd3e", "CD3E", "ENSG00000141510.2", "TP53"]
+    match = match_genes(names, default_table)
+    # exact-case symbol beats the case-insensitive one; the table's own Ensembl id and its
+    # exact symbol rank alike, so var order decides
+    assert matched_symbols(match, names, default_table) == {
+        "CD3E": "CD3E",
+        "ENSG00000141510.2": "TP53",
+    }
+    assert sorted(match.duplicates) == ["Cd3e", "TP53"]
+
+
 def test_case_only_matches_are_counted(default_table):
     assert match_genes(["Cd3e", "Lyz2", "Ms4a1", "CD19"], default_table).n_case_differs == 2

@@ -255,60 +255,78 @@ def test_cli_embeds_with_an_openai_compatible_server(server, tmp_path, monkeypat
         "--cache-dir",
         str(tmp_path / "c"),
     ]
-    with pytest.raises(SystemExit, match="--yes"):
-        cli.main(argv)
-    assert server.count("POST", "/v1/embeddings") == 0
-    assert cli.main([*argv, "--yes"]) == 0
+    assert cli.main(argv) == 0  # a server on this machine costs nothing: no question asked
     table = sc_genept.genes.load(out)
     np.testing.assert_allclose(table.embeddings, expected(TEXTS), rtol=1e-6)
     assert table.ensembl_ids[0] == "ENSG00000198851"  # from the bundled NCBI map
     assert "dimensions=16" in table.provenance.embedding_model
     assert KEY.encode() not in Path(out).read_bytes()
-    assert "tokens" in capsys.readouterr().out
+    assert "GeneEmbeddings(3 genes" in capsys.readouterr().out
 
 
-def test_cli_enriches_only_when_told(server, tmp_path, monkeypatch):
+def test_cli_enriches(server, tmp_path, monkeypatch):
     from sc_genept import cli
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     sample = Path(__file__).parent / "data" / "mygene_sample.json"
     argv = ["genes", "text", "--from", "mygene", str(sample), "--enrich-model", "gpt-4o-mini"]
-    argv += [
-        "--base-url",
-        server.url,
-        "--cache-dir",
-        str(tmp_path / "c"),
-        "--out",
-        str(tmp_path / "t.parquet"),
-    ]
-    with pytest.raises(SystemExit, match="--yes"):
-        cli.main(argv)
-    assert server.count("POST", "/v1/chat/completions") == 0
-    assert cli.main([*argv, "--yes"]) == 0
+    argv += ["--base-url", server.url, "--cache-dir", str(tmp_path / "c")]
+    assert cli.main([*argv, "--out", str(tmp_path / "t.parquet")]) == 0  # local: nothing to confirm
     enriched = text.read_texts(tmp_path / "t.parquet")
     assert enriched["enrichment"].str.contains("documented").all()
     assert server.count("POST", "/v1/chat/completions") == 2
 
 
-def test_expired_batch_keeps_what_finished_and_resubmits_the_rest(server, embedder, tmp_path):
-    from sc_genept.genes import BatchJobError
+def test_declined_confirmation_sends_nothing(server, embedder, tmp_path):
+    from sc_genept.genes import Cancelled
 
-    server.expire_keeping = 2
-    with pytest.raises(BatchJobError, match="expired.*2 of 3 texts were embedded"):
-        embed_texts(TEXTS, embedder, cache_dir=tmp_path, batch_api=True, poll_interval=0.01)
-    server.expire_keeping = None
+    questions = []
+    with pytest.raises(Cancelled):
+        embed_texts(
+            TEXTS, embedder, cache_dir=tmp_path, confirm=lambda what: questions.append(what)
+        )
+    texts = pd.DataFrame({"symbol": ["CD3E"], "text": TEXTS[:1]})
+    with pytest.raises(Cancelled):
+        text.enrich(
+            texts, base_url=server.url, api_key=KEY, cache_dir=tmp_path, confirm=lambda what: False
+        )
+    assert server.requests == []
+    assert "tokens" in questions[0] and "text-embedding-3-large" in questions[0]
+    # once everything is cached there is nothing to confirm
+    embed_texts(TEXTS, embedder, cache_dir=tmp_path)
+    embed_texts(TEXTS, embedder, cache_dir=tmp_path, confirm=lambda what: pytest.fail("asked"))
+
+
+def test_cli_asks_before_paid_calls_and_declines_without_a_terminal(monkeypatch):
+    import argparse
+    import io
+
+    from sc_genept import cli
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))  # not a terminal: no answer counts
+    assert cli._confirmer(argparse.Namespace(yes=False, base_url=None))("embed 3 texts") is False
+    assert cli._confirmer(argparse.Namespace(yes=True, base_url=None)) is None
+    local = argparse.Namespace(yes=False, base_url="http://127.0.0.1:8000/v1")
+    assert cli._confirmer(local) is None
+
+
+def test_a_crash_while_storing_does_not_pay_twice(server, embedder, tmp_path):
+    from sc_genept.genes import Cache
+    from sc_genept.genes._embedders import text_key
+
+    cache = Cache(tmp_path, "embeddings")
+
+    def store_then_crash(key, vector):
+        cache.put_vector(key, vector)
+        if len(list(cache.path.rglob("*"))) > 2:  # a folder and the first entry exist
+            raise KeyboardInterrupt
+
+    jobs = {text_key(embedder, t): t for t in TEXTS}
+    with pytest.raises(KeyboardInterrupt):
+        embedder.embed_batch_api(
+            jobs, state_dir=tmp_path / "batches", store=store_then_crash, poll_interval=0.01
+        )
     vectors = embed_texts(TEXTS, embedder, cache_dir=tmp_path, batch_api=True, poll_interval=0.01)
     np.testing.assert_allclose(vectors, expected(TEXTS), rtol=1e-6)
-    second_job = list(server.batches.values())[1]
-    assert len(second_job["lines"]) == 1  # only the text the expired job did not finish
-    assert server.count("POST", "/v1/embeddings") == 0
-
-
-def test_batch_jobs_are_split_at_the_request_limit(server, embedder, tmp_path):
-    stored = {}
-    jobs = {f"id{i}": t for i, t in enumerate(TEXTS)}
-    embedder.embed_batch_api(
-        jobs, state_dir=tmp_path, store=stored.__setitem__, poll_interval=0.01, max_requests=2
-    )
-    assert [len(b["lines"]) for b in server.batches.values()] == [2, 1]
-    assert sorted(stored) == sorted(jobs)
+    assert server.count("POST", "/v1/batches") == 1  # the rerun collected the same job
+    assert not list((tmp_path / "batches").iterdir())

@@ -1,7 +1,8 @@
 """GenePT-w: a cell is the expression-weighted, L2-normalised sum of its genes' embeddings.
 
-Works block by block over the rows of any matrix AnnData can hold (dense, CSR, CSC, backed
-HDF5), so memory stays bounded by the block size. Each block's matched genes are made dense
+Works block by block over the rows of in-memory dense, CSR and CSC matrices and of backed
+dense and CSR ones (backed CSC is refused: each block would read all of it), so memory
+stays bounded by the block size. Each block's matched genes are made dense
 and multiplied with one BLAS call: at single-cell densities (~10 % non-zero) multithreaded
 dense GEMM beats scipy's single-threaded sparse × dense product several-fold.
 """
@@ -103,19 +104,20 @@ def genept_w(
         if normalize is None and block.is_integer is not None:  # first block with values decides
             normalize = block.is_integer
             detected = block.is_integer
+            deciding = f"{start}–{start + block.n_rows}"
             if not detected and block.max > _LOG_SCALE_MAX:
                 warnings.warn(
                     f"The values are not integer counts but reach {block.max:.0f}: this looks "
                     "normalised but not log-transformed, and is embedded as it is. Pass raw "
                     "counts (layer=...) to have them normalised, or log1p the data first.",
                     UserWarning,
-                    stacklevel=3,
+                    stacklevel=4,  # genept_w ← cell_embedding ← genept_embed ← the caller
                 )
         if None not in (detected, block.is_integer) and block.is_integer != detected:
             kinds = ("integer counts", "non-integer (normalised) values")
             first, this = (kinds[0], kinds[1]) if detected else (kinds[1], kinds[0])
             raise ValueError(
-                f"Rows 0–{block_rows} hold {first} but rows {start}–{start + block.n_rows} hold "
+                f"Rows {deciding} hold {first} but rows {start}–{start + block.n_rows} hold "
                 f"{this}: the matrix mixes raw counts with normalised values. Pass "
                 "normalize=False to embed the values as they are, or a layer that is all counts."
             )
@@ -151,11 +153,13 @@ class _Block:
         self.max = float(values.max()) if values.size else 0.0
         if values.size and values.min() < 0:
             raise ScaledDataError(f"negative values in rows {start}–{stop}")
-        # None: no stored values, nothing to tell counts from normalised data
+        # judged on non-zero values only; None: all zero, nothing to tell counts from
+        # normalised data
+        nonzero = values[values != 0]
         self.is_integer = (
             None
-            if values.size == 0
-            else bool(np.issubdtype(values.dtype, np.integer) or np.all(np.mod(values, 1) == 0))
+            if nonzero.size == 0
+            else bool(np.issubdtype(values.dtype, np.integer) or np.all(np.mod(nonzero, 1) == 0))
         )
         self.library_size = np.asarray(rows.sum(axis=1), dtype=np.float64).ravel()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def demo(out: Path, *, max_epochs: int = 200) -> Path:
@@ -81,13 +82,20 @@ def demo(out: Path, *, max_epochs: int = 200) -> Path:
     return path
 
 
-def _confirm(args, what: str) -> None:
-    """Print what a paid call will do; go on only with --yes or a 'y' typed at a terminal."""
-    print(what)
-    if args.yes:
-        return
-    if not sys.stdin.isatty() or input("send? [y/N] ").strip().lower() != "y":
-        raise SystemExit("Nothing sent. Pass --yes to use a paid API without asking.")
+def _confirmer(args):
+    """How to confirm paid calls: not at all with --yes or a server on this machine, else ask.
+
+    The question comes only when something uncached is about to be sent, with its estimate;
+    without a terminal to answer at, the answer is no.
+    """
+    if args.yes or urlsplit(args.base_url or "").hostname in ("localhost", "127.0.0.1", "::1"):
+        return None
+
+    def ask(what: str) -> bool:
+        print(what)
+        return sys.stdin.isatty() and input("send? [y/N] ").strip().lower() == "y"
+
+    return ask
 
 
 def genes_text(args) -> None:
@@ -104,11 +112,12 @@ def genes_text(args) -> None:
         texts = text.read_mygene_json(args.path)
     print(f"{len(texts):,} gene texts from {args.source}")
     if args.enrich_model:
-        _confirm(
-            args, f"ask {args.enrich_model} about {len(texts):,} genes (cached answers are free)"
-        )
         texts = text.enrich(
-            texts, model=args.enrich_model, base_url=args.base_url, cache_dir=args.cache_dir
+            texts,
+            model=args.enrich_model,
+            base_url=args.base_url,
+            cache_dir=args.cache_dir,
+            confirm=_confirmer(args),
         )
         print(f"enriched with {args.enrich_model}")
     print(f"written {text.write_texts(texts, args.out)}")
@@ -116,13 +125,7 @@ def genes_text(args) -> None:
 
 def genes_embed(args) -> None:
     """``sc-genept genes embed``: embed a texts table into a gene table."""
-    from sc_genept.genes import (
-        OpenAIEmbedder,
-        SentenceTransformerEmbedder,
-        build_table,
-        estimate_cost,
-        text,
-    )
+    from sc_genept.genes import OpenAIEmbedder, SentenceTransformerEmbedder, build_table, text
 
     texts = text.read_texts(args.texts)
     if args.provider == "openai":
@@ -131,13 +134,6 @@ def genes_embed(args) -> None:
             dimensions=args.dimensions,
             base_url=args.base_url,
         )
-        estimate = estimate_cost(
-            texts["text"].astype(str).tolist(),
-            embedder.model,
-            price_per_million_tokens=args.price,
-            batch_api=args.batch_api,
-        )
-        _confirm(args, f"embed with {embedder!r}: at most {estimate} (cached texts cost nothing)")
     else:
         embedder = SentenceTransformerEmbedder(args.model)
     table = build_table(
@@ -148,6 +144,7 @@ def genes_embed(args) -> None:
         batch_api=args.batch_api,
         price_per_million_tokens=args.price,
         poll_interval=args.poll_interval,
+        confirm=_confirmer(args),
     )
     path = table.save(args.out, dtype="float16" if args.float16 else "float32")
     print(f"{table!r}: {path}")
@@ -248,7 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     info_parser.set_defaults(run=genes_info)
 
     args = parser.parse_args(argv)
-    args.run(args)
+    from sc_genept.genes import Cancelled
+
+    try:
+        args.run(args)
+    except Cancelled:
+        raise SystemExit("Nothing sent. Pass --yes to use a paid API without asking.") from None
     return 0
 
 

@@ -6,6 +6,7 @@ from ._cache import Cache, default_cache_dir
 from ._embedders import (
     OPENAI_PRICES,
     BatchJobError,
+    Cancelled,
     CostEstimate,
     Embedder,
     OpenAIEmbedder,
@@ -36,6 +37,7 @@ from ._table import GeneEmbeddings, Provenance
 __all__ = [
     "OPENAI_PRICES",
     "BatchJobError",
+    "Cancelled",
     "Cache",
     "CostEstimate",
     "Embedder",

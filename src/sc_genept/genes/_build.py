@@ -23,6 +23,7 @@ def build_table(
     price_per_million_tokens: float | None = None,
     poll_interval: float = 30.0,
     progress: bool = True,
+    confirm=None,
 ) -> GeneEmbeddings:
     """Embed a texts table (see :mod:`sc_genept.genes.text`) into a gene table.
 
@@ -38,7 +39,7 @@ def build_table(
         What the texts are, for the provenance (e.g. ``"NCBI summaries 2024-05"``).
     license
         Licence notes for the provenance.
-    cache_dir, batch_api, price_per_million_tokens, poll_interval, progress
+    cache_dir, batch_api, price_per_million_tokens, poll_interval, progress, confirm
         See :func:`~sc_genept.genes.embed_texts`.
     """
     missing = texts["symbol"].isna() | texts["text"].isna()
@@ -61,6 +62,7 @@ def build_table(
         price_per_million_tokens=price_per_million_tokens,
         poll_interval=poll_interval,
         progress=progress,
+        confirm=confirm,
     )
     model = embedder.model + (f" (dimensions={embedder.dimensions})" if embedder.dimensions else "")
     extra = {"sc_genept_version": version("sc-genept"), "embedder": type(embedder).__name__}

@@ -35,13 +35,18 @@ OPENAI_PRICES = {
     "text-embedding-3-large": 0.13,
     "text-embedding-ada-002": 0.10,
 }
+#: OpenAI's rule of thumb, used when tiktoken's encoding is unavailable.
 _CHARS_PER_TOKEN = 4
 #: Requests per Batch API job (OpenAI's limit).
 MAX_BATCH_REQUESTS = 50_000
 
 
+class Cancelled(Exception):
+    """The user declined a paid call; nothing was sent."""
+
+
 class BatchJobError(RuntimeError):
-    """A Batch API job failed, expired or was cancelled; what it finished is cached."""  # OpenAI's rule of thumb, used when tiktoken's encoding is unavailable
+    """A Batch API job failed, expired or was cancelled; what it finished is cached."""
 
 
 @runtime_checkable
@@ -206,24 +211,33 @@ class OpenAIEmbedder:
         :class:`BatchJobError` after what it did finish has been stored.
         """
         state_dir.mkdir(parents=True, exist_ok=True)
-        ids = list(texts)
-        for start in range(0, len(ids), max_requests):
-            chunk = {cid: texts[cid] for cid in ids[start : start + max_requests]}
-            self._run_job(chunk, state_dir, store, poll_interval=poll_interval, timeout=timeout)
-
-    def _run_job(
-        self, texts: dict[str, str], state_dir: Path, store, *, poll_interval, timeout
-    ) -> None:
-        state_file = (
-            state_dir
-            / f"batch-{cache_key(self.model, self.dimensions, self.server, *sorted(texts))}.json"
-        )
-        state = json.loads(state_file.read_text()) if state_file.exists() else None
-        if state is None:
-            state = self._submit(texts)
-            _write_json_atomic(state_file, state)
-        else:
+        pending = dict(texts)
+        identity = [self.model, self.dimensions, self.server]
+        # first, jobs an earlier run submitted for any of these texts: collect, don't pay again
+        for state_file in sorted(state_dir.glob("batch-*.json")):
+            state = json.loads(state_file.read_text())
+            ids = set(state.get("custom_ids", ()))
+            if state.get("identity") != identity or not ids & pending.keys():
+                continue
             logger.info("resuming Batch API job %s", state["batch_id"])
+            job = {cid: pending.pop(cid) for cid in ids if cid in pending}
+            self._finish(
+                state, state_file, job, store, poll_interval=poll_interval, timeout=timeout
+            )
+        ids = list(pending)
+        for start in range(0, len(ids), max_requests):
+            job = {cid: pending[cid] for cid in ids[start : start + max_requests]}
+            state = {**self._submit(job), "identity": identity, "custom_ids": list(job)}
+            state_file = state_dir / f"batch-{state['batch_id']}.json"
+            _write_json_atomic(state_file, state)  # before polling: a killed run resumes this job
+            self._finish(
+                state, state_file, job, store, poll_interval=poll_interval, timeout=timeout
+            )
+
+    def _finish(
+        self, state: dict, state_file: Path, texts: dict[str, str], store, *, poll_interval, timeout
+    ) -> None:
+        """Wait for a job, store its vectors, retry its failed requests; raise if it died."""
         batch = self._wait(state["batch_id"], poll_interval=poll_interval, timeout=timeout)
         vectors = self._collect(batch)
         for cid, vector in vectors.items():
@@ -358,9 +372,11 @@ def estimate_cost(
 def text_key(embedder: Embedder, text: str) -> str:
     """Cache key (and Batch API ``custom_id``) of one text for one embedder.
 
-    Two servers may serve different models under one name, so the server is part of it.
+    Two servers may serve different models under one name, so a remote embedder's server
+    is part of it (local models have none).
     """
-    return cache_key(embedder.model, embedder.dimensions, getattr(embedder, "server", None), text)
+    server = getattr(embedder, "server", None)
+    return cache_key(embedder.model, embedder.dimensions, *([server] if server else []), text)
 
 
 def embed_texts(
@@ -372,6 +388,7 @@ def embed_texts(
     price_per_million_tokens: float | None = None,
     poll_interval: float = 30.0,
     progress: bool = True,
+    confirm: Callable[[str], bool] | None = None,
 ) -> np.ndarray:
     """Embed texts through a content-addressed cache; only uncached texts are sent.
 
@@ -392,6 +409,9 @@ def embed_texts(
         Seconds between Batch API status checks.
     progress
         Show a progress bar.
+    confirm
+        Called with the cost estimate before uncached texts go to an OpenAI embedder;
+        returning ``False`` raises :class:`Cancelled` with nothing sent.
     """
     cache = Cache(cache_dir, "embeddings")
     keys = [text_key(embedder, t) for t in texts]
@@ -412,6 +432,8 @@ def embed_texts(
             batch_api=batch_api,
         )
         logger.warning("embedding with %s: %s", embedder.model, estimate)
+        if confirm is not None and not confirm(f"embed with {embedder!r}: {estimate}"):
+            raise Cancelled("Nothing was sent.")
     logger.info(
         "%d texts: %d cached, %d to embed with %r",
         len(texts),

@@ -155,42 +155,42 @@ def match_genes(names: Iterable, table: GeneEmbeddings) -> GeneMatch:
 
     See the module docstring for the rules. Each name is judged on its own, so a mix of
     Ensembl ids and symbols (common after merging datasets) works. Missing names (NaN,
-    empty, "nan", "NA") never match. Each table row takes at most one dataset gene: a
-    direct match (symbol or Ensembl id) before an alias, then the first in ``var`` order;
-    the others are counted in ``duplicates``.
+    empty, "nan", "NA") never match. Each table row takes at most one dataset gene, the
+    best: the table's own symbol (same case) or Ensembl id, then a case-insensitive symbol
+    or an Ensembl id from the NCBI map, then an alias; ties go to the first in ``var``.
+    The others are counted in ``duplicates``.
     """
     names = ["" if _is_missing(n) else str(n) for n in names]
     index = _TableIndex.of(table)
-    taken: dict[int, tuple[int, str]] = {}  # table row -> (var position, how)
-    ambiguous, duplicates, deferred_aliases = [], [], []
-
-    def take(i: int, row: int, how: str) -> None:
-        if row in taken:
-            duplicates.append(names[i])
-        else:
-            taken[row] = (i, how)
-
+    candidates = []  # (rank, var position, table row, how)
+    ambiguous = []
     for i, name in enumerate(names):
         if not name:
             continue
         if is_ensembl_id(name):
-            rows, kind = index.by_ensembl.get(strip_ensembl_version([name])[0], ()), "ensembl"
+            ensembl = strip_ensembl_version([name])[0]
+            rows, how = index.by_ensembl.get(ensembl, ()), "ensembl"
+            exact = len(rows) == 1 and table.ensembl_ids[rows[0]] == ensembl
         else:
-            rows, kind = index.by_symbol.get(name.upper(), ()), "symbol"
+            rows, how = index.by_symbol.get(name.upper(), ()), "symbol"
+            exact = len(rows) == 1 and table.symbols[rows[0]] == name
             if not rows:
-                deferred_aliases.append(i)
-                continue
+                row = index.by_alias.get(name.upper())
+                rows, how, exact = ((row,) if row is not None else ()), "alias", False
+                if name.upper() in index.ambiguous_aliases:
+                    ambiguous.append(name)
         if len(rows) == 1:
-            take(i, rows[0], kind)
+            rank = 0 if exact else 1 if how != "alias" else 2
+            candidates.append((rank, i, rows[0], how))
         elif len(rows) > 1:
             ambiguous.append(name)
-    for i in deferred_aliases:
-        alias = names[i].upper()
-        row = index.by_alias.get(alias)
-        if row is not None:
-            take(i, row, "alias")
-        elif alias in index.ambiguous_aliases:
-            ambiguous.append(names[i])
+    taken: dict[int, tuple[int, str]] = {}
+    duplicates = []
+    for _, i, row, how in sorted(candidates):
+        if row in taken:
+            duplicates.append(names[i])
+        else:
+            taken[row] = (i, how)
     pairs = sorted((i, row, how) for row, (i, how) in taken.items())
     hows = [how for _, _, how in pairs]
     return GeneMatch(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -128,6 +129,7 @@ def enrich(
     cache_dir: str | Path | None = None,
     max_retries: int = 8,
     progress: bool = True,
+    confirm: Callable[[str], bool] | None = None,
 ) -> pd.DataFrame:
     """Append what a chat model says is documented about each gene to its text.
 
@@ -142,18 +144,21 @@ def enrich(
     prompt, system
         The messages; ``prompt`` is formatted with ``symbol`` and ``text``.
     cache_dir
-        Answers are cached by (model, messages): reruns and resumed runs pay nothing.
+        Answers are cached by (model, server, messages): reruns and resumed runs pay nothing.
     max_retries
         Retries with backoff on 429/5xx.
     progress
         Show a progress bar.
+    confirm
+        Called with the token estimate before uncached questions are sent; returning
+        ``False`` raises :class:`~sc_genept.genes.Cancelled` with nothing sent.
 
     Returns
     -------
     A copy of ``texts`` whose ``text`` is the original text, a blank line and the answer,
     with the answer alone in ``enrichment``.
     """
-    from sc_genept.genes._embedders import _public_url, count_tokens, openai_client
+    from sc_genept.genes._embedders import Cancelled, _public_url, count_tokens, openai_client
 
     client = openai_client(api_key=api_key, base_url=base_url, max_retries=max_retries)
     server = _public_url(str(client.base_url))
@@ -172,13 +177,15 @@ def enrich(
         tokens, exact = count_tokens(
             [m[0]["content"] + m[1]["content"] for m in to_ask.values()], model
         )
-        logger.warning(
-            "asking %s about %d genes (%d cached): %s%d prompt tokens plus the answers (≤ ~300 tokens each)",
-            model,
-            len(to_ask),
-            len(texts) - len(to_ask),
-            "" if exact else "≈",
-            sum(tokens),
+        what = (
+            f"ask {model} at {server} about {len(to_ask)} genes: {'' if exact else '≈'}"
+            f"{sum(tokens)} prompt tokens plus the answers (≤ ~300 tokens each)"
+        )
+        logger.warning(what)
+        if confirm is not None and not confirm(what):
+            raise Cancelled("Nothing was sent.")
+        logger.info(
+            "%d of %d genes answered from the cache", len(set(keys)) - len(to_ask), len(set(keys))
         )
     for key, messages in tqdm(to_ask.items(), desc=f"enriching ({model})", disable=not progress):
         response = client.chat.completions.create(model=model, messages=messages, temperature=0)

@@ -50,7 +50,7 @@ class GenePTClassifierModule(BaseModuleClass):
 
     def reset_parameters(self, seed: int) -> None:
         """Re-draw the weights from a seeded generator (reproducible training)."""
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(devices=[]):  # weights are on the CPU here; leave CUDA alone
             torch.manual_seed(seed)
             for layer in self.mlp:
                 if hasattr(layer, "reset_parameters"):

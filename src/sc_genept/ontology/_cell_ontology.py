@@ -202,10 +202,15 @@ class CellOntology:
     def _depth(self) -> dict[str, int]:
         return nx.single_source_shortest_path_length(self.graph.reverse(copy=False), ROOT)
 
-    @lru_cache(maxsize=65536)  # noqa: B019 (few ontologies per process; entries are small)
     def _up(self, term: str) -> dict[str, int]:
         """Shortest upward distance from ``term`` to itself and each of its ancestors."""
-        return nx.single_source_shortest_path_length(self.graph, term)  # edges point child → parent
+        if term not in self._up_cache:  # edges point child → parent
+            self._up_cache[term] = nx.single_source_shortest_path_length(self.graph, term)
+        return self._up_cache[term]
+
+    @cached_property
+    def _up_cache(self) -> dict[str, dict[str, int]]:
+        return {}
 
     @cached_property
     def _by_name(self) -> dict[str, str]:

@@ -228,7 +228,7 @@ def _check_match(match, names, table: GeneEmbeddings, source: str) -> None:
             "The bundled table is human and no orthology mapping is done; use a table for "
             "your species or map to human orthologs first.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,  # _check_match ← cell_embedding ← genept_embed ← the caller
         )
     if match.n_matched < _FEW_GENES:
         warnings.warn(
@@ -236,7 +236,7 @@ def _check_match(match, names, table: GeneEmbeddings, source: str) -> None:
             f"table (names like {examples}): the embedding will carry little information. "
             "Check the species and pass gene_symbols=<column> if another column holds ids.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
 
