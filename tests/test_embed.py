@@ -268,3 +268,11 @@ def test_never_nan_and_unit_or_zero_norm(n_cells, density, form, seed):
     assert np.isfinite(emb).all()
     norms = np.linalg.norm(emb, axis=1)
     assert np.all(np.isclose(norms, 1, atol=1e-5) | (norms == 0))
+
+
+def test_low_expression_coverage_warns(counts):
+    x = counts.X.copy()
+    x[:, 300:] *= 50  # the 20 genes without an embedding now carry most of the counts
+    counts.X = x
+    with pytest.warns(UserWarning, match="carry only"):
+        sc_genept.tl.genept_embed(counts)

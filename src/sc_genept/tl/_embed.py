@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 #: Below this many matched genes the embedding says little; most likely an id mismatch.
 _FEW_GENES = 100
+#: Below this share of the expression in matched genes, most of a cell is not embedded.
+_LOW_COVERAGE = 0.5
 
 
 def genept_embed(
@@ -157,6 +159,14 @@ def cell_embedding(
         )
     except ScaledDataError as err:
         raise ScaledDataError(_scaled_message(adata, source, err)) from None
+    if match.n_matched >= _FEW_GENES and result.fraction_counts_covered < _LOW_COVERAGE:
+        warnings.warn(
+            f"The {match.n_matched} matched genes carry only {result.fraction_counts_covered:.0%} "
+            f"of the expression in {source}: most of what these cells express has no embedding "
+            "(another species, or ids the table lacks?). See adata.uns[key_added]['genes'].",
+            UserWarning,
+            stacklevel=3,
+        )
     if result.n_empty:
         warnings.warn(
             f"{result.n_empty} of {adata.n_obs} cells express none of the {match.n_matched} "
