@@ -150,3 +150,30 @@ def test_ensemble_inputs_flat_loss_and_balancing(pbmc_split):
     assert model.predict(query)["ontology_term_id"].isin(model.terms).all()
     with pytest.raises(ValueError, match="'hierarchical' or 'flat'"):
         GenePTClassifier(ref, loss="focal")
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(pbmc_split, tmp_path):
+    from lightning.pytorch.callbacks import Callback
+
+    class CrashAfterEpoch(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 3:
+                raise RuntimeError("simulated crash")
+
+    ref, query = pbmc_split
+    GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id")
+    model = GenePTClassifier(ref)
+    run = {
+        "max_epochs": 8,
+        "early_stopping": False,
+        "enable_progress_bar": False,
+        "checkpoint_dir": tmp_path,
+    }
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        model.train(callbacks=[CrashAfterEpoch()], **run)
+    assert (tmp_path / "last.ckpt").exists()
+    model.train(**run)
+    assert model.trainer.current_epoch == 8
+    epochs = model.history_["train_loss"].index
+    assert epochs.min() >= 3 and epochs.max() == 7  # picked up after the last saved epoch
+    assert model.predict(query)["ontology_term_id"].isin(model.terms).all()

@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, ObsmField
 from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
-from scvi.train import TrainRunner
+from scvi.train import SaveCheckpoint, TrainRunner
 
 from sc_genept.model._module import GenePTClassifierModule, TrainingPlan
 from sc_genept.ontology import CellOntology
@@ -199,6 +200,7 @@ class GenePTClassifier(BaseModelClass):
         early_stopping_patience: int = 15,
         balance_classes: bool = False,
         seed: int = 0,
+        checkpoint_dir: str | Path | None = None,
         **trainer_kwargs,
     ):
         """Train with Lightning on a stratified train/validation split.
@@ -224,6 +226,11 @@ class GenePTClassifier(BaseModelClass):
         seed
             Seeds the split, the initial weights (of an untrained model), batch order and
             dropout: the same data and seed give the same model on the same hardware.
+        checkpoint_dir
+            Save a Lightning checkpoint there after every epoch (``last.ckpt``), and resume
+            from it when it exists: training interrupted by a crash or a time limit
+            continues where it stopped when ``train`` is called again with the same
+            arguments. The folder holds only this user's own checkpoints.
         **trainer_kwargs
             Other :class:`lightning.pytorch.Trainer` arguments.
         """
@@ -267,6 +274,10 @@ class GenePTClassifier(BaseModelClass):
             )
         elif val_idx.size:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        if checkpoint_dir is not None:
+            trainer_kwargs.update(
+                _checkpointing(Path(checkpoint_dir), trainer_kwargs.get("callbacks"))
+            )
         runner = TrainRunner(
             self,
             training_plan=plan,
@@ -482,6 +493,48 @@ def decode(
         },
         index=probs.index,
     )
+
+
+class _LastCheckpoint(SaveCheckpoint):
+    """Lightning's own checkpoint of the latest epoch, ``last.ckpt``, nothing else.
+
+    A :class:`~scvi.train.SaveCheckpoint` only so that scvi's trainer adds no checkpointer
+    of its own (which would also ``save`` the model into ``scvi.settings.logging_dir``).
+    """
+
+    def __init__(self, folder: Path):
+        ModelCheckpoint.__init__(
+            self,
+            dirpath=folder,
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            every_n_epochs=1,
+            enable_version_counter=False,
+        )
+        self.load_best_on_end, self.loss_is_nan, self.check_nan_gradients = False, False, False
+
+    def on_save_checkpoint(self, trainer, *args) -> None:
+        """No model folder besides the checkpoint."""
+
+    def _remove_checkpoint(self, trainer, filepath: str) -> None:
+        ModelCheckpoint._remove_checkpoint(self, trainer, filepath)
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        """Keep the checkpoint: it is what a rerun resumes from."""
+
+
+def _checkpointing(folder: Path, callbacks) -> dict:
+    """Trainer arguments that save ``last.ckpt`` every epoch and resume from it."""
+    kwargs = {
+        "enable_checkpointing": True,
+        "callbacks": [*(callbacks or []), _LastCheckpoint(folder)],
+    }
+    last = folder / "last.ckpt"
+    if last.exists():
+        logger.info("resuming training from %s", last)
+        kwargs["ckpt_path"] = str(last)
+    return kwargs
 
 
 def _input_keys(embedding_keys: Sequence[str]) -> list[str]:

@@ -137,6 +137,14 @@ class TrainingPlan(pl.LightningModule):
             self.best_loss = loss
             self.best_state = copy.deepcopy(self.module.state_dict())
 
+    def on_save_checkpoint(self, checkpoint):
+        # the best weights so far survive a crash, not only the latest ones
+        checkpoint["genept_best"] = {"loss": self.best_loss, "state": self.best_state}
+
+    def on_load_checkpoint(self, checkpoint):
+        best = checkpoint.get("genept_best") or {}
+        self.best_loss, self.best_state = best.get("loss", float("inf")), best.get("state")
+
     def configure_optimizers(self):
         return torch.optim.AdamW(
             self.module.parameters(), lr=self.lr, weight_decay=self.weight_decay
