@@ -100,14 +100,14 @@ def genept_w(
     starts = range(0, n_obs, block_rows)
     bar = tqdm(starts, desc="GenePT-w", unit="block", disable=len(starts) < _PROGRESS_MIN_BLOCKS)
     for start in bar:
-        block = _Block.read(matrix, start, min(start + block_rows, n_obs))
+        block = _Block.read(matrix, start, min(start + block_rows, n_obs), var_index, column_slot)
         if normalize is None and block.is_integer is not None:  # first block with values decides
             normalize = block.is_integer
             detected = block.is_integer
             deciding = f"{start}–{start + block.n_rows}"
-            if not detected and block.max > _LOG_SCALE_MAX:
+            if not detected and block.max() > _LOG_SCALE_MAX:
                 warnings.warn(
-                    f"The values are not integer counts but reach {block.max:.0f}: this looks "
+                    f"The values are not integer counts but reach {block.max():.0f}: this looks "
                     "normalised but not log-transformed, and is embedded as it is. Pass raw "
                     "counts (layer=...) to have them normalised, or log1p the data first.",
                     UserWarning,
@@ -122,10 +122,10 @@ def genept_w(
                 "normalize=False to embed the values as they are, or a layer that is all counts."
             )
         all_total += block.library_size.sum()
-        matched_total += block.matched_sum(var_index, column_slot)
+        matched_total += block.matched_sum
         if normalize:
             block.log_normalize()
-        dense = block.matched_dense(buffer[: block.n_rows], var_index, column_slot)
+        dense = block.matched_dense(buffer[: block.n_rows])
         np.matmul(dense, gene_vectors, out=out[start : start + block.n_rows])
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     np.divide(out, norms, out=out, where=norms > 0)
@@ -140,19 +140,23 @@ def genept_w(
 
 
 class _Block:
-    """Rows ``start:stop`` of the matrix, as a dense array or a canonical CSR matrix."""
+    """Rows ``start:stop`` of the matrix, checked, with their matched genes gathered once.
 
-    def __init__(self, rows, start: int, stop: int):
-        self.rows, self.n_rows = rows, stop - start
+    Checks and library sizes use all values; normalisation and the product use only the
+    matched genes' values.
+    """
+
+    def __init__(self, rows, start: int, stop: int, var_index: np.ndarray, column_slot: np.ndarray):
+        self.n_rows = stop - start
         values = rows.data if sparse.issparse(rows) else rows
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             raise NonFiniteDataError(
                 f"The matrix has NaN or infinite values in rows {start}–{stop}; remove or fill "
                 "them (e.g. with 0) before embedding."
             )
-        self.max = float(values.max()) if values.size else 0.0
         if values.size and values.min() < 0:
             raise ScaledDataError(f"negative values in rows {start}–{stop}")
+        self._values = values
         # judged on non-zero values only; None: all zero, nothing to tell counts from
         # normalised data
         nonzero = values[values != 0]
@@ -162,44 +166,47 @@ class _Block:
             else bool(np.issubdtype(values.dtype, np.integer) or np.all(np.mod(nonzero, 1) == 0))
         )
         self.library_size = np.asarray(rows.sum(axis=1), dtype=np.float64).ravel()
+        if sparse.issparse(rows):
+            slot = column_slot[rows.indices]
+            keep = slot >= 0
+            self._row_of = np.repeat(np.arange(self.n_rows), np.diff(rows.indptr))[keep]
+            self._slot = slot[keep]
+            self.matched = rows.data[keep]  # stored values of matched genes
+        else:
+            self._row_of = None
+            self.matched = rows[:, var_index]  # dense cells × matched genes
+        self.matched_sum = float(self.matched.sum(dtype=np.float64))
 
     @classmethod
-    def read(cls, matrix, start: int, stop: int) -> _Block:
+    def read(cls, matrix, start: int, stop: int, var_index, column_slot) -> _Block:
         rows = matrix[start:stop]
         if sparse.issparse(rows):
             rows = sparse.csr_matrix(rows)
             rows.sum_duplicates()
         else:
             rows = np.asarray(rows)
-        return cls(rows, start, stop)
+        return cls(rows, start, stop, var_index, column_slot)
 
-    def matched_sum(self, var_index: np.ndarray, column_slot: np.ndarray) -> float:
-        if sparse.issparse(self.rows):
-            return float(self.rows.data[column_slot[self.rows.indices] >= 0].sum(dtype=np.float64))
-        return float(self.rows[:, var_index].sum(dtype=np.float64))
+    def max(self) -> float:
+        """Largest value in the rows."""
+        return float(self._values.max()) if self._values.size else 0.0
 
     def log_normalize(self) -> None:
-        """Scale each cell to :data:`TARGET_SUM` and log1p, touching only stored values."""
+        """Scale each cell to :data:`TARGET_SUM` and log1p the matched genes' values."""
         scale = np.divide(
             TARGET_SUM,
             self.library_size,
             out=np.zeros_like(self.library_size),
             where=self.library_size > 0,
         ).astype(np.float32)
-        if sparse.issparse(self.rows):
-            per_value = np.repeat(scale, np.diff(self.rows.indptr))
-            self.rows.data = np.log1p(self.rows.data.astype(np.float32) * per_value)
-        else:
-            self.rows = np.log1p(self.rows.astype(np.float32) * scale[:, None])
+        per_value = scale[self._row_of] if self._row_of is not None else scale[:, None]
+        self.matched = np.log1p(self.matched.astype(np.float32) * per_value)
 
-    def matched_dense(self, buffer: np.ndarray, var_index, column_slot) -> np.ndarray:
+    def matched_dense(self, buffer: np.ndarray) -> np.ndarray:
         """The matched genes' values as a dense float32 array (written into ``buffer``)."""
-        if not sparse.issparse(self.rows):
-            buffer[:] = self.rows[:, var_index]
-            return buffer
-        buffer.fill(0)
-        slot = column_slot[self.rows.indices]
-        keep = slot >= 0
-        row_of = np.repeat(np.arange(self.n_rows), np.diff(self.rows.indptr))
-        buffer[row_of[keep], slot[keep]] = self.rows.data[keep]
+        if self._row_of is None:
+            buffer[:] = self.matched
+        else:
+            buffer.fill(0)
+            buffer[self._row_of, self._slot] = self.matched
         return buffer
