@@ -98,6 +98,7 @@ def genept_annotate(
     if not 0 < min_confidence <= 1:
         raise ValueError(f"min_confidence must be in (0, 1], got {min_confidence}.")
     # embed the query first: its problems (scaled data, no matching genes) surface before training
+    newly_embedded = _EMBEDDING_KEY not in adata.obsm
     embedded = _with_embedding(adata, use_raw=use_raw)
     if model is None:
         model = _train_on(reference, labels_key, use_raw=use_raw, **train_kwargs)
@@ -106,7 +107,7 @@ def genept_annotate(
     prediction = model.predict(embedded, min_confidence=min_confidence)
 
     adata = adata.copy() if copy else adata
-    if embedded is not adata:  # adata had no embedding: keep the one just made
+    if newly_embedded:  # keep the embedding just made
         adata.obsm[_EMBEDDING_KEY] = embedded.obsm[_EMBEDDING_KEY]
         adata.uns[_EMBEDDING_KEY] = embedded.uns[_EMBEDDING_KEY]
     _write(adata, prediction, key_added)
