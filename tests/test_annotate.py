@@ -1,3 +1,4 @@
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -122,3 +123,58 @@ def test_query_problems_surface_before_training(pbmc, raw_split):
         sc.tl.genept_annotate(query, reference=ref, labels_key="cell_type", max_epochs=1000)
     with pytest.raises(ValueError, match="min_confidence"):
         sc.tl.genept_annotate(query, reference=ref, labels_key="cell_type", min_confidence=0)
+
+
+def _keep_genes(adata, fraction, seed=0):
+    """The log-normalised cells with only a random ``fraction`` of their genes, not embedded."""
+    keep = np.random.default_rng(seed).random(adata.raw.n_vars) < fraction
+    return ad.AnnData(adata.raw.X[:, keep], obs=adata.obs[[]], var=adata.raw.var[keep][[]])
+
+
+def test_reference_and_query_are_embedded_on_shared_genes(raw_split):
+    ref, query = raw_split
+    query = _keep_genes(query, 0.9)
+    sc.tl.genept_annotate(query, reference=ref, labels_key="cell_type", **FAST)
+    overlap = query.uns["genept_cell_type"]["gene_overlap"]
+    n_query = query.uns["X_genept"]["gene_set"]["n_genes"]
+    assert overlap["n_genes_found"] == n_query < overlap["n_model_genes"]
+    assert 0.8 < overlap["fraction_genes_found"] < 1
+    # the query embedding is the one made of exactly those genes
+    alone = sc.tl.genept_embed(query, copy=True)
+    np.testing.assert_allclose(query.obsm["X_genept"], alone.obsm["X_genept"], atol=1e-6)
+
+
+def test_missing_model_genes_warn_then_refuse(pbmc_split):
+    ref, query = pbmc_split
+    GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id")
+    model = GenePTClassifier(ref)
+    model.train(**FAST)
+    assert len(model.genes) == ref.uns["X_genept"]["gene_set"]["n_genes"]
+    half = _keep_genes(query, 0.5)
+    with pytest.warns(
+        UserWarning, match=r"of the model's 7\d\d genes \(\d\d%\).*missing are e\.g\."
+    ):
+        out = sc.tl.genept_annotate(half, model, copy=True)
+    assert out.uns["genept_cell_type"]["gene_overlap"]["n_genes_found"] < 400
+    few = _keep_genes(query, 0.05)
+    before = few.copy()
+    with pytest.raises(ValueError, match="below min_gene_overlap=0.1"):
+        sc.tl.genept_annotate(few, model)
+    assert list(few.obs.columns) == list(before.obs.columns) and "X_genept" not in few.obsm
+    with pytest.warns(UserWarning, match="of the model's"):
+        sc.tl.genept_annotate(few, model, min_gene_overlap=0.01)
+    assert few.obs["genept_cell_type"].notna().all()
+
+
+def test_embedding_of_other_genes_is_refused_by_the_model(pbmc_split, default_table):
+    ref, query = pbmc_split
+    GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id")
+    model = GenePTClassifier(ref)
+    model.train(max_epochs=1, enable_progress_bar=False)
+    extra = _keep_genes(query, 1.0)
+    extra.var_names = [*extra.var_names[:-1], "CD19" if "CD19" not in extra.var_names else "CD4"]
+    sc.tl.genept_embed(extra)
+    with pytest.raises(ValueError, match="not trained on"):
+        model.predict(extra)
+    sc.tl.genept_embed(extra, genes=model.genes)  # the fix the message names
+    assert model.predict(extra)["cell_type"].notna().all()

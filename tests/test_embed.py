@@ -2,6 +2,7 @@ import warnings
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import scanpy as sc
 from hypothesis import given, settings
@@ -276,3 +277,24 @@ def test_low_expression_coverage_warns(counts):
     counts.X = x
     with pytest.warns(UserWarning, match="carry only"):
         sc_genept.tl.genept_embed(counts)
+
+
+def test_genes_restricts_the_embedding_to_a_gene_set(counts):
+    genes = list(counts.var_names[:150])  # 150 table genes, in var order
+    full = sc_genept.tl.genept_embed(counts, copy=True)
+    subset = sc_genept.tl.genept_embed(counts, genes=genes[::-1], copy=True)
+    gene_set = subset.uns["X_genept"]["gene_set"]
+    assert gene_set["n_genes"] == 150 and sorted(gene_set["names"]) == sorted(genes)
+    assert full.uns["X_genept"]["gene_set"]["n_genes"] == 300
+    assert gene_set["sha256"] != full.uns["X_genept"]["gene_set"]["sha256"]
+    assert 0.3 < gene_set["fraction_of_matched_expression"] < 0.7
+    # same as embedding only those genes, normalised by the library size of all genes
+    lognorm = counts.copy()
+    sc.pp.normalize_total(lognorm, target_sum=1e4)
+    sc.pp.log1p(lognorm)
+    alone = sc_genept.tl.genept_embed(lognorm[:, genes].copy(), copy=True)
+    np.testing.assert_allclose(subset.obsm["X_genept"], alone.obsm["X_genept"], atol=1e-5)
+    means = pd.Series(gene_set["mean_expression"], index=gene_set["names"])
+    np.testing.assert_allclose(
+        means[genes], np.asarray(lognorm[:, genes].X.mean(axis=0)).ravel(), rtol=1e-4
+    )

@@ -114,6 +114,8 @@ def test_save_load_gives_identical_predictions(trained, pbmc_split, tmp_path):
     assert meta["ontology_version"] == "2026-03-26"
     assert "MiniLM" in meta["embedding_provenance"]["X_genept"]["embedding_model"]
     loaded = GenePTClassifier.load(tmp_path / "model")
+    assert loaded.genes == trained.genes and len(loaded.genes) == 736
+    assert loaded.gene_sets_ == trained.gene_sets_
     pd.testing.assert_frame_equal(loaded.predict_proba(query), trained.predict_proba(query))
     pd.testing.assert_frame_equal(loaded.predict(query), trained.predict(query))
     with pytest.raises(FileExistsError, match="overwrite=True"):

@@ -43,6 +43,8 @@ class WeightedSum:
     n_empty: int
     fraction_counts_covered: float
     log_normalized: bool
+    #: Sum over cells of each matched gene's (normalised) value, aligned with ``var_index``.
+    gene_totals: np.ndarray
 
 
 def default_block_rows(n_matched: int) -> int:
@@ -96,6 +98,7 @@ def genept_w(
     out = np.empty((n_obs, gene_vectors.shape[1]), dtype=np.float32)
     buffer = np.empty((min(block_rows, n_obs), len(var_index)), dtype=np.float32)
     matched_total = all_total = 0.0
+    gene_totals = np.zeros(len(var_index), dtype=np.float64)
     detected = None  # integer counts or not, when normalize=None
     starts = range(0, n_obs, block_rows)
     bar = tqdm(starts, desc="GenePT-w", unit="block", disable=len(starts) < _PROGRESS_MIN_BLOCKS)
@@ -125,6 +128,7 @@ def genept_w(
         matched_total += block.matched_sum
         if normalize:
             block.log_normalize()
+        block.add_gene_totals(gene_totals)
         dense = block.matched_dense(buffer[: block.n_rows])
         np.matmul(dense, gene_vectors, out=out[start : start + block.n_rows])
     norms = np.linalg.norm(out, axis=1, keepdims=True)
@@ -136,6 +140,7 @@ def genept_w(
         n_empty=int(empty.sum()),
         fraction_counts_covered=matched_total / all_total if all_total else 0.0,
         log_normalized=bool(normalize),
+        gene_totals=gene_totals,
     )
 
 
@@ -201,6 +206,13 @@ class _Block:
         ).astype(np.float32)
         per_value = scale[self._row_of] if self._row_of is not None else scale[:, None]
         self.matched = np.log1p(self.matched.astype(np.float32) * per_value)
+
+    def add_gene_totals(self, totals: np.ndarray) -> None:
+        """Add each matched gene's sum over the block's cells to ``totals``."""
+        if self._row_of is None:
+            totals += self.matched.sum(axis=0, dtype=np.float64)
+        else:
+            totals += np.bincount(self._slot, weights=self.matched, minlength=len(totals))
 
     def matched_dense(self, buffer: np.ndarray) -> np.ndarray:
         """The matched genes' values as a dense float32 array (written into ``buffer``)."""

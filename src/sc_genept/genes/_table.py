@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -126,9 +127,23 @@ class GeneEmbeddings:
             f"model={p.embedding_model!r}, text={p.text_source!r})"
         )
 
+    @property
+    def sha256(self) -> str:
+        """Content hash of the symbols and vectors: the table's identity, whatever its name."""
+        if getattr(self, "_sha256", None) is None:
+            digest = hashlib.sha256("\n".join(self.symbols).encode())
+            digest.update(np.ascontiguousarray(self.embeddings, dtype=np.float32).tobytes())
+            self._sha256 = digest.hexdigest()
+        return self._sha256
+
     def describe(self) -> dict:
-        """Provenance plus size, as stored in ``adata.uns`` by :func:`sc_genept.tl.genept_embed`."""
-        return {**self.provenance.to_dict(), "n_genes": self.n_genes, "n_dims": self.n_dims}
+        """Provenance, size and content hash, as stored in ``adata.uns`` by :func:`sc_genept.tl.genept_embed`."""
+        return {
+            **self.provenance.to_dict(),
+            "n_genes": self.n_genes,
+            "n_dims": self.n_dims,
+            "sha256": self.sha256,
+        }
 
     def truncate(self, n_dims: int) -> GeneEmbeddings:
         """Keep the first ``n_dims`` dimensions and re-normalise each gene to unit length.

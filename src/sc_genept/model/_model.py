@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _LABEL_COLUMN = "_genept_label_id"
+#: Below this share of the model's genes a query is refused (callers can lower it).
+DEFAULT_MIN_GENE_OVERLAP = 0.1
+#: Below this share of the model's genes a query gets a warning.
+_GENE_OVERLAP_WARNING = 0.8
 _WEIGHTS_FILE, _META_FILE = "model.pt", "model.json"
 #: Provenance fields that must agree between training and query embeddings.
 _PROVENANCE_KEYS = (
@@ -39,6 +43,7 @@ _PROVENANCE_KEYS = (
     "n_genes",
     "n_dims",
     "truncated_from",
+    "sha256",
 )
 
 
@@ -108,9 +113,14 @@ class GenePTClassifier(BaseModelClass):
             n_layers=n_layers,
             dropout=dropout,
         )
-        # which gene table made each embedding: checked again on every query
+        # which gene table, and which of its genes, made each embedding: checked on every query
         self.embedding_provenance_ = (
             {k: _provenance(adata, k) for k in self.embedding_keys} if adata is not None else {}
+        )
+        self.gene_sets_ = (
+            {k: g for k in self.embedding_keys if (g := _gene_set(adata, k))}
+            if adata is not None
+            else {}
         )
         self._model_summary_string = (
             f"GenePTClassifier: {len(self.terms)} CL terms, inputs {self.embedding_keys} "
@@ -118,6 +128,38 @@ class GenePTClassifier(BaseModelClass):
             f"{loss} loss, CL {self.ontology.version}"
         )
         self.init_params_ = self._get_init_params(locals())
+
+    @property
+    def genes(self) -> list[str] | None:
+        """The gene-table genes the GenePT-w input was made of; a query is embedded on them.
+
+        ``None`` when the training embedding did not record its genes (made before
+        sc_genept recorded them, or not by :func:`~sc_genept.tl.genept_embed`).
+        """
+        gene_set = self._gene_set()
+        return None if gene_set is None else list(gene_set["names"])
+
+    def gene_overlap(self, genes) -> dict:
+        """How much of the model's genes a query has.
+
+        Parameters
+        ----------
+        genes
+            The model genes the query has (e.g. ``uns["X_genept"]["gene_set"]["names"]``).
+
+        Returns
+        -------
+        ``n_model_genes``, ``n_genes_found``, ``fraction_genes_found``,
+        ``fraction_expression_found`` (the share of the reference's mean expression that the
+        found genes carry) and ``missing_examples`` (the most expressed missing genes).
+        Empty when the model recorded no genes.
+        """
+        gene_set = self._gene_set()
+        return {} if gene_set is None else gene_overlap(gene_set, genes)
+
+    def _gene_set(self) -> dict | None:
+        key = next((k for k in self.embedding_keys if k in self.gene_sets_), None)
+        return None if key is None else self.gene_sets_[key]
 
     # ---- data --------------------------------------------------------------------------
 
@@ -297,10 +339,17 @@ class GenePTClassifier(BaseModelClass):
 
     @torch.inference_mode()
     def predict_proba(
-        self, adata: AnnData | None = None, *, batch_size: int = 4096
+        self,
+        adata: AnnData | None = None,
+        *,
+        batch_size: int = 4096,
+        min_gene_overlap: float = DEFAULT_MIN_GENE_OVERLAP,
     ) -> pd.DataFrame:
-        """Probability of each term of the label set (rows sum to 1), cells × terms."""
-        adata = self._query(adata)
+        """Probability of each term of the label set (rows sum to 1), cells × terms.
+
+        Arguments as in :meth:`predict`.
+        """
+        adata = self._query(adata, min_gene_overlap)
         x = self._inputs(adata)
         self.module.eval()
         parts = [
@@ -317,6 +366,7 @@ class GenePTClassifier(BaseModelClass):
         soft: bool = False,
         min_confidence: float = 0.5,
         batch_size: int = 4096,
+        min_gene_overlap: float = DEFAULT_MIN_GENE_OVERLAP,
     ) -> pd.DataFrame:
         """Annotate cells with the deepest term that holds ``min_confidence`` of the mass.
 
@@ -331,6 +381,10 @@ class GenePTClassifier(BaseModelClass):
             Subtree mass a term needs to be reported. Higher: fewer, coarser, surer calls.
         batch_size
             Cells per forward pass.
+        min_gene_overlap
+            Smallest share of the model's genes the query's GenePT-w embedding may be made
+            of; below it a :class:`ValueError` is raised (below 80 %, a warning). Missing
+            genes count as not expressed.
 
         Returns
         -------
@@ -339,7 +393,7 @@ class GenePTClassifier(BaseModelClass):
         subtree mass), and ``finest_ontology_term_id``, ``finest_cell_type`` and
         ``finest_probability`` (the single most probable term, before thresholding).
         """
-        probs = self.predict_proba(adata, batch_size=batch_size)
+        probs = self.predict_proba(adata, batch_size=batch_size, min_gene_overlap=min_gene_overlap)
         if soft:
             return probs
         return decode(probs, self.module.subtree.cpu().numpy(), min_confidence, self.ontology)
@@ -363,6 +417,7 @@ class GenePTClassifier(BaseModelClass):
             "init_params": self.init_params_,
             "registry": _to_plain(self.registry_),
             "embedding_provenance": self.embedding_provenance_,
+            "gene_sets": self.gene_sets_,
             "ontology_version": self.ontology.version,
             "is_trained": self.is_trained_,
             "history": {
@@ -403,6 +458,7 @@ class GenePTClassifier(BaseModelClass):
         model.module.load_state_dict(state)
         model.module.to(device).eval()
         model.embedding_provenance_ = meta["embedding_provenance"]
+        model.gene_sets_ = meta.get("gene_sets", {})
         model.is_trained_ = meta["is_trained"]
         model.history_ = {k: pd.DataFrame(v).set_index("epoch") for k, v in meta["history"].items()}
         if adata is not None:
@@ -430,7 +486,9 @@ class GenePTClassifier(BaseModelClass):
             parts.append(x)
         return np.concatenate(parts, axis=1).astype(np.float32)
 
-    def _query(self, adata: AnnData | None) -> AnnData:
+    def _query(
+        self, adata: AnnData | None, min_gene_overlap: float = DEFAULT_MIN_GENE_OVERLAP
+    ) -> AnnData:
         """The data to predict on, after checking its embeddings come from the right gene table."""
         for candidate in (adata, self._attached, self.adata):
             if candidate is not None:
@@ -448,13 +506,38 @@ class GenePTClassifier(BaseModelClass):
                     stacklevel=3,
                 )
             elif trained and query:
-                differ = [f for f in _PROVENANCE_KEYS if trained.get(f) != query.get(f)]
+                # tables written before content hashes were recorded compare without one
+                keys = [k for k in _PROVENANCE_KEYS if k != "sha256" or k in trained and k in query]
+                differ = [f for f in keys if trained.get(f) != query.get(f)]
                 if differ:
                     raise ValueError(
                         f"obsm[{key!r}] was made with another gene table than the model's training "
                         f"data (differs in {differ}: {[query.get(f) for f in differ]} vs "
                         f"{[trained.get(f) for f in differ]}). Re-embed with the model's table."
                     )
+        for key, trained in self.gene_sets_.items():
+            query = _gene_set(adata, key)
+            if query is None:
+                warnings.warn(
+                    f"adata.uns[{key!r}] does not record which genes obsm[{key!r}] was made of, "
+                    "so it cannot be checked against the model's genes; embed with "
+                    "sc.tl.genept_embed(adata, genes=model.genes) or use sc.tl.genept_annotate.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                continue
+            extra = set(query["names"]) - set(trained["names"])
+            if extra:
+                raise ValueError(
+                    f"obsm[{key!r}] was made of {query['n_genes']} genes, {len(extra)} of which "
+                    f"the model was not trained on (e.g. {sorted(extra)[:5]}): embeddings over "
+                    "different genes are not comparable. Embed the query on the model's genes "
+                    f"with sc.tl.genept_embed(adata, genes=model.genes, key_added={key!r}), or "
+                    "let sc.tl.genept_annotate(adata, model=model) do it."
+                )
+            check_gene_overlap(
+                gene_overlap(trained, query["names"]), min_gene_overlap, stacklevel=4
+            )
         return adata
 
 
@@ -549,6 +632,64 @@ def _check_embedding(adata: AnnData, key: str) -> np.ndarray:
     if x.ndim != 2 or not np.isfinite(x).all():
         raise ValueError(f"obsm[{key!r}] must be a 2-D array of finite numbers.")
     return x
+
+
+def gene_overlap(gene_set: dict, genes) -> dict:
+    """Share of a reference's gene set (names, mean expression) found among ``genes``."""
+    names = np.asarray(gene_set["names"], dtype=object)
+    weight = np.asarray(gene_set["mean_expression"], dtype=np.float64)
+    found = np.isin(names, np.asarray(list(genes), dtype=object))
+    missing = np.flatnonzero(~found)
+    return {
+        "n_model_genes": len(names),
+        "n_genes_found": int(found.sum()),
+        "fraction_genes_found": round(float(found.mean()) if len(names) else 0.0, 6),
+        "fraction_expression_found": round(
+            float(weight[found].sum() / weight.sum()) if weight.sum() > 0 else 0.0, 6
+        ),
+        "missing_examples": [str(g) for g in names[missing[np.argsort(-weight[missing])][:10]]],
+    }
+
+
+def check_gene_overlap(overlap: dict, min_gene_overlap: float, *, stacklevel: int = 3) -> None:
+    """Warn below 80 % of the model's genes, raise below ``min_gene_overlap``."""
+    if not overlap:
+        return
+    found, n = overlap["fraction_genes_found"], overlap["n_model_genes"]
+    what = (
+        f"The query has {overlap['n_genes_found']} of the model's {n} genes ({found:.0%}), "
+        f"carrying {overlap['fraction_expression_found']:.0%} of the reference's expression; "
+        f"missing are e.g. {', '.join(overlap['missing_examples'][:5])}."
+    )
+    if found < min_gene_overlap:
+        raise ValueError(
+            f"{what} That is below min_gene_overlap={min_gene_overlap}: predictions would rest "
+            "on too few genes. Check that the query's gene names are symbols or Ensembl ids "
+            "of the same species (gene_symbols= can name another var column), or pass a "
+            "lower min_gene_overlap to predict anyway."
+        )
+    if found < _GENE_OVERLAP_WARNING:
+        warnings.warn(
+            f"{what} Missing genes count as not expressed, so accuracy drops (with 25 % of the "
+            "genes, see the sc_genept benchmarks for measured figures); a model trained on "
+            "the genes this query has (genept_annotate with reference=) does better.",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def _gene_set(adata: AnnData, key: str) -> dict | None:
+    """The genes an embedding was made of (names, mean expression, hash), if recorded."""
+    info = adata.uns.get(key)
+    gene_set = info.get("gene_set") if isinstance(info, dict) else None
+    if not isinstance(gene_set, dict) or "sha256" not in gene_set:
+        return None
+    return {
+        "n_genes": int(gene_set["n_genes"]),
+        "sha256": str(gene_set["sha256"]),
+        "names": [str(g) for g in gene_set["names"]],
+        "mean_expression": np.asarray(gene_set["mean_expression"], dtype=float).round(6).tolist(),
+    }
 
 
 def _provenance(adata: AnnData, key: str) -> dict | None:

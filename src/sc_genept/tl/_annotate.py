@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,8 +15,10 @@ from scanpy import logging as logg
 
 from sc_genept._genept_w import ScaledDataError
 from sc_genept._utils import h5ad_safe
+from sc_genept.genes import load as load_table
 from sc_genept.model import GenePTClassifier
-from sc_genept.tl._embed import cell_embedding
+from sc_genept.model._model import DEFAULT_MIN_GENE_OVERLAP, check_gene_overlap, gene_overlap
+from sc_genept.tl._embed import cell_embedding, gene_set_hash
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -28,6 +33,7 @@ def genept_annotate(
     reference: AnnData | None = None,
     labels_key: str | None = None,
     min_confidence: float = 0.5,
+    min_gene_overlap: float = DEFAULT_MIN_GENE_OVERLAP,
     use_raw: bool | None = None,
     key_added: str = "genept_cell_type",
     copy: bool = False,
@@ -57,6 +63,10 @@ def genept_annotate(
         Column of ``reference.obs`` with CL ids or names.
     min_confidence
         Subtree mass a term needs to be reported.
+    min_gene_overlap
+        Smallest share of the model's (or the reference's) genes that ``adata`` must have;
+        below it a :class:`ValueError` is raised, below 80 % a warning says which genes
+        are missing. Missing genes count as not expressed.
     use_raw
         Where ``adata`` or ``reference`` must be embedded: use ``.raw``. ``None`` uses
         ``.X``, or ``.raw`` when ``.X`` turns out to be scaled (has negative values).
@@ -97,17 +107,32 @@ def genept_annotate(
         raise ValueError("reference= needs labels_key=: the obs column with its cell types.")
     if not 0 < min_confidence <= 1:
         raise ValueError(f"min_confidence must be in (0, 1], got {min_confidence}.")
-    # embed the query first: its problems (scaled data, no matching genes) surface before training
-    newly_embedded = _EMBEDDING_KEY not in adata.obsm
-    embedded = _with_embedding(adata, use_raw=use_raw)
     if model is None:
-        model = _train_on(reference, labels_key, use_raw=use_raw, **train_kwargs)
-    elif not isinstance(model, GenePTClassifier):
-        model = GenePTClassifier.load(model)
-    prediction = model.predict(embedded, min_confidence=min_confidence)
+        # reference and query are embedded on the genes they share: embeddings over
+        # different genes differ systematically and a model trained on one misreads the other
+        ref_embedded = _with_embedding(reference, use_raw=use_raw)
+        ref_genes = ref_embedded.uns[_EMBEDDING_KEY]["gene_set"]
+        embedded = _with_embedding(adata, use_raw=use_raw, genes=ref_genes["names"])
+        shared = embedded.uns[_EMBEDDING_KEY]["gene_set"]["names"]
+        overlap = gene_overlap(ref_genes, shared)
+        check_gene_overlap(overlap, min_gene_overlap)
+        if overlap["n_genes_found"] < overlap["n_model_genes"]:
+            ref_embedded = _with_embedding(reference, use_raw=use_raw, genes=shared)
+        model = _train_on(reference, ref_embedded, labels_key, **train_kwargs)
+    else:
+        if not isinstance(model, GenePTClassifier):
+            model = GenePTClassifier.load(model)
+        embedded = _with_embedding(adata, use_raw=use_raw, genes=model.genes)
+        overlap = model.gene_overlap(embedded.uns[_EMBEDDING_KEY]["gene_set"]["names"])
+        check_gene_overlap(overlap, min_gene_overlap)
+    with warnings.catch_warnings():  # the overlap was checked above, with the user's stack level
+        warnings.filterwarnings("ignore", message="The query has .* of the model's")
+        prediction = model.predict(
+            embedded, min_confidence=min_confidence, min_gene_overlap=min_gene_overlap
+        )
 
     adata = adata.copy() if copy else adata
-    if newly_embedded:  # keep the embedding just made
+    if embedded is not adata and _EMBEDDING_KEY not in adata.obsm:  # keep the embedding made
         adata.obsm[_EMBEDDING_KEY] = embedded.obsm[_EMBEDDING_KEY]
         adata.uns[_EMBEDDING_KEY] = embedded.uns[_EMBEDDING_KEY]
     _write(adata, prediction, key_added)
@@ -115,39 +140,50 @@ def genept_annotate(
         {
             "params": {
                 "min_confidence": min_confidence,
+                "min_gene_overlap": min_gene_overlap,
                 "labels_key": labels_key,
                 "use_raw": use_raw,
             },
+            "gene_overlap": overlap or None,
             "model": str(model._model_summary_string),
             "ontology_version": model.ontology.version,
         }
     )
     n_coarse = int((prediction["ontology_term_id"] != prediction["finest_ontology_term_id"]).sum())
+    genes = (
+        f" on {overlap['n_genes_found']} of the model's {overlap['n_model_genes']} genes"
+        if overlap
+        else ""
+    )
     logg.info(
-        f"GenePT annotation of {adata.n_obs} cells: {prediction['ontology_term_id'].nunique()} CL terms, "
+        f"GenePT annotation of {adata.n_obs} cells{genes}: "
+        f"{prediction['ontology_term_id'].nunique()} CL terms, "
         f"{n_coarse} cells called at a coarser term than the most probable one "
         f"(min_confidence={min_confidence})\n    added obs[{key_added!r}] and related columns"
     )
     return adata if copy else None
 
 
-def _with_embedding(adata: AnnData, *, use_raw: bool | None) -> AnnData:
-    """``adata`` itself if it has an embedding, else a light AnnData holding one.
+def _with_embedding(
+    adata: AnnData, *, use_raw: bool | None, genes: Sequence[str] | None = None
+) -> AnnData:
+    """``adata`` itself if its embedding is made of the right genes, else a light AnnData holding one.
 
     The light object shares nothing mutable with ``adata`` and carries only what the model
-    reads (cell names, the embedding and its gene-table record), so ``adata`` stays as it is
-    and nothing large is copied. With ``use_raw=None``, ``.X`` is tried first and ``.raw``
-    used when ``.X`` turns out to be scaled.
+    reads (cell names, the embedding and its record), so ``adata`` stays as it is and
+    nothing large is copied. With ``use_raw=None``, ``.X`` is tried first and ``.raw`` used
+    when ``.X`` turns out to be scaled. With ``genes``, the embedding is made of those
+    genes of the table only (the ones ``adata`` has).
     """
-    if _EMBEDDING_KEY in adata.obsm:
+    if _EMBEDDING_KEY in adata.obsm and _made_of(adata, genes):
         return adata
     try:
-        embedding, record = cell_embedding(adata, use_raw=use_raw)
+        embedding, record = cell_embedding(adata, use_raw=use_raw, genes=genes)
     except ScaledDataError:
         if use_raw is not None or adata.raw is None:
             raise
         logg.info("adata.X is scaled: embedding adata.raw")
-        embedding, record = cell_embedding(adata, use_raw=True)
+        embedding, record = cell_embedding(adata, use_raw=True, genes=genes)
     return ad.AnnData(
         obs=pd.DataFrame(index=adata.obs_names.copy()),
         obsm={_EMBEDDING_KEY: embedding},
@@ -155,14 +191,29 @@ def _with_embedding(adata: AnnData, *, use_raw: bool | None) -> AnnData:
     )
 
 
+@cache
+def load_default_table():
+    """The default gene table, loaded once per process."""
+    return load_table("default")
+
+
+def _made_of(adata: AnnData, genes: Sequence[str] | None) -> bool:
+    """Whether ``adata``'s existing embedding is of the default table and, if given, ``genes``."""
+    record = adata.uns.get(_EMBEDDING_KEY)
+    if not isinstance(record, dict) or "gene_set" not in record:
+        return False
+    if record.get("gene_embeddings", {}).get("sha256") != load_default_table().sha256:
+        return False
+    return genes is None or record["gene_set"]["sha256"] == gene_set_hash(genes)
+
+
 def _train_on(
-    reference: AnnData, labels_key: str, *, use_raw: bool | None, **train_kwargs
+    reference: AnnData, embedded: AnnData, labels_key: str, **train_kwargs
 ) -> GenePTClassifier:
     if labels_key not in reference.obs:
         raise KeyError(
             f"No column {labels_key!r} in reference.obs; columns: {list(reference.obs.columns)}."
         )
-    embedded = _with_embedding(reference, use_raw=use_raw)
     # a light copy: what the model registers (labels, embedding) never touches the reference
     light = ad.AnnData(
         obs=reference.obs[[labels_key]].copy(),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +33,7 @@ def genept_embed(
     gene_symbols: str | None = None,
     normalize: bool = True,
     n_dims: int | None = None,
+    genes: Sequence[str] | None = None,
     key_added: str = "X_genept",
     chunk_size: int | None = None,
     copy: bool = False,
@@ -67,6 +70,11 @@ def genept_embed(
     n_dims
         Use only the first ``n_dims`` dimensions of the gene embeddings (re-normalised;
         Matryoshka truncation for OpenAI ``text-embedding-3-*`` tables).
+    genes
+        Embed on these genes of the table only (table symbols), e.g. a trained model's
+        :attr:`~sc_genept.model.GenePTClassifier.genes`: embeddings of two datasets are
+        comparable only when made on the same genes. Default: every gene of the table that
+        ``adata`` has.
     key_added
         Key in ``adata.obsm`` and ``adata.uns`` for the results.
     chunk_size
@@ -84,8 +92,10 @@ def genept_embed(
         of the matched genes.
     ``adata.uns[key_added]`` : :class:`dict`
         ``params`` (the arguments), ``gene_embeddings`` (the table's provenance),
-        ``genes`` (how many genes matched, and how), ``fraction_counts_covered`` (share of
-        all expression in matched genes), ``log_normalized`` and ``n_cells_empty``.
+        ``genes`` (how many genes matched, and how), ``gene_set`` (the table genes the
+        embedding is made of: ``names``, their ``mean_expression`` over the cells, and a
+        ``sha256`` of the names), ``fraction_counts_covered`` (share of all expression in
+        those genes), ``log_normalized`` and ``n_cells_empty``.
 
     Examples
     --------
@@ -109,6 +119,7 @@ def genept_embed(
         gene_symbols=gene_symbols,
         normalize=normalize,
         n_dims=n_dims,
+        genes=genes,
         chunk_size=chunk_size,
     )
     adata = adata.copy() if copy else adata
@@ -133,6 +144,7 @@ def cell_embedding(
     gene_symbols: str | None = None,
     normalize: bool = True,
     n_dims: int | None = None,
+    genes: Sequence[str] | None = None,
     chunk_size: int | None = None,
 ) -> tuple[np.ndarray, dict]:
     """The GenePT-w embedding of ``adata`` and its ``uns`` record, without writing anything.
@@ -149,17 +161,29 @@ def cell_embedding(
     names = var.index if gene_symbols is None else _var_column(var, gene_symbols, source)
     match = match_genes(names, table)
     _check_match(match, names, table, source)
+    vectors = table.embeddings[match.table_index]
+    if genes is not None:
+        # genes outside the set keep their place with a zero vector: they add nothing to the
+        # embedding but their expression is still counted, for the share the set carries
+        in_set = np.isin(table.symbols[match.table_index], np.asarray(genes, dtype=object))
+        vectors = np.where(in_set[:, None], vectors, 0)
+    else:
+        in_set = np.ones(match.n_matched, dtype=bool)
     try:
         result = genept_w(
             matrix,
             match.var_index,
-            table.embeddings[match.table_index],
+            vectors,
             normalize=None if normalize else False,
             block_rows=chunk_size,
         )
     except ScaledDataError as err:
         raise ScaledDataError(_scaled_message(adata, source, err)) from None
-    if match.n_matched >= _FEW_GENES and result.fraction_counts_covered < _LOW_COVERAGE:
+    # share of the matched genes' expression that the genes embedded carry
+    matched_total = result.gene_totals.sum()
+    share = result.gene_totals[in_set].sum() / matched_total if matched_total else 0.0
+    low_coverage = result.fraction_counts_covered < _LOW_COVERAGE
+    if genes is None and match.n_matched >= _FEW_GENES and low_coverage:
         warnings.warn(
             f"The {match.n_matched} matched genes carry only {result.fraction_counts_covered:.0%} "
             f"of the expression in {source}: most of what these cells express has no embedding "
@@ -189,11 +213,35 @@ def cell_embedding(
         "source": source,
         "gene_embeddings": table.describe(),
         "genes": match.summary(),
+        "gene_set": gene_set_record(
+            table.symbols[match.table_index[in_set]],
+            result.gene_totals[in_set] / max(adata.n_obs, 1),
+            fraction_of_matched_expression=share,
+        ),
         "fraction_counts_covered": round(float(result.fraction_counts_covered), 6),
         "log_normalized": result.log_normalized,
         "n_cells_empty": result.n_empty,
     }
     return result.embedding, h5ad_safe(record)
+
+
+def gene_set_record(names, mean_expression, *, fraction_of_matched_expression: float = 1.0) -> dict:
+    """The ``uns`` record of the genes an embedding is made of, in table order."""
+    names = np.asarray(names, dtype=object)
+    order = np.argsort(names, kind="stable")
+    names, mean_expression = names[order], np.asarray(mean_expression, dtype=np.float64)[order]
+    return {
+        "n_genes": len(names),
+        "sha256": gene_set_hash(names),
+        "names": names.astype(str),
+        "mean_expression": mean_expression.astype(np.float32),
+        "fraction_of_matched_expression": round(float(fraction_of_matched_expression), 6),
+    }
+
+
+def gene_set_hash(names) -> str:
+    """Identity of a set of gene names (order does not matter)."""
+    return hashlib.sha256("\n".join(sorted(map(str, names))).encode()).hexdigest()
 
 
 def _expression(adata: AnnData, *, layer: str | None, use_raw: bool | None):
