@@ -77,3 +77,16 @@ def test_evaluate_refuses_unknown_terms(tiny_cl):
         metrics.evaluate([CD4], ["CL:0000099"], tiny_cl)
     with pytest.raises(ValueError, match="equally long"):
         metrics.evaluate([CD4], [CD4, CD8], tiny_cl)
+
+
+def test_expected_calibration_error_by_hand():
+    # bin [0.8, 0.867): 2 cells at 0.8 and 0.85, one right -> |0.5 - 0.825| = 0.325
+    # bin [0.933, 1]: 2 cells at 1.0, both right -> 0
+    confidence = [0.8, 0.85, 1.0, 1.0]
+    correct = [True, False, True, True]
+    assert metrics.expected_calibration_error(confidence, correct) == pytest.approx(2 / 4 * 0.325)
+    assert metrics.expected_calibration_error([0.7] * 10, [True] * 7 + [False] * 3) == (
+        pytest.approx(0.0)
+    )
+    with pytest.raises(ValueError, match="probabilities"):
+        metrics.expected_calibration_error([1.2], [True])

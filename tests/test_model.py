@@ -40,6 +40,21 @@ def test_hierarchical_loss_is_subtree_mass(tiny_cl):
         )
 
 
+def test_calibration_finds_the_temperature_of_overconfident_logits():
+    # the module's logits are its inputs; labels are drawn from softmax(logits / 2.5)
+    n_terms = 4
+    module = GenePTClassifierModule(n_terms, np.eye(n_terms), n_hidden=4, n_layers=0, dropout=0)
+    with torch.no_grad():
+        module.mlp[0].weight.copy_(torch.eye(n_terms))
+        module.mlp[0].bias.zero_()
+    generator = torch.Generator().manual_seed(0)
+    logits = 4 * torch.randn(20000, n_terms, generator=generator)
+    labels = torch.multinomial(torch.softmax(logits / 2.5, -1), 1, generator=generator)[:, 0]
+    assert module.calibrate(logits, labels, hierarchical=True) == pytest.approx(2.5, rel=0.05)
+    probs = module.probabilities(logits)
+    torch.testing.assert_close(probs, torch.softmax(logits / module.temperature, -1))
+
+
 def test_decode_reports_deepest_confident_term(tiny_cl):
     terms = [IMMUNE, T, CD4, CD8, B]
     probs = pd.DataFrame(
@@ -115,6 +130,7 @@ def test_save_load_gives_identical_predictions(trained, pbmc_split, tmp_path):
     assert "MiniLM" in meta["embedding_provenance"]["X_genept"]["embedding_model"]
     loaded = GenePTClassifier.load(tmp_path / "model")
     assert loaded.genes == trained.genes and len(loaded.genes) == 736
+    assert float(loaded.module.temperature) == float(trained.module.temperature) != 1
     assert loaded.gene_sets_ == trained.gene_sets_
     pd.testing.assert_frame_equal(loaded.predict_proba(query), trained.predict_proba(query))
     pd.testing.assert_frame_equal(loaded.predict(query), trained.predict(query))

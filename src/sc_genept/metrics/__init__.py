@@ -3,6 +3,7 @@
 from ._metrics import (
     accuracy,
     evaluate,
+    expected_calibration_error,
     hierarchical_prf,
     macro_f1,
     mean_distance,
@@ -15,6 +16,7 @@ from ._metrics import (
 __all__ = [
     "accuracy",
     "evaluate",
+    "expected_calibration_error",
     "hierarchical_prf",
     "macro_f1",
     "mean_distance",

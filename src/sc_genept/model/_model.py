@@ -241,6 +241,7 @@ class GenePTClassifier(BaseModelClass):
         early_stopping: bool = True,
         early_stopping_patience: int = 15,
         balance_classes: bool = False,
+        calibration_size: float = 0.1,
         seed: int = 0,
         checkpoint_dir: str | Path | None = None,
         **trainer_kwargs,
@@ -259,12 +260,19 @@ class GenePTClassifier(BaseModelClass):
         accelerator, devices
             Passed to Lightning: ``"auto"`` uses a GPU when there is one.
         train_size
-            Share of each label's cells used for training; the rest validates (for early
-            stopping and to keep the best weights).
+            Share of each label's cells (after the calibration cells are set aside) used
+            for training; the rest validates (for early stopping and to keep the best
+            weights).
         early_stopping, early_stopping_patience
             Stop when the validation loss has not improved for this many epochs.
         balance_classes
             Weight each cell by the inverse frequency of its label.
+        calibration_size
+            Share of each label's cells set aside, used neither for training nor for early
+            stopping, to fit a temperature after training so that confidences match
+            accuracy (temperature scaling, :cite:p:`Guo2017`). The temperature is saved
+            with the model and changes confidences, never which term is most probable.
+            0 leaves confidences uncalibrated.
         seed
             Seeds the split, the initial weights (of an untrained model), batch order and
             dropout: the same data and seed give the same model on the same hardware.
@@ -281,7 +289,14 @@ class GenePTClassifier(BaseModelClass):
         if not self.is_trained_:
             self.module.reset_parameters(seed)
         codes = self._label_codes()
-        train_idx, val_idx = _stratified_split(codes, train_size, rng)
+        if not 0 <= calibration_size < 1:
+            raise ValueError(f"calibration_size must be in [0, 1), got {calibration_size}.")
+        # calibration cells are held out from everything else: cells that chose the best
+        # epoch would make the model look surer than it is on new data
+        fit_idx, calibration_idx = _stratified_split(codes, 1 - calibration_size, rng)
+        train_idx, val_idx = (
+            fit_idx[part] for part in _stratified_split(codes[fit_idx], train_size, rng)
+        )
         self.module.set_standardization(self._inputs(self.adata)[train_idx])
         if not val_idx.size and early_stopping:
             warnings.warn(
@@ -304,7 +319,8 @@ class GenePTClassifier(BaseModelClass):
         )
         splitter = DataSplitter(
             self.adata_manager,
-            external_indexing=[train_idx, val_idx, np.array([], dtype=int)],
+            # calibration cells go in the test slot, which training never reads
+            external_indexing=[train_idx, val_idx, calibration_idx],
             batch_size=batch_size,
         )
         if early_stopping:
@@ -332,6 +348,18 @@ class GenePTClassifier(BaseModelClass):
         result = runner()
         if plan.best_state is not None:
             self.module.load_state_dict(plan.best_state)
+        self.module.temperature.fill_(1.0)
+        if calibration_idx.size:
+            temperature = self.module.calibrate(
+                torch.as_tensor(self._inputs(self.adata)[calibration_idx]),
+                torch.as_tensor(codes[calibration_idx]),
+                hierarchical=self.loss_kind == "hierarchical",
+            )
+            logger.info(
+                "confidences calibrated on %d held-out cells: temperature %.2f",
+                calibration_idx.size,
+                temperature,
+            )
         self.module.eval()
         return result
 
@@ -353,7 +381,7 @@ class GenePTClassifier(BaseModelClass):
         x = self._inputs(adata)
         self.module.eval()
         parts = [
-            torch.softmax(self.module(torch.as_tensor(x[i : i + batch_size])), dim=-1).cpu().numpy()
+            self.module.probabilities(torch.as_tensor(x[i : i + batch_size])).cpu().numpy()
             for i in range(0, len(x), batch_size)
         ]
         probs = np.concatenate(parts) if parts else np.zeros((0, len(self.terms)), np.float32)
@@ -455,6 +483,7 @@ class GenePTClassifier(BaseModelClass):
                 f"{registry['setup_args']['ontology']!r} is CL {model.ontology.version}."
             )
         state = torch.load(path / _WEIGHTS_FILE, map_location=device, weights_only=True)
+        state.setdefault("temperature", torch.ones(()))  # saved before calibration existed
         model.module.load_state_dict(state)
         model.module.to(device).eval()
         model.embedding_provenance_ = meta["embedding_provenance"]

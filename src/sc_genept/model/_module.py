@@ -36,6 +36,8 @@ class GenePTClassifierModule(BaseModuleClass):
         self.register_buffer("input_mean", torch.zeros(n_input))
         self.register_buffer("input_std", torch.ones(n_input))
         self.register_buffer("subtree", torch.as_tensor(subtree, dtype=torch.float32))
+        # logits are divided by it at prediction; fitted on held-out cells after training
+        self.register_buffer("temperature", torch.ones(()))
         layers, width = [], n_input
         for _ in range(n_layers):
             layers += [
@@ -86,9 +88,34 @@ class GenePTClassifierModule(BaseModuleClass):
         weights = class_weights[labels]
         return (per_cell * weights).sum() / weights.sum()
 
-    def subtree_mass(self, probs: torch.Tensor) -> torch.Tensor:
-        """Probability mass at or under each term."""
-        return probs @ self.subtree.T
+    @torch.no_grad()
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Calibrated probability of each term (softmax of the tempered logits)."""
+        return torch.softmax(self(x) / self.temperature, dim=-1)
+
+    def calibrate(self, x: torch.Tensor, labels: torch.Tensor, *, hierarchical: bool) -> float:
+        """Fit the temperature on held-out cells (minimum negative log-likelihood).
+
+        Temperature scaling :cite:p:`Guo2017` changes confidences, never the ranking of
+        terms, so predictions stay the same. Returns the temperature.
+        """
+        self.eval()
+        with torch.no_grad():
+            logits = self(x)
+        labels = labels.to(logits.device)
+        log_t = torch.zeros((), device=logits.device, requires_grad=True)
+        optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
+
+        def nll():
+            optimizer.zero_grad()
+            loss = self.loss(logits / log_t.exp(), labels, hierarchical=hierarchical)
+            loss.backward()
+            return loss
+
+        optimizer.step(nll)
+        # bounded: a handful of held-out cells must not make every prediction certain
+        self.temperature.fill_(float(log_t.detach().exp().clamp(0.05, 20.0)))
+        return float(self.temperature)
 
 
 class TrainingPlan(pl.LightningModule):

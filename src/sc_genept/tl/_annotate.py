@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from functools import cache
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +15,7 @@ from scanpy import logging as logg
 
 from sc_genept._genept_w import ScaledDataError
 from sc_genept._utils import h5ad_safe
+from sc_genept.genes import GeneEmbeddings
 from sc_genept.genes import load as load_table
 from sc_genept.model import GenePTClassifier
 from sc_genept.model._model import DEFAULT_MIN_GENE_OVERLAP, check_gene_overlap, gene_overlap
@@ -34,6 +35,7 @@ def genept_annotate(
     labels_key: str | None = None,
     min_confidence: float = 0.5,
     min_gene_overlap: float = DEFAULT_MIN_GENE_OVERLAP,
+    gene_embeddings: str | Path | GeneEmbeddings = "default",
     use_raw: bool | None = None,
     key_added: str = "genept_cell_type",
     copy: bool = False,
@@ -67,6 +69,9 @@ def genept_annotate(
         Smallest share of the model's (or the reference's) genes that ``adata`` must have;
         below it a :class:`ValueError` is raised, below 80 % a warning says which genes
         are missing. Missing genes count as not expressed.
+    gene_embeddings
+        The gene table to embed with (see :func:`~sc_genept.tl.genept_embed`); a model
+        must be given queries embedded with the table it was trained with.
     use_raw
         Where ``adata`` or ``reference`` must be embedded: use ``.raw``. ``None`` uses
         ``.X``, or ``.raw`` when ``.X`` turns out to be scaled (has negative values).
@@ -107,22 +112,28 @@ def genept_annotate(
         raise ValueError("reference= needs labels_key=: the obs column with its cell types.")
     if not 0 < min_confidence <= 1:
         raise ValueError(f"min_confidence must be in (0, 1], got {min_confidence}.")
+    table = (
+        gene_embeddings
+        if isinstance(gene_embeddings, GeneEmbeddings)
+        else load_table(gene_embeddings)
+    )
+    embed = partial(_with_embedding, use_raw=use_raw, table=table)
     if model is None:
         # reference and query are embedded on the genes they share: embeddings over
         # different genes differ systematically and a model trained on one misreads the other
-        ref_embedded = _with_embedding(reference, use_raw=use_raw)
+        ref_embedded = embed(reference)
         ref_genes = ref_embedded.uns[_EMBEDDING_KEY]["gene_set"]
-        embedded = _with_embedding(adata, use_raw=use_raw, genes=ref_genes["names"])
+        embedded = embed(adata, genes=ref_genes["names"])
         shared = embedded.uns[_EMBEDDING_KEY]["gene_set"]["names"]
         overlap = gene_overlap(ref_genes, shared)
         check_gene_overlap(overlap, min_gene_overlap)
         if overlap["n_genes_found"] < overlap["n_model_genes"]:
-            ref_embedded = _with_embedding(reference, use_raw=use_raw, genes=shared)
+            ref_embedded = embed(reference, genes=shared)
         model = _train_on(reference, ref_embedded, labels_key, **train_kwargs)
     else:
         if not isinstance(model, GenePTClassifier):
             model = GenePTClassifier.load(model)
-        embedded = _with_embedding(adata, use_raw=use_raw, genes=model.genes)
+        embedded = embed(adata, genes=model.genes)
         overlap = model.gene_overlap(embedded.uns[_EMBEDDING_KEY]["gene_set"]["names"])
         check_gene_overlap(overlap, min_gene_overlap)
     with warnings.catch_warnings():  # the overlap was checked above, with the user's stack level
@@ -165,7 +176,11 @@ def genept_annotate(
 
 
 def _with_embedding(
-    adata: AnnData, *, use_raw: bool | None, genes: Sequence[str] | None = None
+    adata: AnnData,
+    *,
+    use_raw: bool | None,
+    table: GeneEmbeddings,
+    genes: Sequence[str] | None = None,
 ) -> AnnData:
     """``adata`` itself if its embedding is made of the right genes, else a light AnnData holding one.
 
@@ -175,15 +190,16 @@ def _with_embedding(
     when ``.X`` turns out to be scaled. With ``genes``, the embedding is made of those
     genes of the table only (the ones ``adata`` has).
     """
-    if _EMBEDDING_KEY in adata.obsm and _made_of(adata, genes):
+    if _EMBEDDING_KEY in adata.obsm and _made_of(adata, table, genes):
         return adata
+    embed = partial(cell_embedding, adata, gene_embeddings=table, genes=genes)
     try:
-        embedding, record = cell_embedding(adata, use_raw=use_raw, genes=genes)
+        embedding, record = embed(use_raw=use_raw)
     except ScaledDataError:
         if use_raw is not None or adata.raw is None:
             raise
         logg.info("adata.X is scaled: embedding adata.raw")
-        embedding, record = cell_embedding(adata, use_raw=True, genes=genes)
+        embedding, record = embed(use_raw=True)
     return ad.AnnData(
         obs=pd.DataFrame(index=adata.obs_names.copy()),
         obsm={_EMBEDDING_KEY: embedding},
@@ -191,18 +207,12 @@ def _with_embedding(
     )
 
 
-@cache
-def load_default_table():
-    """The default gene table, loaded once per process."""
-    return load_table("default")
-
-
-def _made_of(adata: AnnData, genes: Sequence[str] | None) -> bool:
-    """Whether ``adata``'s existing embedding is of the default table and, if given, ``genes``."""
+def _made_of(adata: AnnData, table: GeneEmbeddings, genes: Sequence[str] | None) -> bool:
+    """Whether ``adata``'s existing embedding is made with ``table`` and, if given, of ``genes``."""
     record = adata.uns.get(_EMBEDDING_KEY)
     if not isinstance(record, dict) or "gene_set" not in record:
         return False
-    if record.get("gene_embeddings", {}).get("sha256") != load_default_table().sha256:
+    if record.get("gene_embeddings", {}).get("sha256") != table.sha256:
         return False
     return genes is None or record["gene_set"]["sha256"] == gene_set_hash(genes)
 
