@@ -178,3 +178,31 @@ def test_embedding_of_other_genes_is_refused_by_the_model(pbmc_split, default_ta
         model.predict(extra)
     sc.tl.genept_embed(extra, genes=model.genes)  # the fix the message names
     assert model.predict(extra)["cell_type"].notna().all()
+
+
+def test_missing_genes_count_as_typical_of_the_reference(pbmc_split):
+    """A query lacking genes is annotated as if it had them at the reference's mean."""
+    ref, query = pbmc_split
+    sc.tl.genept_embed(ref, use_raw=True, expression=True)
+    GenePTClassifier.setup_anndata(
+        ref, labels_key="cell_type", embedding_keys=["X_genept", "X_genept_expression"]
+    )
+    model = GenePTClassifier(ref)
+    model.train(**FAST)
+    mean = pd.Series(model.gene_set["mean_expression"], index=model.genes)
+    full = _keep_genes(query, 1.0)
+    full = full[:, full.var_names.isin(model.genes)].copy()
+    dropped = np.random.default_rng(1).random(full.n_vars) < 0.3
+    at_mean = full.copy()
+    at_mean.X = at_mean.X.toarray()
+    at_mean.X[:, dropped] = mean[full.var_names[dropped]].to_numpy()
+    lacking = full[:, ~dropped].copy()
+    with pytest.warns(UserWarning, match="of the model's"):
+        a = sc.tl.genept_annotate(lacking, model, copy=True).obs
+    b = sc.tl.genept_annotate(at_mean, model, copy=True).obs
+    np.testing.assert_allclose(
+        a["genept_cell_type_finest_probability"],
+        b["genept_cell_type_finest_probability"],
+        atol=1e-5,
+    )
+    assert (a["genept_cell_type_finest"] == b["genept_cell_type_finest"]).all()

@@ -298,3 +298,15 @@ def test_genes_restricts_the_embedding_to_a_gene_set(counts):
     np.testing.assert_allclose(
         means[genes], np.asarray(lognorm[:, genes].X.mean(axis=0)).ravel(), rtol=1e-4
     )
+
+
+def test_expression_of_the_embedded_genes_is_stored_beside_the_embedding(counts):
+    out = sc_genept.tl.genept_embed(counts, expression=True, copy=True)
+    names = list(out.uns["X_genept"]["gene_set"]["names"])
+    values = out.obsm["X_genept_expression"]
+    assert sparse.issparse(values) and values.shape == (counts.n_obs, len(names)) == (120, 300)
+    assert out.uns["X_genept_expression"]["gene_set"]["names"].tolist() == names
+    lognorm = counts.copy()
+    sc.pp.normalize_total(lognorm, target_sum=1e4)
+    sc.pp.log1p(lognorm)
+    np.testing.assert_allclose(values.toarray(), lognorm[:, names].X, rtol=1e-5, atol=1e-6)

@@ -44,6 +44,7 @@ def test_calibration_finds_the_temperature_of_overconfident_logits():
     # the module's logits are its inputs; labels are drawn from softmax(logits / 2.5)
     n_terms = 4
     module = GenePTClassifierModule(n_terms, np.eye(n_terms), n_hidden=4, n_layers=0, dropout=0)
+    module.input_clip = float("inf")  # logits exactly the inputs
     with torch.no_grad():
         module.mlp[0].weight.copy_(torch.eye(n_terms))
         module.mlp[0].bias.zero_()
@@ -53,6 +54,17 @@ def test_calibration_finds_the_temperature_of_overconfident_logits():
     assert module.calibrate(logits, labels, hierarchical=True) == pytest.approx(2.5, rel=0.05)
     probs = module.probabilities(logits)
     torch.testing.assert_close(probs, torch.softmax(logits / module.temperature, -1))
+
+
+def test_a_gene_constant_in_the_reference_cannot_dominate_a_query():
+    module = GenePTClassifierModule(3, np.eye(2), n_hidden=4, n_layers=1, dropout=0)
+    train = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    train[:, 0] = 0.0  # never expressed in the reference: standard deviation ~0
+    module.set_standardization([train])
+    module.eval()
+    query = torch.tensor([[5.0, 0.3, -0.2], [1e6, 0.3, -0.2]])
+    logits = module(query)
+    torch.testing.assert_close(logits[0], logits[1])  # both capped at +10 sd
 
 
 def test_decode_reports_deepest_confident_term(tiny_cl):

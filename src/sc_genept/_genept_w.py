@@ -45,6 +45,9 @@ class WeightedSum:
     log_normalized: bool
     #: Sum over cells of each matched gene's (normalised) value, aligned with ``var_index``.
     gene_totals: np.ndarray
+    #: Cells × matched genes (normalised) values, CSR, columns aligned with ``var_index``;
+    #: only with ``return_expression=True``.
+    expression: sparse.csr_matrix | None = None
 
 
 def default_block_rows(n_matched: int) -> int:
@@ -59,6 +62,8 @@ def genept_w(
     *,
     normalize: bool | None,
     block_rows: int | None = None,
+    offset: np.ndarray | None = None,
+    return_expression: bool = False,
 ) -> WeightedSum:
     """Embed every row (cell) of ``matrix``.
 
@@ -75,6 +80,12 @@ def genept_w(
         values as they are. ``None``: normalise if the values are integer counts.
     block_rows
         Rows per block; default from :func:`default_block_rows`.
+    offset
+        ``(d,)`` vector added to every cell's sum before normalisation: the contribution of
+        genes the data lacks, imputed (e.g. their mean expression in a reference times
+        their vectors).
+    return_expression
+        Also return the matched genes' (normalised) values as a sparse matrix.
 
     Raises
     ------
@@ -100,6 +111,7 @@ def genept_w(
     matched_total = all_total = 0.0
     gene_totals = np.zeros(len(var_index), dtype=np.float64)
     detected = None  # integer counts or not, when normalize=None
+    expression_blocks = []
     starts = range(0, n_obs, block_rows)
     bar = tqdm(starts, desc="GenePT-w", unit="block", disable=len(starts) < _PROGRESS_MIN_BLOCKS)
     for start in bar:
@@ -129,18 +141,30 @@ def genept_w(
         if normalize:
             block.log_normalize()
         block.add_gene_totals(gene_totals)
+        if return_expression:
+            expression_blocks.append(block.matched_csr(len(var_index)))
         dense = block.matched_dense(buffer[: block.n_rows])
         np.matmul(dense, gene_vectors, out=out[start : start + block.n_rows])
     norms = np.linalg.norm(out, axis=1, keepdims=True)
-    np.divide(out, norms, out=out, where=norms > 0)
     empty = norms[:, 0] == 0
-    out[empty] = 0.0
+    if offset is not None:
+        out += np.asarray(offset, dtype=np.float32)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+    np.divide(out, norms, out=out, where=norms > 0)
+    out[norms[:, 0] == 0] = 0.0
     return WeightedSum(
         embedding=out,
         n_empty=int(empty.sum()),
         fraction_counts_covered=matched_total / all_total if all_total else 0.0,
         log_normalized=bool(normalize),
         gene_totals=gene_totals,
+        expression=(
+            sparse.vstack(expression_blocks, format="csr")
+            if expression_blocks
+            else sparse.csr_matrix((n_obs, len(var_index)), dtype=np.float32)
+        )
+        if return_expression
+        else None,
     )
 
 
@@ -213,6 +237,15 @@ class _Block:
             totals += self.matched.sum(axis=0, dtype=np.float64)
         else:
             totals += np.bincount(self._slot, weights=self.matched, minlength=len(totals))
+
+    def matched_csr(self, n_columns: int) -> sparse.csr_matrix:
+        """The matched genes' values as a sparse block (columns: matched genes)."""
+        if self._row_of is None:
+            return sparse.csr_matrix(self.matched.astype(np.float32))
+        return sparse.csr_matrix(
+            (self.matched.astype(np.float32), (self._row_of, self._slot)),
+            shape=(self.n_rows, n_columns),
+        )
 
     def matched_dense(self, buffer: np.ndarray) -> np.ndarray:
         """The matched genes' values as a dense float32 array (written into ``buffer``)."""

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, ObsmField
@@ -136,7 +137,7 @@ class GenePTClassifier(BaseModelClass):
         ``None`` when the training embedding did not record its genes (made before
         sc_genept recorded them, or not by :func:`~sc_genept.tl.genept_embed`).
         """
-        gene_set = self._gene_set()
+        gene_set = self.gene_set
         return None if gene_set is None else list(gene_set["names"])
 
     def gene_overlap(self, genes) -> dict:
@@ -154,10 +155,16 @@ class GenePTClassifier(BaseModelClass):
         found genes carry) and ``missing_examples`` (the most expressed missing genes).
         Empty when the model recorded no genes.
         """
-        gene_set = self._gene_set()
+        gene_set = self.gene_set
         return {} if gene_set is None else gene_overlap(gene_set, genes)
 
-    def _gene_set(self) -> dict | None:
+    @property
+    def gene_set(self) -> dict | None:
+        """The model's genes (``names``) and their ``mean_expression`` in the training data.
+
+        Genes a query lacks take that mean (see :meth:`predict`). ``None`` when the
+        training inputs did not record their genes.
+        """
         key = next((k for k in self.embedding_keys if k in self.gene_sets_), None)
         return None if key is None else self.gene_sets_[key]
 
@@ -297,7 +304,7 @@ class GenePTClassifier(BaseModelClass):
         train_idx, val_idx = (
             fit_idx[part] for part in _stratified_split(codes[fit_idx], train_size, rng)
         )
-        self.module.set_standardization(self._inputs(self.adata)[train_idx])
+        self.module.set_standardization(self._input_batches(self.adata, train_idx))
         if not val_idx.size and early_stopping:
             warnings.warn(
                 "train_size=1 leaves no validation cells: early stopping is off.", stacklevel=2
@@ -351,8 +358,8 @@ class GenePTClassifier(BaseModelClass):
         self.module.temperature.fill_(1.0)
         if calibration_idx.size:
             temperature = self.module.calibrate(
-                torch.as_tensor(self._inputs(self.adata)[calibration_idx]),
-                torch.as_tensor(codes[calibration_idx]),
+                torch.as_tensor(self._inputs(self.adata, np.sort(calibration_idx))),
+                torch.as_tensor(codes[np.sort(calibration_idx)]),
                 hierarchical=self.loss_kind == "hierarchical",
             )
             logger.info(
@@ -378,11 +385,10 @@ class GenePTClassifier(BaseModelClass):
         Arguments as in :meth:`predict`.
         """
         adata = self._query(adata, min_gene_overlap)
-        x = self._inputs(adata)
         self.module.eval()
         parts = [
-            self.module.probabilities(torch.as_tensor(x[i : i + batch_size])).cpu().numpy()
-            for i in range(0, len(x), batch_size)
+            self.module.probabilities(torch.as_tensor(x)).cpu().numpy()
+            for x in self._input_batches(adata, size=batch_size)
         ]
         probs = np.concatenate(parts) if parts else np.zeros((0, len(self.terms)), np.float32)
         return pd.DataFrame(probs, index=adata.obs_names, columns=self.terms)
@@ -504,16 +510,31 @@ class GenePTClassifier(BaseModelClass):
             .astype(int)
         )
 
-    def _inputs(self, adata: AnnData) -> np.ndarray:
+    def _inputs(self, adata: AnnData, rows=slice(None)) -> np.ndarray:
+        """The model's input for ``rows`` of ``adata``: its representations side by side.
+
+        An expression input is put in the order of the model's genes, and genes the query
+        lacks take their mean in the training data: "unknown", not "not expressed".
+        """
         parts = []
         for key, width in zip(self.embedding_keys, self.input_widths, strict=True):
-            x = _check_embedding(adata, key)
+            x = _check_embedding(adata, key)[rows]
+            gene_set = self.gene_sets_.get(key)
+            if gene_set is not None and gene_set.get("kind") == "expression":
+                x = _aligned(x, _gene_set(adata, key), gene_set)
+            x = x.toarray() if sparse.issparse(x) else np.asarray(x)
             if x.shape[1] != width:
                 raise ValueError(
                     f"obsm[{key!r}] has {x.shape[1]} columns; the model was trained on {width}."
                 )
-            parts.append(x)
-        return np.concatenate(parts, axis=1).astype(np.float32)
+            parts.append(x.astype(np.float32, copy=False))
+        return np.concatenate(parts, axis=1)
+
+    def _input_batches(self, adata: AnnData, rows: np.ndarray | None = None, size: int = 4096):
+        """:meth:`_inputs` in batches of ``size`` cells (bounded memory)."""
+        rows = np.arange(adata.n_obs) if rows is None else np.asarray(rows)
+        for start in range(0, len(rows), size):
+            yield self._inputs(adata, rows[start : start + size])
 
     def _query(
         self, adata: AnnData | None, min_gene_overlap: float = DEFAULT_MIN_GENE_OVERLAP
@@ -544,6 +565,7 @@ class GenePTClassifier(BaseModelClass):
                         f"data (differs in {differ}: {[query.get(f) for f in differ]} vs "
                         f"{[trained.get(f) for f in differ]}). Re-embed with the model's table."
                     )
+        overlap = None
         for key, trained in self.gene_sets_.items():
             query = _gene_set(adata, key)
             if query is None:
@@ -559,14 +581,14 @@ class GenePTClassifier(BaseModelClass):
             if extra:
                 raise ValueError(
                     f"obsm[{key!r}] was made of {query['n_genes']} genes, {len(extra)} of which "
-                    f"the model was not trained on (e.g. {sorted(extra)[:5]}): embeddings over "
+                    f"the model was not trained on (e.g. {sorted(extra)[:5]}): inputs over "
                     "different genes are not comparable. Embed the query on the model's genes "
                     f"with sc.tl.genept_embed(adata, genes=model.genes, key_added={key!r}), or "
                     "let sc.tl.genept_annotate(adata, model=model) do it."
                 )
-            check_gene_overlap(
-                gene_overlap(trained, query["names"]), min_gene_overlap, stacklevel=4
-            )
+            overlap = overlap or gene_overlap(trained, query["names"])
+        if overlap:
+            check_gene_overlap(overlap, min_gene_overlap, stacklevel=4)
         return adata
 
 
@@ -657,10 +679,27 @@ def _check_embedding(adata: AnnData, key: str) -> np.ndarray:
     if key not in adata.obsm:
         hint = " Run sc.tl.genept_embed(adata) first." if key == "X_genept" else ""
         raise KeyError(f"No obsm[{key!r}] in adata; it has {list(adata.obsm)}.{hint}")
-    x = np.asarray(adata.obsm[key], dtype=np.float32)
-    if x.ndim != 2 or not np.isfinite(x).all():
+    x = adata.obsm[key]
+    if sparse.issparse(x):
+        x = sparse.csr_matrix(x)
+        values = x.data
+    else:
+        x = values = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2 or not np.isfinite(values).all():
         raise ValueError(f"obsm[{key!r}] must be a 2-D array of finite numbers.")
     return x
+
+
+def _aligned(x, query_genes: dict | None, model_genes: dict) -> np.ndarray:
+    """Expression columns of the query's genes, in the model's gene order; missing: the mean."""
+    names = list(model_genes["names"])
+    if query_genes is None or list(query_genes["names"]) == names:
+        return x
+    column = {g: i for i, g in enumerate(names)}
+    out = np.tile(np.asarray(model_genes["mean_expression"], dtype=np.float32), (x.shape[0], 1))
+    present = np.array([column[g] for g in query_genes["names"]], dtype=int)
+    out[:, present] = x.toarray() if sparse.issparse(x) else x
+    return out
 
 
 def gene_overlap(gene_set: dict, genes) -> dict:
@@ -714,6 +753,7 @@ def _gene_set(adata: AnnData, key: str) -> dict | None:
     if not isinstance(gene_set, dict) or "sha256" not in gene_set:
         return None
     return {
+        "kind": str(info.get("kind", "embedding")),
         "n_genes": int(gene_set["n_genes"]),
         "sha256": str(gene_set["sha256"]),
         "names": [str(g) for g in gene_set["names"]],

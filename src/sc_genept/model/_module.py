@@ -58,15 +58,26 @@ class GenePTClassifierModule(BaseModuleClass):
                 if hasattr(layer, "reset_parameters"):
                     layer.reset_parameters()
 
-    def set_standardization(self, x: np.ndarray) -> None:
-        """Learn the per-feature mean and standard deviation from training inputs."""
-        self.input_mean.copy_(torch.as_tensor(x.mean(axis=0)))
-        self.input_std.copy_(torch.as_tensor(np.maximum(x.std(axis=0), 1e-6)))
+    def set_standardization(self, batches) -> None:
+        """Learn the per-feature mean and standard deviation from batches of training inputs."""
+        n, total, squares = 0, 0.0, 0.0
+        for x in batches:
+            x = np.asarray(x, dtype=np.float64)
+            n, total, squares = n + len(x), total + x.sum(axis=0), squares + (x**2).sum(axis=0)
+        mean = total / max(n, 1)
+        std = np.sqrt(np.maximum(squares / max(n, 1) - mean**2, 0))
+        self.input_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.input_std.copy_(torch.as_tensor(np.maximum(std, 1e-6), dtype=torch.float32))
+
+    #: Standardised inputs are capped at ± this (as ``sc.pp.scale(max_value=10)`` and
+    #: CellTypist do): a gene nearly constant in the reference must not dominate a query.
+    input_clip = 10.0
 
     @auto_move_data
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits over the label set."""
-        return self.mlp((x - self.input_mean) / self.input_std)
+        z = (x - self.input_mean) / self.input_std
+        return self.mlp(z.clamp(-self.input_clip, self.input_clip))
 
     def loss(
         self,

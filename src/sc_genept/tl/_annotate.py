@@ -6,7 +6,7 @@ import warnings
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import anndata as ad
 import numpy as np
@@ -19,12 +19,19 @@ from sc_genept.genes import GeneEmbeddings
 from sc_genept.genes import load as load_table
 from sc_genept.model import GenePTClassifier
 from sc_genept.model._model import DEFAULT_MIN_GENE_OVERLAP, check_gene_overlap, gene_overlap
-from sc_genept.tl._embed import cell_embedding, gene_set_hash
+from sc_genept.tl._embed import cell_embedding, expression_record
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
 _EMBEDDING_KEY = "X_genept"
+_EXPRESSION_KEY = "X_genept_expression"
+#: The inputs a one-line annotation trains on: the GenePT-w embedding, and with it the
+#: expression of the same genes (the default: across studies it is what makes labels right).
+INPUTS = {
+    "genept+expression": (_EMBEDDING_KEY, _EXPRESSION_KEY),
+    "genept": (_EMBEDDING_KEY,),
+}
 
 
 def genept_annotate(
@@ -33,6 +40,7 @@ def genept_annotate(
     *,
     reference: AnnData | None = None,
     labels_key: str | None = None,
+    inputs: Literal["genept+expression", "genept"] = "genept+expression",
     min_confidence: float = 0.5,
     min_gene_overlap: float = DEFAULT_MIN_GENE_OVERLAP,
     gene_embeddings: str | Path | GeneEmbeddings = "default",
@@ -63,6 +71,12 @@ def genept_annotate(
         Labelled cells to train on (instead of ``model``); it is not modified.
     labels_key
         Column of ``reference.obs`` with CL ids or names.
+    inputs
+        What a model trained here reads: ``"genept+expression"`` (default), the GenePT-w
+        embedding and the log-expression of the same genes side by side, or ``"genept"``,
+        the embedding alone. Across studies the expression is what makes the labels right
+        (see the transfer benchmark in :doc:`/annotation`); a given ``model`` reads what
+        it was trained on.
     min_confidence
         Subtree mass a term needs to be reported.
     min_gene_overlap
@@ -112,13 +126,16 @@ def genept_annotate(
         raise ValueError("reference= needs labels_key=: the obs column with its cell types.")
     if not 0 < min_confidence <= 1:
         raise ValueError(f"min_confidence must be in (0, 1], got {min_confidence}.")
+    if inputs not in INPUTS:
+        raise ValueError(f"inputs must be one of {list(INPUTS)}, not {inputs!r}.")
     table = (
         gene_embeddings
         if isinstance(gene_embeddings, GeneEmbeddings)
         else load_table(gene_embeddings)
     )
-    embed = partial(_with_embedding, use_raw=use_raw, table=table)
     if model is None:
+        keys = INPUTS[inputs]
+        embed = partial(_embedded, use_raw=use_raw, table=table, keys=keys)
         # reference and query are embedded on the genes they share: embeddings over
         # different genes differ systematically and a model trained on one misreads the other
         ref_embedded = embed(reference)
@@ -133,7 +150,18 @@ def genept_annotate(
     else:
         if not isinstance(model, GenePTClassifier):
             model = GenePTClassifier.load(model)
-        embedded = embed(adata, genes=model.genes)
+        gene_set = model.gene_set
+        embedded = _embedded(
+            adata,
+            use_raw=use_raw,
+            table=table,
+            keys=model.embedding_keys,
+            genes=model.genes,
+            # genes the query lacks count as typical of the reference, not as unexpressed
+            missing_values=dict(zip(gene_set["names"], gene_set["mean_expression"], strict=True))
+            if gene_set
+            else None,
+        )
         overlap = model.gene_overlap(embedded.uns[_EMBEDDING_KEY]["gene_set"]["names"])
         check_gene_overlap(overlap, min_gene_overlap)
     with warnings.catch_warnings():  # the overlap was checked above, with the user's stack level
@@ -143,7 +171,7 @@ def genept_annotate(
         )
 
     adata = adata.copy() if copy else adata
-    if embedded is not adata and _EMBEDDING_KEY not in adata.obsm:  # keep the embedding made
+    if _EMBEDDING_KEY not in adata.obsm:  # keep the embedding made
         adata.obsm[_EMBEDDING_KEY] = embedded.obsm[_EMBEDDING_KEY]
         adata.uns[_EMBEDDING_KEY] = embedded.uns[_EMBEDDING_KEY]
     _write(adata, prediction, key_added)
@@ -175,46 +203,57 @@ def genept_annotate(
     return adata if copy else None
 
 
-def _with_embedding(
+def _embedded(
     adata: AnnData,
     *,
     use_raw: bool | None,
     table: GeneEmbeddings,
+    keys: Sequence[str],
     genes: Sequence[str] | None = None,
+    missing_values: dict | None = None,
 ) -> AnnData:
-    """``adata`` itself if its embedding is made of the right genes, else a light AnnData holding one.
+    """A light AnnData with the model inputs ``keys`` of ``adata``, made of ``genes``.
 
     The light object shares nothing mutable with ``adata`` and carries only what the model
-    reads (cell names, the embedding and its record), so ``adata`` stays as it is and
-    nothing large is copied. With ``use_raw=None``, ``.X`` is tried first and ``.raw`` used
-    when ``.X`` turns out to be scaled. With ``genes``, the embedding is made of those
-    genes of the table only (the ones ``adata`` has).
+    reads (cell names, inputs and their records), so ``adata`` stays as it is and nothing
+    large is copied. ``X_genept`` (and ``X_genept_expression``) are made here; other keys
+    (e.g. ``X_pca``) are taken from ``adata.obsm``. With ``use_raw=None``, ``.X`` is tried
+    first and ``.raw`` used when ``.X`` turns out to be scaled.
     """
-    if _EMBEDDING_KEY in adata.obsm and _made_of(adata, table, genes):
-        return adata
-    embed = partial(cell_embedding, adata, gene_embeddings=table, genes=genes)
+    embed = partial(
+        cell_embedding,
+        adata,
+        gene_embeddings=table,
+        genes=genes,
+        missing_values=missing_values,
+        expression=_EXPRESSION_KEY in keys,
+    )
     try:
-        embedding, record = embed(use_raw=use_raw)
+        made = embed(use_raw=use_raw)
     except ScaledDataError:
         if use_raw is not None or adata.raw is None:
             raise
         logg.info("adata.X is scaled: embedding adata.raw")
-        embedding, record = embed(use_raw=True)
-    return ad.AnnData(
+        made = embed(use_raw=True)
+    light = ad.AnnData(
         obs=pd.DataFrame(index=adata.obs_names.copy()),
-        obsm={_EMBEDDING_KEY: embedding},
-        uns={_EMBEDDING_KEY: record},
+        obsm={_EMBEDDING_KEY: made.embedding},
+        uns={_EMBEDDING_KEY: made.record},
     )
-
-
-def _made_of(adata: AnnData, table: GeneEmbeddings, genes: Sequence[str] | None) -> bool:
-    """Whether ``adata``'s existing embedding is made with ``table`` and, if given, of ``genes``."""
-    record = adata.uns.get(_EMBEDDING_KEY)
-    if not isinstance(record, dict) or "gene_set" not in record:
-        return False
-    if record.get("gene_embeddings", {}).get("sha256") != table.sha256:
-        return False
-    return genes is None or record["gene_set"]["sha256"] == gene_set_hash(genes)
+    if _EXPRESSION_KEY in keys:
+        light.obsm[_EXPRESSION_KEY] = made.expression
+        light.uns[_EXPRESSION_KEY] = expression_record(made.record)
+    for key in keys:
+        if key not in light.obsm:
+            if key not in adata.obsm:
+                raise KeyError(
+                    f"The model also reads obsm[{key!r}], which adata lacks; it has "
+                    f"{list(adata.obsm)}. Compute it as for the training data first."
+                )
+            light.obsm[key] = adata.obsm[key]
+            if key in adata.uns:
+                light.uns[key] = adata.uns[key]
+    return light
 
 
 def _train_on(
@@ -224,13 +263,11 @@ def _train_on(
         raise KeyError(
             f"No column {labels_key!r} in reference.obs; columns: {list(reference.obs.columns)}."
         )
-    # a light copy: what the model registers (labels, embedding) never touches the reference
+    # a light copy: what the model registers (labels, inputs) never touches the reference
     light = ad.AnnData(
-        obs=reference.obs[[labels_key]].copy(),
-        obsm={_EMBEDDING_KEY: np.asarray(embedded.obsm[_EMBEDDING_KEY])},
-        uns={_EMBEDDING_KEY: embedded.uns.get(_EMBEDDING_KEY, {})},
+        obs=reference.obs[[labels_key]].copy(), obsm=dict(embedded.obsm), uns=dict(embedded.uns)
     )
-    GenePTClassifier.setup_anndata(light, labels_key=labels_key)
+    GenePTClassifier.setup_anndata(light, labels_key=labels_key, embedding_keys=list(light.obsm))
     model = GenePTClassifier(light)
     model.train(**train_kwargs)
     return model

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from scanpy import logging as logg
+from scipy import sparse
 
 from sc_genept._genept_w import ScaledDataError, genept_w
 from sc_genept._utils import h5ad_safe
@@ -34,6 +36,7 @@ def genept_embed(
     normalize: bool = True,
     n_dims: int | None = None,
     genes: Sequence[str] | None = None,
+    expression: bool = False,
     key_added: str = "X_genept",
     chunk_size: int | None = None,
     copy: bool = False,
@@ -75,6 +78,10 @@ def genept_embed(
         :attr:`~sc_genept.model.GenePTClassifier.genes`: embeddings of two datasets are
         comparable only when made on the same genes. Default: every gene of the table that
         ``adata`` has.
+    expression
+        Also store the (log-normalised) expression of the genes the embedding is made of,
+        sparse, in ``obsm[key_added + "_expression"]``: with the embedding, the input of
+        :class:`~sc_genept.model.GenePTClassifier`'s default hybrid model.
     key_added
         Key in ``adata.obsm`` and ``adata.uns`` for the results.
     chunk_size
@@ -93,9 +100,13 @@ def genept_embed(
     ``adata.uns[key_added]`` : :class:`dict`
         ``params`` (the arguments), ``gene_embeddings`` (the table's provenance),
         ``genes`` (how many genes matched, and how), ``gene_set`` (the table genes the
-        embedding is made of: ``names``, their ``mean_expression`` over the cells, and a
-        ``sha256`` of the names), ``fraction_counts_covered`` (share of all expression in
-        those genes), ``log_normalized`` and ``n_cells_empty``.
+        embedding is made of: ``names``, their ``mean_expression`` over the cells, the
+        ``fraction_of_matched_expression`` they carry, and a ``sha256`` of the names),
+        ``fraction_counts_covered`` (share of all expression in matched genes),
+        ``log_normalized`` and ``n_cells_empty``.
+    ``adata.obsm[key_added + "_expression"]``, ``adata.uns[key_added + "_expression"]``
+        Only with ``expression=True``: :class:`scipy.sparse.csr_matrix` of the genes'
+        values, columns in the order of ``gene_set["names"]``, and its record.
 
     Examples
     --------
@@ -111,7 +122,7 @@ def genept_embed(
             "copy=True needs an in-memory AnnData; for backed data use copy=False (the "
             "embedding goes to adata.obsm, which is held in memory) or adata.to_memory()."
         )
-    embedding, record = cell_embedding(
+    embedded = cell_embedding(
         adata,
         gene_embeddings=gene_embeddings,
         layer=layer,
@@ -121,10 +132,15 @@ def genept_embed(
         n_dims=n_dims,
         genes=genes,
         chunk_size=chunk_size,
+        expression=expression,
     )
+    embedding, record = embedded.embedding, embedded.record
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = embedding
     adata.uns[key_added] = record
+    if expression:
+        adata.obsm[f"{key_added}_expression"] = embedded.expression
+        adata.uns[f"{key_added}_expression"] = expression_record(record)
     genes = record["genes"]
     logg.info(
         f"GenePT-w: {genes['n_genes_matched']} of {genes['n_genes']} genes matched "
@@ -145,12 +161,21 @@ def cell_embedding(
     normalize: bool = True,
     n_dims: int | None = None,
     genes: Sequence[str] | None = None,
+    missing_values: Mapping[str, float] | None = None,
     chunk_size: int | None = None,
-) -> tuple[np.ndarray, dict]:
+    expression: bool = False,
+) -> CellEmbedding:
     """The GenePT-w embedding of ``adata`` and its ``uns`` record, without writing anything.
 
     Same arguments as :func:`genept_embed`; used where the embedding is needed but
-    ``adata`` must stay as it is.
+    ``adata`` must stay as it is. Also:
+
+    missing_values
+        Values for genes of ``genes`` that ``adata`` lacks (e.g. their mean in a reference),
+        so that a missing gene counts as "typical" rather than "not expressed".
+    expression
+        Also return the (log-normalised) expression of the embedded genes, cells × genes
+        in the order of ``record["gene_set"]["names"]``.
     """
     table = (
         gene_embeddings if isinstance(gene_embeddings, GeneEmbeddings) else load(gene_embeddings)
@@ -169,6 +194,8 @@ def cell_embedding(
         vectors = np.where(in_set[:, None], vectors, 0)
     else:
         in_set = np.ones(match.n_matched, dtype=bool)
+    found = table.symbols[match.table_index[in_set]]
+    imputed = _missing_genes(genes, found, missing_values)
     try:
         result = genept_w(
             matrix,
@@ -176,6 +203,8 @@ def cell_embedding(
             vectors,
             normalize=None if normalize else False,
             block_rows=chunk_size,
+            offset=_imputed_sum(table, imputed) if imputed else None,
+            return_expression=expression,
         )
     except ScaledDataError as err:
         raise ScaledDataError(_scaled_message(adata, source, err)) from None
@@ -214,19 +243,45 @@ def cell_embedding(
         "gene_embeddings": table.describe(),
         "genes": match.summary(),
         "gene_set": gene_set_record(
-            table.symbols[match.table_index[in_set]],
+            found,
             result.gene_totals[in_set] / max(adata.n_obs, 1),
             fraction_of_matched_expression=share,
+            n_imputed=len(imputed),
         ),
         "fraction_counts_covered": round(float(result.fraction_counts_covered), 6),
         "log_normalized": result.log_normalized,
         "n_cells_empty": result.n_empty,
     }
-    return result.embedding, h5ad_safe(record)
+    values = None
+    if expression:  # columns in the order of the record's (sorted) names
+        values = result.expression[:, np.flatnonzero(in_set)][:, np.argsort(found, kind="stable")]
+    return CellEmbedding(result.embedding, h5ad_safe(record), values)
 
 
-def gene_set_record(names, mean_expression, *, fraction_of_matched_expression: float = 1.0) -> dict:
-    """The ``uns`` record of the genes an embedding is made of, in table order."""
+@dataclass
+class CellEmbedding:
+    """What :func:`cell_embedding` returns."""
+
+    embedding: np.ndarray
+    record: dict
+    #: Cells × genes of ``record["gene_set"]["names"]``, with ``expression=True``.
+    expression: sparse.csr_matrix | None = None
+
+
+def expression_record(record: dict) -> dict:
+    """The ``uns`` record of an expression input: which genes its columns are."""
+    return {
+        "kind": "expression",
+        "values": "log-normalised" if record["log_normalized"] else "as given",
+        "gene_set": record["gene_set"],
+        "gene_embeddings": record["gene_embeddings"],
+    }
+
+
+def gene_set_record(
+    names, mean_expression, *, fraction_of_matched_expression: float = 1.0, n_imputed: int = 0
+) -> dict:
+    """The ``uns`` record of the genes an embedding is made of, sorted by name."""
     names = np.asarray(names, dtype=object)
     order = np.argsort(names, kind="stable")
     names, mean_expression = names[order], np.asarray(mean_expression, dtype=np.float64)[order]
@@ -236,7 +291,24 @@ def gene_set_record(names, mean_expression, *, fraction_of_matched_expression: f
         "names": names.astype(str),
         "mean_expression": mean_expression.astype(np.float32),
         "fraction_of_matched_expression": round(float(fraction_of_matched_expression), 6),
+        "n_imputed": n_imputed,
     }
+
+
+def _missing_genes(genes, found, missing_values) -> dict:
+    """Genes of ``genes`` not in ``found`` that have a value to impute."""
+    if genes is None or not missing_values:
+        return {}
+    missing = set(map(str, genes)) - set(map(str, found))
+    return {g: float(missing_values[g]) for g in sorted(missing) if g in missing_values}
+
+
+def _imputed_sum(table: GeneEmbeddings, imputed: dict) -> np.ndarray:
+    """``Σ value × vector`` over the imputed genes: their share of every cell's sum."""
+    row_of = {symbol: row for row, symbol in enumerate(table.symbols)}
+    rows = [row_of[g] for g in imputed if g in row_of]
+    values = np.array([imputed[g] for g in imputed if g in row_of], dtype=np.float32)
+    return values @ table.embeddings[rows]
 
 
 def gene_set_hash(names) -> str:
