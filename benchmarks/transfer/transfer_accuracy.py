@@ -56,9 +56,11 @@ import peers  # noqa: E402
 LABELS = "cell_type_ontology_term_id"
 RESULTS = HERE.parent / "results" / "transfer_accuracy.json"
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
+TRAIN: dict = {}  # extra train() arguments for sc_genept (--train-kwargs; sweeps only)
 PANELS = (0.5, 0.25, 0.1)
 KEY = "genept_cell_type"
 DEFAULT = "genept+expression"  # genept_annotate's default inputs
+INPUT = DEFAULT  # inputs of the within-dataset models (--inputs; sweeps only)
 
 
 # ---- the contenders ------------------------------------------------------------------------
@@ -74,6 +76,7 @@ def sc_genept_transfer(ref: ad.AnnData, query: ad.AnnData, table, inputs=DEFAULT
         inputs=inputs,
         copy=True,
         **QUIET,
+        **TRAIN,
     )
     return _calls(out)
 
@@ -100,7 +103,7 @@ def trained_model(ref: ad.AnnData, table, inputs=DEFAULT) -> GenePTClassifier:
     )
     GenePTClassifier.setup_anndata(ref, labels_key=LABELS, embedding_keys=keys)
     model = GenePTClassifier(ref)
-    model.train(**QUIET)
+    model.train(**QUIET, **TRAIN)
     return model
 
 
@@ -209,8 +212,8 @@ def within_dataset(adata, table, random, n_folds: int) -> tuple[dict, dict]:
     for k, (tr, te) in enumerate(folds):
         train, test = adata[tr].copy(), adata[te].copy()
         fold = {}
-        models = {"sc_genept": (trained_model(train, table), table)}
-        models["random vectors (control)"] = (trained_model(train, random), random)
+        models = {"sc_genept": (trained_model(train, table, INPUT), table)}
+        models["random vectors (control)"] = (trained_model(train, random, INPUT), random)
         for contender, (model, gene_table) in models.items():
             calls = sc_genept_predict(model, test, gene_table)
             fold[contender] = scorer.sctab_f1(y[te], calls["finest"])
@@ -286,7 +289,19 @@ def main() -> None:
     )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--skip-within", action="store_true", help="cross-dataset part only")
+    parser.add_argument("--within-only", action="store_true", help="pbmc68k parts only")
+    parser.add_argument(
+        "--train-kwargs",
+        type=json.loads,
+        default={},
+        help="JSON of extra train() arguments for sc_genept, e.g. '{\"input_dropout\": 0.5}' "
+        "(for sweeps; results/ holds the defaults, and writes go to results/sweep.json)",
+    )
+    parser.add_argument("--inputs", default=DEFAULT, help="inputs of the within-dataset models")
     args = parser.parse_args()
+    TRAIN.update(args.train_kwargs)
+    global INPUT
+    INPUT = args.inputs
     for name in ("lightning.pytorch", "lightning.fabric", "scvi", "celltypist"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -296,18 +311,21 @@ def main() -> None:
     ref = sc_genept.datasets.pbmc68k_reduced()
     table = sc_genept.genes.load()
     random = peers.random_table(table)
-    print("Across studies (coarse macro-F1):", flush=True)
-    results = {"across_studies_coarse_macro_f1": across_studies(ref, table, random)}
+    results = {"train_kwargs": TRAIN, "inputs": INPUT}
+    if not args.within_only:
+        print("Across studies (coarse macro-F1):", flush=True)
+        results["across_studies_coarse_macro_f1"] = across_studies(ref, table, random)
     if not args.skip_within:
         print(f"Within pbmc68k_reduced ({args.folds}-fold, scTab macro-F1):", flush=True)
         within, panels = within_dataset(ref, table, random, args.folds)
         results["within_pbmc68k_sctab_macro_f1"] = within
         results["gene_panels_sctab_macro_f1"] = panels
     results["seconds"] = round(time.perf_counter() - start)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1))
+    out = RESULTS if not TRAIN and INPUT == DEFAULT else RESULTS.with_name("sweep.json")
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
-    print(f"written {RESULTS} in {time.perf_counter() - start:.0f} s")
+    print(f"written {out} in {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,13 @@ class GenePTClassifierModule(BaseModuleClass):
     """
 
     def __init__(
-        self, n_input: int, subtree: np.ndarray, *, n_hidden: int, n_layers: int, dropout: float
+        self,
+        n_input: int,
+        subtree: np.ndarray,
+        *,
+        n_hidden: int,
+        n_layers: int,
+        dropout: float,
     ):
         super().__init__()
         n_terms = subtree.shape[0]
@@ -38,6 +44,10 @@ class GenePTClassifierModule(BaseModuleClass):
         self.register_buffer("subtree", torch.as_tensor(subtree, dtype=torch.float32))
         # logits are divided by it at prediction; fitted on held-out cells after training
         self.register_buffer("temperature", torch.ones(()))
+        # set by GenePTClassifier.train: in training, this share of the gene (expression)
+        # inputs is set to 0, the reference mean, without rescaling: as a missing gene is
+        self.gene_dropout = 0.0
+        self.register_buffer("is_gene", torch.zeros(n_input, dtype=torch.bool))
         layers, width = [], n_input
         for _ in range(n_layers):
             layers += [
@@ -76,8 +86,10 @@ class GenePTClassifierModule(BaseModuleClass):
     @auto_move_data
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits over the label set."""
-        z = (x - self.input_mean) / self.input_std
-        return self.mlp(z.clamp(-self.input_clip, self.input_clip))
+        z = ((x - self.input_mean) / self.input_std).clamp(-self.input_clip, self.input_clip)
+        if self.training and self.gene_dropout:
+            z = z.masked_fill(self.is_gene & (torch.rand_like(z) < self.gene_dropout), 0.0)
+        return self.mlp(z)
 
     def loss(
         self,
