@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -40,23 +41,15 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import sc_genept
-from sc_genept.genes import GeneEmbeddings, Provenance
 from sc_genept.metrics import macro_f1, per_class_f1, sctab_adjusted
 from sc_genept.model import GenePTClassifier
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers
 
 LABELS = "cell_type_ontology_term_id"
 TRAIN = {"max_epochs": 200, "enable_progress_bar": False, "enable_model_summary": False}
 RESULTS = Path(__file__).parent / "results" / "annotate_accuracy.json"
-
-
-def random_table(like: GeneEmbeddings, seed: int = 0) -> GeneEmbeddings:
-    vectors = np.random.default_rng(seed).normal(size=like.embeddings.shape)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return GeneEmbeddings(
-        like.symbols,
-        vectors,
-        provenance=Provenance(text_source="none: random vectors", embedding_model="random normal"),
-    )
 
 
 def fit_predict(
@@ -81,27 +74,10 @@ def logistic(train, test, key) -> np.ndarray:
 
 
 def celltypist_predict(train, test) -> np.ndarray:
-    """CellTypist (logistic regression on log-expression) trained on the fold's cells.
-
-    SGD mode: celltypist 1.7's default solver path passes ``multi_class``, which
-    scikit-learn 1.8 removed. All 765 genes are used (no feature selection on 560 cells).
-    """
-    import celltypist
-
-    expression = lambda a: a.raw.to_adata()  # noqa: E731 (log-normalised, the input CellTypist expects)
-    model = celltypist.train(
-        expression(train),
-        labels=train.obs[LABELS].astype(str).to_numpy(),
-        check_expression=False,
-        feature_selection=False,
-        use_SGD=True,
-        n_jobs=2,
-    )
-    return (
-        celltypist.annotate(expression(test), model=model)
-        .predicted_labels["predicted_labels"]
-        .astype(str)
-        .to_numpy()
+    """CellTypist (SGD mode) on the fold's log-expression; all 765 genes."""
+    expression = peers.log_expression(train, use_raw=True)
+    return peers.celltypist_labels(
+        expression, train.obs[LABELS].astype(str), peers.log_expression(test, use_raw=True)
     )
 
 
@@ -133,7 +109,7 @@ def main() -> None:
     sc.tl.genept_embed(
         adata,
         use_raw=True,
-        gene_embeddings=random_table(sc_genept.genes.load()),
+        gene_embeddings=peers.random_table(sc_genept.genes.load()),
         key_added="X_random",
     )
     y = adata.obs[LABELS].astype(str).to_numpy()

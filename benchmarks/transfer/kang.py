@@ -262,22 +262,6 @@ def label_details(adata: ad.AnnData) -> tuple[pd.Series, pd.DataFrame]:
     return labels, table
 
 
-def label(adata: ad.AnnData) -> pd.Series:
-    """Coarse Cell Ontology id per cell from canonical PBMC markers (see module docstring).
-
-    Parameters
-    ----------
-    adata
-        Raw counts of one dataset (not modified).
-
-    Returns
-    -------
-    pandas.Series
-        CL id or ``"unassigned"`` per cell, indexed by ``obs_names``.
-    """
-    return label_details(adata)[0]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
