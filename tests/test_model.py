@@ -46,14 +46,40 @@ def test_calibration_finds_the_temperature_of_overconfident_logits():
     module = GenePTClassifierModule(n_terms, np.eye(n_terms), n_hidden=4, n_layers=0, dropout=0)
     module.input_clip = float("inf")  # logits exactly the inputs
     with torch.no_grad():
-        module.mlp[0].weight.copy_(torch.eye(n_terms))
-        module.mlp[0].bias.zero_()
+        module.members[0][0].weight.copy_(torch.eye(n_terms))
+        module.members[0][0].bias.zero_()
     generator = torch.Generator().manual_seed(0)
     logits = 4 * torch.randn(20000, n_terms, generator=generator)
     labels = torch.multinomial(torch.softmax(logits / 2.5, -1), 1, generator=generator)[:, 0]
     assert module.calibrate(logits, labels, hierarchical=True) == pytest.approx(2.5, rel=0.05)
     probs = module.probabilities(logits)
     torch.testing.assert_close(probs, torch.softmax(logits / module.temperature, -1))
+
+
+def test_ensemble_probabilities_are_the_members_mean():
+    module = GenePTClassifierModule(3, np.eye(4), n_hidden=8, n_layers=1, dropout=0, n_members=3)
+    module.reset_parameters(0)
+    module.eval()
+    module.temperature.fill_(1.7)
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    logits = module(x)
+    assert logits.shape == (3, 6, 4) and not torch.allclose(logits[0], logits[1])
+    expected = torch.softmax(logits / 1.7, dim=-1).mean(0)
+    torch.testing.assert_close(module.probabilities(x), expected)
+
+
+def test_a_model_saved_before_ensembles_still_loads(pbmc_split, tmp_path):
+    ref, query = pbmc_split
+    GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id")
+    model = GenePTClassifier(ref, n_members=1)
+    model.train(max_epochs=2, enable_progress_bar=False)
+    model.save(tmp_path / "m")
+    weights = tmp_path / "m" / "model.pt"
+    state = torch.load(weights, weights_only=True)
+    old = {k.replace("members.0.", "mlp."): v for k, v in state.items() if k != "is_gene"}
+    torch.save(old, weights)  # the layout of models saved before 2026-11-26
+    loaded = GenePTClassifier.load(tmp_path / "m")
+    pd.testing.assert_frame_equal(loaded.predict_proba(query), model.predict_proba(query))
 
 
 def test_a_gene_constant_in_the_reference_cannot_dominate_a_query():
@@ -63,7 +89,7 @@ def test_a_gene_constant_in_the_reference_cannot_dominate_a_query():
     module.set_standardization([train])
     module.eval()
     query = torch.tensor([[5.0, 0.3, -0.2], [1e6, 0.3, -0.2]])
-    logits = module(query)
+    logits = module(query)[0]  # the one member's
     torch.testing.assert_close(logits[0], logits[1])  # both capped at +10 sd
 
 

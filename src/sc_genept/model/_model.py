@@ -69,6 +69,10 @@ class GenePTClassifier(BaseModelClass):
         Number of hidden layers; 0 gives a (standardised) linear model.
     dropout
         Dropout after each hidden layer.
+    n_members
+        MLPs trained side by side from different random starts; predictions average their
+        probabilities (a deep ensemble :cite:p:`Lakshminarayanan2017`): steadier labels
+        and more honest confidences on data unlike the reference.
     loss
         ``"hierarchical"`` (default) or ``"flat"`` cross-entropy (for comparison).
 
@@ -89,9 +93,12 @@ class GenePTClassifier(BaseModelClass):
         n_hidden: int = 256,
         n_layers: int = 1,
         dropout: float = 0.2,
+        n_members: int = 5,
         loss: Literal["hierarchical", "flat"] = "hierarchical",
     ):
         super().__init__(adata, registry=registry)
+        if not isinstance(n_members, int) or n_members < 1:
+            raise ValueError(f"n_members must be a positive integer, got {n_members!r}.")
         if loss not in ("hierarchical", "flat"):
             raise ValueError(f"loss must be 'hierarchical' or 'flat', not {loss!r}.")
         setup = self.registry_["setup_args"]
@@ -113,6 +120,7 @@ class GenePTClassifier(BaseModelClass):
             n_hidden=n_hidden,
             n_layers=n_layers,
             dropout=dropout,
+            n_members=n_members,
         )
         # which gene table, and which of its genes, made each embedding: checked on every query
         self.embedding_provenance_ = (
@@ -135,7 +143,7 @@ class GenePTClassifier(BaseModelClass):
         )
         self._model_summary_string = (
             f"GenePTClassifier: {len(self.terms)} CL terms, inputs {self.embedding_keys} "
-            f"({sum(self.input_widths)} dims), {n_layers} hidden layer(s) of {n_hidden}, "
+            f"({sum(self.input_widths)} dims), {n_members} × {n_layers} hidden layer(s) of {n_hidden}, "
             f"{loss} loss, CL {self.ontology.version}"
         )
         self.init_params_ = self._get_init_params(locals())
@@ -509,6 +517,8 @@ class GenePTClassifier(BaseModelClass):
                 f"{registry['setup_args']['ontology']!r} is CL {model.ontology.version}."
             )
         state = torch.load(path / _WEIGHTS_FILE, map_location=device, weights_only=True)
+        # saved before ensembles: one member, under the old name
+        state = {("members.0." + k[4:] if k.startswith("mlp.") else k): v for k, v in state.items()}
         # saved before calibration / gene dropout existed
         state.setdefault("temperature", torch.ones(()))
         state.setdefault("is_gene", model.module.is_gene)

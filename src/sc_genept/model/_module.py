@@ -13,7 +13,7 @@ from torch import nn
 
 
 class GenePTClassifierModule(BaseModuleClass):
-    """Standardise the inputs, then an MLP that scores every term of the label set.
+    """Standardise the inputs, then MLPs that score every term of the label set.
 
     Parameters
     ----------
@@ -24,6 +24,9 @@ class GenePTClassifierModule(BaseModuleClass):
         below it: turns term probabilities into subtree masses.
     n_hidden, n_layers, dropout
         Hidden width, number of hidden layers (0: a linear model) and dropout.
+    n_members
+        Independently initialised MLPs trained side by side; predictions average their
+        probabilities (a deep ensemble).
     """
 
     def __init__(
@@ -34,6 +37,7 @@ class GenePTClassifierModule(BaseModuleClass):
         n_hidden: int,
         n_layers: int,
         dropout: float,
+        n_members: int = 1,
     ):
         super().__init__()
         n_terms = subtree.shape[0]
@@ -48,25 +52,18 @@ class GenePTClassifierModule(BaseModuleClass):
         # inputs is set to 0, the reference mean, without rescaling: as a missing gene is
         self.gene_dropout = 0.0
         self.register_buffer("is_gene", torch.zeros(n_input, dtype=torch.bool))
-        layers, width = [], n_input
-        for _ in range(n_layers):
-            layers += [
-                nn.Linear(width, n_hidden),
-                nn.LayerNorm(n_hidden),
-                nn.ReLU(),
-                nn.Dropout(dropout),
-            ]
-            width = n_hidden
-        layers.append(nn.Linear(width, n_terms))
-        self.mlp = nn.Sequential(*layers)
+        self.members = nn.ModuleList(
+            _mlp(n_input, n_terms, n_hidden, n_layers, dropout) for _ in range(n_members)
+        )
 
     def reset_parameters(self, seed: int) -> None:
         """Re-draw the weights from a seeded generator (reproducible training)."""
         with torch.random.fork_rng(devices=[]):  # weights are on the CPU here; leave CUDA alone
             torch.manual_seed(seed)
-            for layer in self.mlp:
-                if hasattr(layer, "reset_parameters"):
-                    layer.reset_parameters()
+            for member in self.members:
+                for layer in member:
+                    if hasattr(layer, "reset_parameters"):
+                        layer.reset_parameters()
 
     def set_standardization(self, batches) -> None:
         """Learn the per-feature mean and standard deviation from batches of training inputs."""
@@ -85,11 +82,11 @@ class GenePTClassifierModule(BaseModuleClass):
 
     @auto_move_data
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits over the label set."""
+        """Logits over the label set, one row per member: ``(n_members, n_cells, n_terms)``."""
         z = ((x - self.input_mean) / self.input_std).clamp(-self.input_clip, self.input_clip)
         if self.training and self.gene_dropout:
             z = z.masked_fill(self.is_gene & (torch.rand_like(z) < self.gene_dropout), 0.0)
-        return self.mlp(z)
+        return torch.stack([member(z) for member in self.members])
 
     def loss(
         self,
@@ -99,22 +96,31 @@ class GenePTClassifierModule(BaseModuleClass):
         hierarchical: bool = True,
         class_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Hierarchical cross-entropy ``-log Σ_{j under y} p_j`` (flat: ``-log p_y``)."""
+        """Hierarchical cross-entropy ``-log Σ_{j under y} p_j`` (flat: ``-log p_y``).
+
+        Each member's own loss, averaged over members: they learn independently.
+        """
         log_p = torch.log_softmax(logits, dim=-1)
-        if hierarchical:
-            under_label = self.subtree[labels] > 0
-            per_cell = -torch.logsumexp(log_p.masked_fill(~under_label, float("-inf")), dim=-1)
-        else:
-            per_cell = -log_p.gather(1, labels[:, None])[:, 0]
-        if class_weights is None:
-            return per_cell.mean()
-        weights = class_weights[labels]
-        return (per_cell * weights).sum() / weights.sum()
+        per_cell = self._nll(log_p, labels, hierarchical=hierarchical)
+        return _weighted_mean(per_cell.reshape(-1, len(labels)).mean(0), labels, class_weights)
+
+    def log_probabilities(self, logits: torch.Tensor, temperature=1.0) -> torch.Tensor:
+        """Log of the members' mean probabilities of the tempered logits, cells × terms."""
+        log_p = torch.log_softmax(logits / temperature, dim=-1)
+        return torch.logsumexp(log_p, dim=0) - np.log(log_p.shape[0])
 
     @torch.no_grad()
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """Calibrated probability of each term (softmax of the tempered logits)."""
-        return torch.softmax(self(x) / self.temperature, dim=-1)
+        """Calibrated probability of each term (members' mean, tempered)."""
+        return self.log_probabilities(self(x), self.temperature).exp()
+
+    def _nll(self, log_p: torch.Tensor, labels: torch.Tensor, *, hierarchical: bool):
+        """Per-cell negative log-likelihood of the label (of its subtree when hierarchical)."""
+        labels = labels.to(log_p.device)
+        if hierarchical:
+            under_label = self.subtree[labels] > 0
+            return -torch.logsumexp(log_p.masked_fill(~under_label, float("-inf")), dim=-1)
+        return -log_p.gather(-1, labels.expand(*log_p.shape[:-1])[..., None])[..., 0]
 
     def calibrate(self, x: torch.Tensor, labels: torch.Tensor, *, hierarchical: bool) -> float:
         """Fit the temperature on held-out cells (minimum negative log-likelihood).
@@ -131,7 +137,8 @@ class GenePTClassifierModule(BaseModuleClass):
 
         def nll():
             optimizer.zero_grad()
-            loss = self.loss(logits / log_t.exp(), labels, hierarchical=hierarchical)
+            log_p = self.log_probabilities(logits, log_t.exp())
+            loss = self._nll(log_p, labels, hierarchical=hierarchical).mean()
             loss.backward()
             return loss
 
@@ -139,6 +146,27 @@ class GenePTClassifierModule(BaseModuleClass):
         # bounded: a handful of held-out cells must not make every prediction certain
         self.temperature.fill_(float(log_t.detach().exp().clamp(0.05, 20.0)))
         return float(self.temperature)
+
+
+def _mlp(n_input: int, n_terms: int, n_hidden: int, n_layers: int, dropout: float):
+    layers, width = [], n_input
+    for _ in range(n_layers):
+        layers += [
+            nn.Linear(width, n_hidden),
+            nn.LayerNorm(n_hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+        ]
+        width = n_hidden
+    layers.append(nn.Linear(width, n_terms))
+    return nn.Sequential(*layers)
+
+
+def _weighted_mean(per_cell: torch.Tensor, labels: torch.Tensor, class_weights) -> torch.Tensor:
+    if class_weights is None:
+        return per_cell.mean()
+    weights = class_weights[labels]
+    return (per_cell * weights).sum() / weights.sum()
 
 
 class TrainingPlan(pl.LightningModule):
