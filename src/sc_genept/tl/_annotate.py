@@ -109,9 +109,12 @@ def genept_annotate(
     ``adata.obs[key_added + "_finest"]``, ``[… + "_finest_ontology_term_id"]``, ``[… + "_finest_probability"]``
         The single most probable term before thresholding.
     ``adata.uns[key_added]`` : dict
-        ``params``, the model summary and the CL version.
+        ``params``, ``gene_overlap`` (how many of the model's genes ``adata`` has, and the
+        share of the reference's expression they carry), the model summary and the CL
+        version.
     ``adata.obsm["X_genept"]``, ``adata.uns["X_genept"]``
-        Only if ``adata`` had no embedding yet.
+        The embedding the model read (made of its genes), only if ``adata`` had no
+        ``X_genept`` yet.
 
     Examples
     --------
