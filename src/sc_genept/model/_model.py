@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -12,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from scanpy import logging as logg
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
     from anndata import AnnData
 
-logger = logging.getLogger(__name__)
 
 _LABEL_COLUMN = "_genept_label_id"
 #: Below this share of the model's genes a query is refused (callers can lower it).
@@ -390,10 +389,9 @@ class GenePTClassifier(BaseModelClass):
                 torch.as_tensor(codes[np.sort(calibration_idx)]),
                 hierarchical=self.loss_kind == "hierarchical",
             )
-            logger.info(
-                "confidences calibrated on %d held-out cells: temperature %.2f",
-                calibration_idx.size,
-                temperature,
+            logg.info(
+                f"confidences calibrated on {calibration_idx.size} held-out cells: "
+                f"temperature {temperature:.2f}"
             )
         self.module.eval()
         return result
@@ -701,7 +699,7 @@ def _checkpointing(folder: Path, callbacks) -> dict:
     }
     last = folder / "last.ckpt"
     if last.exists():
-        logger.info("resuming training from %s", last)
+        logg.info(f"resuming training from {last}")
         kwargs["ckpt_path"] = str(last)
     return kwargs
 
@@ -773,9 +771,10 @@ def check_gene_overlap(overlap: dict, min_gene_overlap: float, *, stacklevel: in
         )
     if found < _GENE_OVERLAP_WARNING:
         warnings.warn(
-            f"{what} Missing genes count as not expressed, so accuracy drops (with 25 % of the "
-            "genes, see the sc_genept benchmarks for measured figures); a model trained on "
-            "the genes this query has (genept_annotate with reference=) does better.",
+            f"{what} genept_annotate gives missing genes their reference mean, so the model "
+            "sees a typical value, not the cell's own, and accuracy drops (on PBMCs it kept "
+            "89 % of its macro-F1 with a quarter of the genes, 63 % with a tenth). A model "
+            "trained on the genes this query has (genept_annotate with reference=) does better.",
             UserWarning,
             stacklevel=stacklevel,
         )
