@@ -40,6 +40,8 @@ def test_label_transfer_in_one_line(raw_split, cl):
         "X_genept" in query.obsm and query.uns["X_genept"]["source"] == "adata.raw.X"
     )  # .X was scaled
     assert query.uns["genept_cell_type"]["ontology_version"] == "2026-03-26"
+    # the default model reads the embedding and the expression of the same genes
+    assert "['X_genept', 'X_genept_expression']" in query.uns["genept_cell_type"]["model"]
     accuracy = sc_genept.metrics.evaluate(query.obs["cell_type_ontology_term_id"].astype(str), ids)
     assert accuracy.loc["sctab_accuracy", "value"] > 0.6
     # the reference is left exactly as it was
