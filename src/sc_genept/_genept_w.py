@@ -45,8 +45,8 @@ class WeightedSum:
     log_normalized: bool
     #: Sum over cells of each matched gene's (normalised) value, aligned with ``var_index``.
     gene_totals: np.ndarray
-    #: Cells × matched genes (normalised) values, CSR, columns aligned with ``var_index``;
-    #: only with ``return_expression=True``.
+    #: Cells × embedded genes (normalised) values, CSR, columns aligned with the first
+    #: ``len(gene_vectors)`` of ``var_index``; only with ``return_expression=True``.
     expression: sparse.csr_matrix | None = None
 
 
@@ -74,7 +74,9 @@ def genept_w(
     var_index
         Columns of ``matrix`` that have an embedding.
     gene_vectors
-        ``(len(var_index), d)`` embeddings of those genes, row-aligned with ``var_index``.
+        ``(k, d)`` embeddings of the first ``k`` genes of ``var_index``, row-aligned. Only
+        those are embedded (and returned as expression); the rest of ``var_index`` is read
+        for ``gene_totals`` alone, so the share a gene set carries costs no product.
     normalize
         ``True``: library-size normalise to :data:`TARGET_SUM` and log1p. ``False``: use
         values as they are. ``None``: normalise if the values are integer counts.
@@ -107,7 +109,8 @@ def genept_w(
         )
 
     out = np.empty((n_obs, gene_vectors.shape[1]), dtype=np.float32)
-    buffer = np.empty((min(block_rows, n_obs), len(var_index)), dtype=np.float32)
+    n_embedded = len(gene_vectors)
+    buffer = np.empty((min(block_rows, n_obs), n_embedded), dtype=np.float32)
     matched_total = all_total = 0.0
     gene_totals = np.zeros(len(var_index), dtype=np.float64)
     detected = None  # integer counts or not, when normalize=None
@@ -142,7 +145,7 @@ def genept_w(
             block.log_normalize()
         block.add_gene_totals(gene_totals)
         if return_expression:
-            expression_blocks.append(block.matched_csr(len(var_index)))
+            expression_blocks.append(block.matched_csr(n_embedded))
         dense = block.matched_dense(buffer[: block.n_rows])
         np.matmul(dense, gene_vectors, out=out[start : start + block.n_rows])
     norms = np.linalg.norm(out, axis=1, keepdims=True)
@@ -161,7 +164,7 @@ def genept_w(
         expression=(
             sparse.vstack(expression_blocks, format="csr")
             if expression_blocks
-            else sparse.csr_matrix((n_obs, len(var_index)), dtype=np.float32)
+            else sparse.csr_matrix((n_obs, n_embedded), dtype=np.float32)
         )
         if return_expression
         else None,
@@ -195,6 +198,7 @@ class _Block:
             else bool(np.issubdtype(values.dtype, np.integer) or np.all(np.mod(nonzero, 1) == 0))
         )
         self.library_size = np.asarray(rows.sum(axis=1), dtype=np.float64).ravel()
+        self._n_matched_genes = len(var_index)
         if sparse.issparse(rows):
             slot = column_slot[rows.indices]
             keep = slot >= 0
@@ -239,19 +243,28 @@ class _Block:
             totals += np.bincount(self._slot, weights=self.matched, minlength=len(totals))
 
     def matched_csr(self, n_columns: int) -> sparse.csr_matrix:
-        """The matched genes' values as a sparse block (columns: matched genes)."""
+        """The first ``n_columns`` matched genes' values as a sparse block."""
         if self._row_of is None:
-            return sparse.csr_matrix(self.matched.astype(np.float32))
+            return sparse.csr_matrix(self.matched[:, :n_columns].astype(np.float32))
+        row_of, slot, values = self._first(n_columns)
         return sparse.csr_matrix(
-            (self.matched.astype(np.float32), (self._row_of, self._slot)),
-            shape=(self.n_rows, n_columns),
+            (values.astype(np.float32), (row_of, slot)), shape=(self.n_rows, n_columns)
         )
 
     def matched_dense(self, buffer: np.ndarray) -> np.ndarray:
-        """The matched genes' values as a dense float32 array (written into ``buffer``)."""
+        """The first ``buffer.shape[1]`` matched genes' values, dense float32, in ``buffer``."""
+        n_columns = buffer.shape[1]
         if self._row_of is None:
-            buffer[:] = self.matched
+            buffer[:] = self.matched[:, :n_columns]
         else:
             buffer.fill(0)
-            buffer[self._row_of, self._slot] = self.matched
+            row_of, slot, values = self._first(n_columns)
+            buffer[row_of, slot] = values
         return buffer
+
+    def _first(self, n_columns: int):
+        """Stored (row, slot, value) of the first ``n_columns`` matched genes (sparse rows)."""
+        if n_columns >= self._n_matched_genes:  # the usual case: every matched gene
+            return self._row_of, self._slot, self.matched
+        first = self._slot < n_columns
+        return self._row_of[first], self._slot[first], self.matched[first]

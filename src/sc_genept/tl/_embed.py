@@ -186,21 +186,21 @@ def cell_embedding(
     names = var.index if gene_symbols is None else _var_column(var, gene_symbols, source)
     match = match_genes(names, table)
     _check_match(match, names, table, source)
-    vectors = table.embeddings[match.table_index]
-    if genes is not None:
-        # genes outside the set keep their place with a zero vector: they add nothing to the
-        # embedding but their expression is still counted, for the share the set carries
-        in_set = np.isin(table.symbols[match.table_index], np.asarray(genes, dtype=object))
-        vectors = np.where(in_set[:, None], vectors, 0)
-    else:
+    if genes is None:
         in_set = np.ones(match.n_matched, dtype=bool)
-    found = table.symbols[match.table_index[in_set]]
+    else:
+        in_set = np.isin(table.symbols[match.table_index], np.asarray(genes, dtype=object))
+    # the set's genes first: only they are embedded; the other matched genes are read for
+    # their expression alone, for the share of it the set carries
+    order = np.argsort(~in_set, kind="stable")
+    rows, n_in_set = match.table_index[order], int(in_set.sum())
+    found = table.symbols[rows[:n_in_set]]
     imputed = _missing_genes(genes, found, missing_values)
     try:
         result = genept_w(
             matrix,
-            match.var_index,
-            vectors,
+            match.var_index[order],
+            table.embeddings[rows[:n_in_set]],
             normalize=None if normalize else False,
             block_rows=chunk_size,
             offset=_imputed_sum(table, imputed) if imputed else None,
@@ -208,9 +208,9 @@ def cell_embedding(
         )
     except ScaledDataError as err:
         raise ScaledDataError(_scaled_message(adata, source, err)) from None
-    # share of the matched genes' expression that the genes embedded carry
+    set_totals = result.gene_totals[:n_in_set]
     matched_total = result.gene_totals.sum()
-    share = result.gene_totals[in_set].sum() / matched_total if matched_total else 0.0
+    share = set_totals.sum() / matched_total if matched_total else 0.0
     low_coverage = result.fraction_counts_covered < _LOW_COVERAGE
     if genes is None and match.n_matched >= _FEW_GENES and low_coverage:
         warnings.warn(
@@ -244,7 +244,7 @@ def cell_embedding(
         "genes": match.summary(),
         "gene_set": gene_set_record(
             found,
-            result.gene_totals[in_set] / max(adata.n_obs, 1),
+            set_totals / max(adata.n_obs, 1),
             fraction_of_matched_expression=share,
             n_imputed=len(imputed),
         ),
@@ -254,7 +254,7 @@ def cell_embedding(
     }
     values = None
     if expression:  # columns in the order of the record's (sorted) names
-        values = result.expression[:, np.flatnonzero(in_set)][:, np.argsort(found, kind="stable")]
+        values = result.expression[:, np.argsort(found, kind="stable")]
     return CellEmbedding(result.embedding, h5ad_safe(record), values)
 
 
