@@ -540,17 +540,18 @@ class GenePTClassifier(BaseModelClass):
             .astype(int)
         )
 
-    def _inputs(self, adata: AnnData, rows=slice(None)) -> np.ndarray:
+    def _inputs(self, adata: AnnData, rows=slice(None), sources=None) -> np.ndarray:
         """The model's input for ``rows`` of ``adata``: its representations side by side.
 
         An expression input is put in the order of the model's genes, and genes the query
         lacks take their mean in the training data: "unknown", not "not expressed".
+        ``sources`` (from :meth:`_input_sources`) spares re-checking ``adata`` per batch.
         """
         parts = []
-        for key, width in zip(self.embedding_keys, self.input_widths, strict=True):
-            x = _check_embedding(adata, key)[rows]
-            if self._is_expression(key):
-                x = _aligned(x, _gene_set(adata, key), self.gene_sets_[key])
+        for key, x, columns, width in sources or self._input_sources(adata):
+            x = x[rows]
+            if columns is not None:
+                x = _aligned(x, columns, self.gene_sets_[key]["mean_expression"])
             x = x.toarray() if sparse.issparse(x) else np.asarray(x)
             if x.shape[1] != width:
                 raise ValueError(
@@ -559,6 +560,20 @@ class GenePTClassifier(BaseModelClass):
             parts.append(x.astype(np.float32, copy=False))
         return np.concatenate(parts, axis=1)
 
+    def _input_sources(self, adata: AnnData) -> list[tuple]:
+        """Each input of ``adata``, checked once: ``(key, matrix, columns, width)``.
+
+        ``columns``: for an expression input whose genes differ from the model's, the model
+        column of each of its genes; else ``None``.
+        """
+        sources = []
+        for key, width in zip(self.embedding_keys, self.input_widths, strict=True):
+            columns = None
+            if self._is_expression(key):
+                columns = _gene_columns(_gene_set(adata, key), self.gene_sets_[key])
+            sources.append((key, _check_embedding(adata, key), columns, width))
+        return sources
+
     def _is_expression(self, key: str) -> bool:
         """Whether the input ``key`` is the expression of genes (not an embedding)."""
         return self.gene_sets_.get(key, {}).get("kind") == "expression"
@@ -566,8 +581,9 @@ class GenePTClassifier(BaseModelClass):
     def _input_batches(self, adata: AnnData, rows: np.ndarray | None = None, size: int = 4096):
         """:meth:`_inputs` in batches of ``size`` cells (bounded memory)."""
         rows = np.arange(adata.n_obs) if rows is None else np.asarray(rows)
+        sources = self._input_sources(adata)
         for start in range(0, len(rows), size):
-            yield self._inputs(adata, rows[start : start + size])
+            yield self._inputs(adata, rows[start : start + size], sources)
 
     def _query(
         self, adata: AnnData | None, min_gene_overlap: float = DEFAULT_MIN_GENE_OVERLAP
@@ -723,15 +739,19 @@ def _check_embedding(adata: AnnData, key: str) -> np.ndarray:
     return x
 
 
-def _aligned(x, query_genes: dict | None, model_genes: dict) -> np.ndarray:
-    """Expression columns of the query's genes, in the model's gene order; missing: the mean."""
+def _gene_columns(query_genes: dict | None, model_genes: dict) -> np.ndarray | None:
+    """The model column of each query gene, or ``None`` when the genes are the model's own."""
     names = list(model_genes["names"])
     if query_genes is None or list(query_genes["names"]) == names:
-        return x
+        return None
     column = {g: i for i, g in enumerate(names)}
-    out = np.tile(np.asarray(model_genes["mean_expression"], dtype=np.float32), (x.shape[0], 1))
-    present = np.array([column[g] for g in query_genes["names"]], dtype=int)
-    out[:, present] = x.toarray() if sparse.issparse(x) else x
+    return np.array([column[g] for g in query_genes["names"]], dtype=int)
+
+
+def _aligned(x, columns: np.ndarray, mean_expression) -> np.ndarray:
+    """Query expression put in the model's ``columns``; the model's other genes: their mean."""
+    out = np.tile(np.asarray(mean_expression, dtype=np.float32), (x.shape[0], 1))
+    out[:, columns] = x.toarray() if sparse.issparse(x) else x
     return out
 
 
