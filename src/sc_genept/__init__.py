@@ -5,12 +5,20 @@ Importing the package registers its tools with scanpy, so after ``import sc_gene
     sc.tl.genept_embed(adata)
 """
 
+from importlib import import_module
 from importlib.metadata import version
 
-from . import datasets, genes, metrics, model, ontology, tl
+from . import datasets, genes, metrics, tl
 from ._scanpy import register
 
 __all__ = ["datasets", "genes", "metrics", "model", "ontology", "tl"]
 __version__ = version("sc-genept")
 
 register()
+
+
+def __getattr__(name: str):
+    # the model (torch, Lightning, scvi-tools) and the ontology (networkx) load on first use
+    if name in ("model", "ontology"):
+        return import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,21 @@
-"""Cell-type classifiers on cell embeddings."""
+"""Cell-type classifiers on cell embeddings.
 
-from ._model import GenePTClassifier, decode
-from ._module import GenePTClassifierModule
+Loaded on first use: the classifier needs torch, Lightning and scvi-tools, which
+``import sc_genept`` should not pay for.
+"""
+
+from importlib import import_module
+
+_LAZY = {
+    "GenePTClassifier": "._model",
+    "decode": "._model",
+    "GenePTClassifierModule": "._module",
+}
 
 __all__ = ["GenePTClassifier", "GenePTClassifierModule", "decode"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,6 +21,7 @@ from scvi.model.base import BaseModelClass
 from scvi.train import SaveCheckpoint, TrainRunner
 
 from sc_genept.model._module import GenePTClassifierModule, TrainingPlan
+from sc_genept.model._overlap import DEFAULT_MIN_GENE_OVERLAP, check_gene_overlap, gene_overlap
 from sc_genept.ontology import CellOntology
 
 if TYPE_CHECKING:
@@ -30,10 +31,6 @@ if TYPE_CHECKING:
 
 
 _LABEL_COLUMN = "_genept_label_id"
-#: Below this share of the model's genes a query is refused (callers can lower it).
-DEFAULT_MIN_GENE_OVERLAP = 0.1
-#: Below this share of the model's genes a query gets a warning.
-_GENE_OVERLAP_WARNING = 0.8
 _WEIGHTS_FILE, _META_FILE = "model.pt", "model.json"
 #: Provenance fields that must agree between training and query embeddings.
 _PROVENANCE_KEYS = (
@@ -753,51 +750,6 @@ def _aligned(x, columns: np.ndarray, mean_expression) -> np.ndarray:
     out = np.tile(np.asarray(mean_expression, dtype=np.float32), (x.shape[0], 1))
     out[:, columns] = x.toarray() if sparse.issparse(x) else x
     return out
-
-
-def gene_overlap(gene_set: dict, genes) -> dict:
-    """Share of a reference's gene set (names, mean expression) found among ``genes``."""
-    names = np.asarray(gene_set["names"], dtype=object)
-    weight = np.asarray(gene_set["mean_expression"], dtype=np.float64)
-    found = np.isin(names, np.asarray(list(genes), dtype=object))
-    missing = np.flatnonzero(~found)
-    return {
-        "n_model_genes": len(names),
-        "n_genes_found": int(found.sum()),
-        "fraction_genes_found": round(float(found.mean()) if len(names) else 0.0, 6),
-        "fraction_expression_found": round(
-            float(weight[found].sum() / weight.sum()) if weight.sum() > 0 else 0.0, 6
-        ),
-        "missing_examples": [str(g) for g in names[missing[np.argsort(-weight[missing])][:10]]],
-    }
-
-
-def check_gene_overlap(overlap: dict, min_gene_overlap: float, *, stacklevel: int = 3) -> None:
-    """Warn below 80 % of the model's genes, raise below ``min_gene_overlap``."""
-    if not overlap:
-        return
-    found, n = overlap["fraction_genes_found"], overlap["n_model_genes"]
-    what = (
-        f"The query has {overlap['n_genes_found']} of the model's {n} genes ({found:.0%}), "
-        f"carrying {overlap['fraction_expression_found']:.0%} of the reference's expression; "
-        f"missing are e.g. {', '.join(overlap['missing_examples'][:5])}."
-    )
-    if found < min_gene_overlap:
-        raise ValueError(
-            f"{what} That is below min_gene_overlap={min_gene_overlap}: predictions would rest "
-            "on too few genes. Check that the query's gene names are symbols or Ensembl ids "
-            "of the same species (gene_symbols= can name another var column), or pass a "
-            "lower min_gene_overlap to predict anyway."
-        )
-    if found < _GENE_OVERLAP_WARNING:
-        warnings.warn(
-            f"{what} genept_annotate gives missing genes their reference mean, so the model "
-            "sees a typical value, not the cell's own, and accuracy drops (on PBMCs it kept "
-            "89 % of its macro-F1 with a quarter of the genes, 63 % with a tenth). A model "
-            "trained on the genes this query has (genept_annotate with reference=) does better.",
-            UserWarning,
-            stacklevel=stacklevel,
-        )
 
 
 def _gene_set(adata: AnnData, key: str) -> dict | None:

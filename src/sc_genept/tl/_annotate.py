@@ -17,12 +17,13 @@ from sc_genept._genept_w import ScaledDataError
 from sc_genept._utils import h5ad_safe
 from sc_genept.genes import GeneEmbeddings
 from sc_genept.genes import load as load_table
-from sc_genept.model import GenePTClassifier
-from sc_genept.model._model import DEFAULT_MIN_GENE_OVERLAP, check_gene_overlap, gene_overlap
+from sc_genept.model._overlap import DEFAULT_MIN_GENE_OVERLAP, check_gene_overlap, gene_overlap
 from sc_genept.tl._embed import cell_embedding, expression_record
 
 if TYPE_CHECKING:
     from anndata import AnnData
+
+    from sc_genept.model import GenePTClassifier
 
 _EMBEDDING_KEY = "X_genept"
 _EXPRESSION_KEY = "X_genept_expression"
@@ -131,6 +132,8 @@ def genept_annotate(
         raise ValueError(f"min_confidence must be in (0, 1], got {min_confidence}.")
     if inputs not in INPUTS:
         raise ValueError(f"inputs must be one of {list(INPUTS)}, not {inputs!r}.")
+    from sc_genept.model import GenePTClassifier  # torch and Lightning: only when annotating
+
     table = (
         gene_embeddings
         if isinstance(gene_embeddings, GeneEmbeddings)
@@ -262,6 +265,8 @@ def _embedded(
 def _train_on(
     reference: AnnData, embedded: AnnData, labels_key: str, **train_kwargs
 ) -> GenePTClassifier:
+    from sc_genept.model import GenePTClassifier
+
     if labels_key not in reference.obs:
         raise KeyError(
             f"No column {labels_key!r} in reference.obs; columns: {list(reference.obs.columns)}."

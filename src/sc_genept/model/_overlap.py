@@ -1,0 +1,60 @@
+"""How much of a model's genes a query has: measured, warned about, refused below a floor.
+
+Kept free of torch so that :mod:`sc_genept.tl` can check a query before the model loads.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+#: Below this share of the model's genes a query is refused (callers can lower it).
+DEFAULT_MIN_GENE_OVERLAP = 0.1
+#: Below this share of the model's genes a query gets a warning.
+_GENE_OVERLAP_WARNING = 0.8
+
+
+def gene_overlap(gene_set: dict, genes) -> dict:
+    """Share of a reference's gene set (names, mean expression) found among ``genes``."""
+    names = np.asarray(gene_set["names"], dtype=object)
+    weight = np.asarray(gene_set["mean_expression"], dtype=np.float64)
+    found = np.isin(names, np.asarray(list(genes), dtype=object))
+    missing = np.flatnonzero(~found)
+    return {
+        "n_model_genes": len(names),
+        "n_genes_found": int(found.sum()),
+        "fraction_genes_found": round(float(found.mean()) if len(names) else 0.0, 6),
+        "fraction_expression_found": round(
+            float(weight[found].sum() / weight.sum()) if weight.sum() > 0 else 0.0, 6
+        ),
+        "missing_examples": [str(g) for g in names[missing[np.argsort(-weight[missing])][:10]]],
+    }
+
+
+def check_gene_overlap(overlap: dict, min_gene_overlap: float, *, stacklevel: int = 3) -> None:
+    """Warn below 80 % of the model's genes, raise below ``min_gene_overlap``."""
+    if not overlap:
+        return
+    found, n = overlap["fraction_genes_found"], overlap["n_model_genes"]
+    what = (
+        f"The query has {overlap['n_genes_found']} of the model's {n} genes ({found:.0%}), "
+        f"carrying {overlap['fraction_expression_found']:.0%} of the reference's expression; "
+        f"missing are e.g. {', '.join(overlap['missing_examples'][:5])}."
+    )
+    if found < min_gene_overlap:
+        raise ValueError(
+            f"{what} That is below min_gene_overlap={min_gene_overlap}: predictions would rest "
+            "on too few genes. Check that the query's gene names are symbols or Ensembl ids "
+            "of the same species (gene_symbols= can name another var column), or pass a "
+            "lower min_gene_overlap to predict anyway."
+        )
+    if found < _GENE_OVERLAP_WARNING:
+        warnings.warn(
+            f"{what} genept_annotate gives missing genes their reference mean, so the model "
+            "sees a typical value, not the cell's own, and accuracy drops (on PBMCs it kept "
+            "89 % of its macro-F1 with a quarter of the genes, 63 % with a tenth). A model "
+            "trained on the genes this query has (genept_annotate with reference=) does better.",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
