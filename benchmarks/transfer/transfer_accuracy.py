@@ -310,6 +310,12 @@ def main() -> None:
     )
     parser.add_argument("--inputs", default=DEFAULT, help="inputs of the within-dataset models")
     parser.add_argument(
+        "--table",
+        default="default",
+        help="gene table: a registry name or a file (GenePT pickle, parquet, CSV), e.g. GenePT's "
+        "published ada-002 table; results from a non-default table go to results/sweep.json",
+    )
+    parser.add_argument(
         "--seeds", type=int, default=3, help="training seeds; sc_genept figures are their mean"
     )
     args = parser.parse_args()
@@ -323,7 +329,7 @@ def main() -> None:
     start = time.perf_counter()
 
     ref = sc_genept.datasets.pbmc68k_reduced()
-    table = sc_genept.genes.load()
+    table = sc_genept.genes.load(args.table)
     random = peers.random_table(table)
     runs = []
     for seed in range(args.seeds):  # the peers are deterministic; sc_genept varies by seed
@@ -341,11 +347,13 @@ def main() -> None:
     results = {
         "train_kwargs": {k: v for k, v in TRAIN.items() if k != "seed"},
         "inputs": INPUT,
+        "table": args.table,
         "seeds": args.seeds,
         **_over_seeds(runs),
         "seconds": round(time.perf_counter() - start),
     }
-    out = RESULTS if not args.train_kwargs and INPUT == DEFAULT else RESULTS.with_name("sweep.json")
+    defaults = not args.train_kwargs and INPUT == DEFAULT and args.table == "default"
+    out = RESULTS if defaults else RESULTS.with_name("sweep.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))

@@ -2,9 +2,43 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 
 def h5ad_safe(value):
     """Drop ``None`` entries from nested dicts, so ``adata.write_h5ad`` can store them in ``uns``."""
     if isinstance(value, dict):
         return {k: h5ad_safe(v) for k, v in value.items() if v is not None}
     return value
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` that replaces it only when the block succeeds.
+
+    Write to the yielded path; a crash (or an exception) leaves ``path`` as it was and no
+    temporary file behind. The temporary file is in the same folder, so the final
+    :func:`os.replace` is atomic.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> None:
+    """Write ``data`` (text is UTF-8) to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from sc_genept._utils import write_atomic
 
 _DIGEST = 32
 
@@ -65,12 +66,7 @@ class Cache:
 
     def put_bytes(self, key: str, payload: bytes) -> None:
         """Store ``payload`` atomically."""
-        file = self._file(key)
-        file.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload + hashlib.sha256(payload).digest())
-        os.replace(tmp, file)
+        write_atomic(self._file(key), payload + hashlib.sha256(payload).digest())
 
     def get_vector(self, key: str) -> np.ndarray | None:
         """A float32 vector, or ``None``."""

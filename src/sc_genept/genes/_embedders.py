@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 from tqdm.auto import tqdm
 
+from sc_genept._utils import write_atomic
 from sc_genept.genes._cache import Cache, cache_key
 
 logger = logging.getLogger(__name__)
@@ -229,7 +230,9 @@ class OpenAIEmbedder:
             job = {cid: pending[cid] for cid in ids[start : start + max_requests]}
             state = {**self._submit(job), "identity": identity, "custom_ids": list(job)}
             state_file = state_dir / f"batch-{state['batch_id']}.json"
-            _write_json_atomic(state_file, state)  # before polling: a killed run resumes this job
+            write_atomic(
+                state_file, json.dumps(state)
+            )  # before polling: a killed run resumes this job
             self._finish(
                 state, state_file, job, store, poll_interval=poll_interval, timeout=timeout
             )
@@ -496,6 +499,4 @@ def _public_url(url: str) -> str:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data))

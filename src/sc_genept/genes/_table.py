@@ -12,6 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sc_genept._utils import atomic_path
+
 from ._ids import strip_ensembl_version
 
 #: Version of the on-disk format written by :meth:`GeneEmbeddings.save`.
@@ -193,10 +195,8 @@ class GeneEmbeddings:
         )
         meta = {"format_version": FORMAT_VERSION, "provenance": self.provenance.to_dict()}
         table = pa.table(columns).replace_schema_metadata({_METADATA_KEY: json.dumps(meta)})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(table, tmp, compression="zstd")
-        tmp.replace(path)  # atomic: a crash never leaves a half-written table
+        with atomic_path(path) as tmp:  # a crash never leaves a half-written table
+            pq.write_table(table, tmp, compression="zstd")
         return path
 
     @classmethod
