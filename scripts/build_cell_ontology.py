@@ -1,8 +1,10 @@
 """Write the bundled Cell Ontology (``src/sc_genept/data/cl.obo.gz``) from cellxgene-ontology-guide.
 
 The PyPI package ``cellxgene-ontology-guide`` ships CELLxGENE's pinned CL release as
-compressed JSON (term id → label, description, exact synonyms, deprecated, and ancestors
-with their distances). This script turns the live terms into a small OBO file, so the
+compressed JSON (term id → label, description, exact synonyms, deprecated, replaced_by,
+consider, and ancestors with their distances). This script turns the live terms into a
+small OBO file, plus a stub per obsolete CL term (id, name, ``replaced_by``, ``consider``)
+so that old annotations can be followed to their replacement or explained; the
 package reads its bundled CL and any official ``cl-basic.obo`` through the same loader
 (obonet). Distance-1 ancestors become ``is_a`` parents: in this JSON they merge CL's
 ``is_a`` with its internal ``part_of`` links, which is the hierarchy CELLxGENE uses.
@@ -39,13 +41,15 @@ def obo_quote(text: str) -> str:
 
 def to_obo(release: str, terms: dict) -> str:
     live = {t: v for t, v in terms.items() if not v.get("deprecated") and t.startswith("CL:")}
+    obsolete = {t: v for t, v in terms.items() if v.get("deprecated") and t.startswith("CL:")}
     lines = [
         "format-version: 1.2",
         f"data-version: cl/releases/{release}/cl-basic.obo",
         "ontology: cl",
         f'remark: "Cell Ontology {release}, CC BY 4.0 (https://obophenotype.github.io/cell-ontology/). '
         f"Converted from cellxgene-ontology-guide {version('cellxgene-ontology-guide')} by "
-        'sc_genept scripts/build_cell_ontology.py: live terms only; is_a = distance-1 ancestors."',
+        "sc_genept scripts/build_cell_ontology.py: live terms, is_a = distance-1 ancestors; "
+        'obsolete terms as stubs (name, replaced_by, consider)."',
         "",
     ]
     for term_id in sorted(live):
@@ -56,6 +60,15 @@ def to_obo(release: str, terms: dict) -> str:
         lines += [f'synonym: "{obo_quote(s)}" EXACT []' for s in term.get("synonyms", [])]
         parents = sorted(a for a, d in term.get("ancestors", {}).items() if d == 1 and a in live)
         lines += [f"is_a: {p} ! {live[p]['label']}" for p in parents]
+        lines.append("")
+    # stubs only: no definition, synonyms or links, which users of an obsolete id do not
+    # need and which would grow the bundled file for nothing
+    for term_id in sorted(obsolete):
+        term = obsolete[term_id]
+        lines += ["[Term]", f"id: {term_id}", f"name: {term['label']}", "is_obsolete: true"]
+        if term.get("replaced_by"):
+            lines.append(f"replaced_by: {term['replaced_by']}")
+        lines += [f"consider: {c}" for c in term.get("consider", [])]
         lines.append("")
     return "\n".join(lines)
 

@@ -95,3 +95,113 @@ def test_lca_and_distance_in_a_dag(cl):
     lca = cl.lowest_common_ancestor(b_cell, dc)
     assert cl.distance(b_cell, dc) == cl.distance(b_cell, lca) + cl.distance(lca, dc)
     assert cl.distance(b_cell, dc) == cl.distance(dc, b_cell) >= 2
+
+
+# ---- obsolete terms -------------------------------------------------------------------
+
+
+def test_obsolete_id_follows_replaced_by_with_a_warning(cl):
+    # CL:0000054 "obsolete bone matrix secreting cell" is replaced by CL:0000062 osteoblast
+    message = (
+        r"CL:0000054 is obsolete in CL 2026-03-26; using its replacement CL:0000062 'osteoblast'"
+    )
+    with pytest.warns(UserWarning, match=message):
+        assert cl.resolve("CL:0000054") == "CL:0000062"
+    labels = ["CL:0000054", "T cell", "CL:0000054"]
+    with pytest.warns(UserWarning, match=message) as caught:
+        ids, unmapped = cl.map_labels(labels)
+    assert len(caught) == 1  # one warning per distinct label, not per cell
+    assert ids.tolist() == ["CL:0000062", "CL:0000084", "CL:0000062"] and unmapped == []
+    assert labels == ["CL:0000054", "T cell", "CL:0000054"]
+    assert "CL:0000054" not in cl  # still not part of the hierarchy
+
+
+def test_obsolete_id_without_replacement_is_explained(cl):
+    # CL:0000004 has no replacement; CL suggests CL:0000000, CL:0000003 (itself obsolete)
+    # and CL:0001034
+    assert cl.resolve("CL:0000004") is None
+    ids, unmapped = cl.map_labels(["CL:0000004"])
+    assert unmapped == ["CL:0000004"]
+    explained = cl.explain("CL:0000004")
+    assert "obsolete in CL 2026-03-26" in explained
+    assert "CL:0000000 'cell'" in explained and "CL:0001034 'cell in vitro'" in explained
+    assert "CL:0000003" not in explained  # obsolete suggestions are no help
+    # replaced by a term of another ontology (CLO): unmapped, and said so
+    assert cl.resolve("CL:0000002") is None
+    assert "CLO:0000019" in cl.explain("CL:0000002")
+    with pytest.raises(KeyError, match="CL:0000004 'obsolete cell by organism' is obsolete"):
+        cl.name("CL:0000004")
+
+
+def test_explain_tells_why_a_label_does_not_map(tiny_cl):
+    assert "obsolete" in tiny_cl.explain("CL:0000007")
+    assert "no replacement" in tiny_cl.explain("CL:0000007")
+    assert "CL:0000002 'T cell', CL:0000005 'B cell'" in tiny_cl.explain("lymph")
+    assert "not a term of CL 2024-01-01" in tiny_cl.explain("CL:0000099")
+    assert "did you mean 'T cell'" in tiny_cl.explain("T cel")
+    assert "missing" in tiny_cl.explain(None) and "missing" in tiny_cl.explain(float("nan"))
+    assert "missing value turned into text" in tiny_cl.explain("nan")
+    assert (
+        tiny_cl.explain("t lymphocyte") == "'t lymphocyte' is CL:0000002 'T cell' in CL 2024-01-01"
+    )
+
+
+# ---- loading --------------------------------------------------------------------------
+
+
+def test_load_refuses_what_is_not_the_cell_ontology(tmp_path):
+    from sc_genept.ontology import CellOntology
+
+    with pytest.raises(FileNotFoundError, match=r"does not exist\. Pass 'bundled'"):
+        CellOntology.load(tmp_path / "missing.obo")
+    with pytest.raises(FileNotFoundError, match="is a folder"):
+        CellOntology.load(tmp_path)
+    not_obo = tmp_path / "table.csv"
+    not_obo.write_text("gene,value\nCD3E,1\n")
+    with pytest.raises(ValueError, match="could not read it as an OBO file") as err:
+        CellOntology.load(not_obo)
+    assert err.value.__cause__ is not None
+    no_root = tmp_path / "go.obo"
+    no_root.write_text("format-version: 1.2\n\n[Term]\nid: CL:0000084\nname: T cell\n")
+    with pytest.raises(ValueError, match=r"no live term CL:0000000 .* not the Cell Ontology"):
+        CellOntology.load(no_root)
+    with pytest.raises(TypeError, match="path or URL"):
+        CellOntology.load(3)
+
+
+# ---- plain-data subsets -----------------------------------------------------------------
+
+
+def test_to_dict_from_dict_round_trip(cl):
+    import json
+
+    from sc_genept.ontology import CellOntology
+
+    wanted = sorted(set(PBMC68K_TO_CL.values()))
+    data = json.loads(json.dumps(cl.to_dict(wanted)))
+    sub = CellOntology.from_dict(data, version=cl.version, source="a saved model")
+    assert sub.version == cl.version and set(wanted) <= set(sub.terms)
+    assert set(sub.terms) == set().union(*(cl.ancestors(t, include_self=True) for t in wanted))
+    for term in sub.terms:
+        assert sub.ancestors(term) == cl.ancestors(term)
+        assert sub.name(term) == cl.name(term) and sub.synonyms(term) == cl.synonyms(term)
+        assert sub.depth(term) == cl.depth(term)
+    np.testing.assert_array_equal(sub.ancestor_matrix(sub.terms), cl.ancestor_matrix(sub.terms))
+    assert sub.resolve("T lymphocyte") == "CL:0000084"
+
+
+def test_from_dict_refuses_an_open_or_broken_dict():
+    from sc_genept.ontology import CellOntology
+
+    good = {CELL: {"name": "cell", "parents": []}, T: {"name": "T cell", "parents": [CELL]}}
+    assert CellOntology.from_dict(good, version="x").ancestors(T) == {CELL}
+    with pytest.raises(ValueError, match=r"has parent 'CL:0000001', which is not a key"):
+        CellOntology.from_dict({**good, CD4: {"name": "CD4", "parents": [IMMUNE]}}, version="x")
+    with pytest.raises(ValueError, match="has no 'name'"):
+        CellOntology.from_dict({**good, CD4: {"parents": [T]}}, version="x")
+    with pytest.raises(ValueError, match="cycle"):
+        CellOntology.from_dict({**good, CELL: {"name": "cell", "parents": [T]}}, version="x")
+    with pytest.raises(ValueError, match="do not reach CL:0000000"):
+        CellOntology.from_dict({**good, B: {"name": "B cell", "parents": []}}, version="x")
+    with pytest.raises(ValueError, match="not a CL id"):
+        CellOntology.from_dict({**good, "T cell": {"name": "T", "parents": []}}, version="x")

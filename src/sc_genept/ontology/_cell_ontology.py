@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+import warnings
 from functools import cached_property, lru_cache
 from importlib.resources import as_file, files
 from pathlib import Path
@@ -13,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
 #: The root of CL: "cell".
 ROOT = "CL:0000000"
@@ -23,20 +25,32 @@ ATTRIBUTION = (
     "Diehl et al. 2016, J Biomed Semantics 7:44."
 )
 _QUOTED = re.compile(r'^"((?:[^"\\]|\\.)*)"')
+_ESCAPE = re.compile(r"\\(.)")
 _CL_ID = re.compile(r"^CL:\d{7}$")
+_CL_URL = "http://purl.obolibrary.org/obo/cl/cl-basic.obo"
+_HOW_TO_LOAD = (
+    f"Pass 'bundled' (the CL release shipped with sc_genept), or a path or URL of a Cell "
+    f"Ontology OBO file, plain or .gz, e.g. {_CL_URL!r}."
+)
+#: What a label looks like once a missing value went through ``.astype(str)``.
+_MISSING_AS_TEXT = frozenset({"", "nan", "none", "<na>", "nat"})
 
 
 class CellOntology:
     """The Cell Ontology: terms, their names and exact synonyms, and the ``is_a`` hierarchy.
 
-    Build one with :meth:`load`. Obsolete terms, non-CL terms and terms that do not reach
-    the root ``CL:0000000`` ("cell") are dropped.
+    Build one with :meth:`load` (an OBO file) or :meth:`from_dict` (plain data, e.g. the
+    subset a saved model carries). Non-CL terms and terms that do not reach the root
+    ``CL:0000000`` ("cell") are dropped. Obsolete terms are not part of the hierarchy, but
+    their ids, names, ``replaced_by`` and ``consider`` are kept: :meth:`resolve` follows an
+    obsolete id to its replacement, and :meth:`explain` says why a label does not map.
 
     Parameters
     ----------
     graph
         Directed graph with an edge ``child → parent`` per ``is_a`` link and node
-        attributes ``name`` and ``synonym`` (as :func:`obonet.read_obo` returns).
+        attributes ``name`` and ``synonym`` (as :func:`obonet.read_obo` returns); nodes with
+        ``is_obsolete`` set may carry ``replaced_by`` and ``consider``.
     version
         Release of the ontology, e.g. ``"2026-03-26"``.
     source
@@ -44,11 +58,18 @@ class CellOntology:
     """
 
     def __init__(self, graph: nx.DiGraph, *, version: str, source: str):
-        live = [
-            n
-            for n, d in graph.nodes(data=True)
-            if _CL_ID.match(n) and str(d.get("is_obsolete", "false")).lower() != "true"
-        ]
+        is_cl = [(n, d) for n, d in graph.nodes(data=True) if _CL_ID.match(n)]
+        live = [n for n, d in is_cl if not _is_obsolete(d)]
+        # id -> (name, replaced_by, consider): enough to follow or explain an old annotation
+        self._obsolete = {
+            n: (
+                str(d.get("name", "")),
+                tuple(_as_list(d.get("replaced_by"))),
+                tuple(_as_list(d.get("consider"))),
+            )
+            for n, d in is_cl
+            if _is_obsolete(d)
+        }
         dag = nx.DiGraph()
         dag.add_nodes_from((n, graph.nodes[n]) for n in live)
         edges = graph.edges(keys=True) if graph.is_multigraph() else graph.edges
@@ -58,7 +79,11 @@ class CellOntology:
             if child in dag and parent in dag and relation in ([], ["is_a"])
         )
         if ROOT not in dag:
-            raise ValueError(f"{source} has no term {ROOT} ('cell'): is it the Cell Ontology?")
+            found = f"{len(dag)} live CL terms" if len(dag) else "no live CL terms"
+            raise ValueError(
+                f"{source} has no live term {ROOT} ('cell') ({found} among "
+                f"{graph.number_of_nodes()} terms), so it is not the Cell Ontology. " + _HOW_TO_LOAD
+            )
         reaching_root = nx.ancestors(dag, ROOT) | {ROOT}  # edges point child → parent
         self.graph = dag.subgraph(reaching_root).copy()
         self.version = version
@@ -74,9 +99,118 @@ class CellOntology:
             ``"bundled"``: CL 2026-03-26 as pinned by CELLxGENE (``cellxgene-ontology-guide``),
             CC BY 4.0. Otherwise a path or URL understood by :func:`obonet.read_obo`
             (``.gz``/``.bz2``/``.xz`` allowed), e.g.
-            ``"http://purl.obolibrary.org/obo/cl/cl-basic.obo"``.
+            ``"http://purl.obolibrary.org/obo/cl/cl-basic.obo"``. A :class:`CellOntology`
+            is returned as it is.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``source`` is neither ``"bundled"``, a URL nor an existing file.
+        ValueError
+            If the file is not OBO, or has no live term ``CL:0000000`` ("cell").
         """
+        if isinstance(source, CellOntology):
+            return source
+        if not isinstance(source, str | Path):
+            raise TypeError(
+                f"CellOntology.load takes a path or URL, got {type(source).__name__}. "
+                + _HOW_TO_LOAD
+            )
         return _load_cached(str(source))
+
+    @classmethod
+    def from_dict(
+        cls, terms: Mapping[str, Mapping], *, version: str, source: str = "dict"
+    ) -> CellOntology:
+        """Build an ontology from plain data, as :meth:`to_dict` writes it.
+
+        This lets a saved model carry the part of CL it uses as JSON, so that loading it
+        never reads another file or URL.
+
+        Parameters
+        ----------
+        terms
+            ``{term_id: {"name": str, "parents": [term_id, …], "synonyms": [str, …]}}``,
+            closed under ancestors: every parent is a key, and every term reaches
+            ``CL:0000000``. ``"synonyms"`` (exact synonyms) may be left out.
+        version
+            CL release the terms come from, e.g. ``"2026-03-26"``.
+        source
+            Where the terms come from, shown in messages.
+
+        Raises
+        ------
+        ValueError
+            If an entry lacks a name, names a parent that is not a key, is not a CL id, or
+            does not reach ``CL:0000000``, or if the parents form a cycle.
+        """
+        if not hasattr(terms, "items"):
+            raise TypeError(
+                f"CellOntology.from_dict takes a dict {{term_id: {{'name': …, 'parents': […]}}}}, "
+                f"got {type(terms).__name__}."
+            )
+        graph = nx.DiGraph()
+        problems = []
+        for term_id, entry in terms.items():
+            if not isinstance(term_id, str) or not _CL_ID.match(term_id):
+                problems.append(f"{term_id!r} is not a CL id such as 'CL:0000084'")
+                continue
+            if not hasattr(entry, "get") or not isinstance(entry.get("name"), str):
+                problems.append(f"{term_id} has no 'name' string")
+                continue
+            parents, synonyms = entry.get("parents", []), entry.get("synonyms", [])
+            if isinstance(parents, str) or isinstance(synonyms, str):
+                problems.append(f"{term_id}: 'parents' and 'synonyms' must be lists, not strings")
+                continue
+            graph.add_node(
+                term_id,
+                name=entry["name"],
+                synonym=[f'"{_obo_quote(s)}" EXACT []' for s in synonyms],
+            )
+            for parent in parents:
+                if parent not in terms:
+                    problems.append(f"{term_id} has parent {parent!r}, which is not a key")
+                graph.add_edge(term_id, parent)
+        if not problems and not nx.is_directed_acyclic_graph(graph):
+            problems.append(f"the parents form a cycle: {nx.find_cycle(graph)}")
+        if not problems and ROOT in graph:
+            stray = sorted(set(graph) - nx.ancestors(graph, ROOT) - {ROOT})
+            if stray:
+                problems.append(f"{len(stray)} terms do not reach {ROOT}: {stray[:5]}")
+        if problems:
+            raise ValueError(
+                f"Cannot build a CellOntology from {source}: {'; '.join(problems[:5])}. "
+                "Pass a dict closed under ancestors, as CellOntology.to_dict(terms) returns."
+            )
+        return cls(graph, version=version, source=source)
+
+    def to_dict(self, terms: Iterable[str]) -> dict[str, dict]:
+        """The given terms and all their ancestors as plain data for :meth:`from_dict`.
+
+        Parameters
+        ----------
+        terms
+            Live CL ids.
+
+        Returns
+        -------
+        ``{term_id: {"name": str, "parents": [term_id, …], "synonyms": [str, …]}}``, sorted
+        by id and JSON-serialisable. ``CellOntology.from_dict(d, version=self.version)``
+        gives the same names, synonyms, ancestors and depths for these terms.
+        """
+        if isinstance(terms, str):
+            terms = [terms]
+        closed = set()
+        for term in terms:
+            closed |= self.ancestors(term, include_self=True)
+        return {
+            t: {
+                "name": self.name(t),
+                "parents": sorted(self.parents(t)),
+                "synonyms": self.synonyms(t),
+            }
+            for t in sorted(closed)
+        }
 
     # ---- terms -----------------------------------------------------------------------
 
@@ -105,31 +239,96 @@ class CellOntology:
     def synonyms(self, term_id: str) -> list[str]:
         """Exact synonyms of a term."""
         raw = self.graph.nodes[self._check(term_id)].get("synonym", [])
-        return [m.group(1) for s in raw if " EXACT" in s and (m := _QUOTED.match(s))]
+        return [
+            _ESCAPE.sub(r"\1", m.group(1)) for s in raw if " EXACT" in s and (m := _QUOTED.match(s))
+        ]
 
     def resolve(self, label: str) -> str | None:
         """The term id for an id, a name or an exact synonym (case-insensitive); else ``None``.
 
-        Names win over synonyms; a synonym shared by several terms resolves to none.
+        Names win over synonyms; a synonym shared by several terms resolves to none. An
+        obsolete CL id is followed through ``replaced_by`` to its live replacement, with a
+        warning that names both; an obsolete id without a live replacement resolves to
+        ``None`` (:meth:`explain` says what CL suggests instead).
         """
-        label = str(label).strip()
-        if label.upper().replace("_", ":") in self.graph:
-            return label.upper().replace("_", ":")
-        key = label.casefold()
-        return self._by_name.get(key) or self._by_synonym.get(key)
+        term, warning = self._resolve(label)
+        if warning:
+            warnings.warn(warning, UserWarning, stacklevel=2)
+        return term
 
     def map_labels(self, labels: Iterable[str]) -> tuple[pd.Series, list[str]]:
         """Map free-text labels (ids, names or exact synonyms) to CL ids.
 
+        Obsolete ids are followed to their replacement, with one warning each (see
+        :meth:`resolve`). ``labels`` is not modified.
+
         Returns
         -------
         The ids as a :class:`pandas.Series` aligned with ``labels`` (``NaN`` where nothing
-        matched), and the sorted distinct labels that did not map.
+        matched), and the sorted distinct labels that did not map; :meth:`explain` says why
+        for each.
         """
-        labels = pd.Series(labels)
-        lookup = {u: self.resolve(u) for u in labels.dropna().unique()}
+        labels = pd.Series(labels, dtype=object)
+        lookup = {}
+        for label in labels.dropna().unique():
+            lookup[label], warning = self._resolve(label)
+            if warning:
+                warnings.warn(warning, UserWarning, stacklevel=2)
         ids = labels.map(lookup)
         return ids, sorted(str(u) for u, t in lookup.items() if t is None)
+
+    def explain(self, label: object) -> str:
+        """One sentence on what ``label`` maps to, or why it maps to no live term.
+
+        Meant for error messages that list unmapped labels: it tells an obsolete id (and
+        its replacement, or the terms CL suggests to ``consider``) from an ambiguous synonym,
+        a missing value, an id this release lacks, and an unknown name (with close matches).
+
+        Parameters
+        ----------
+        label
+            A CL id, name or exact synonym, as passed to :meth:`resolve`.
+        """
+        if label is None or (pd.api.types.is_scalar(label) and pd.isna(label)):
+            return "a missing label (None/NaN): drop unlabelled cells or label them first"
+        text = str(label).strip()
+        if text.casefold() in _MISSING_AS_TEXT:
+            return (
+                f"{text!r} looks like a missing value turned into text (e.g. by .astype(str)): "
+                "drop unlabelled cells or label them first"
+            )
+        key = text.upper().replace("_", ":")
+        if key in self.graph:
+            return f"{text!r} is {key} {self.name(key)!r} in CL {self.version}"
+        resolved = self._by_name.get(text.casefold()) or self._by_synonym.get(text.casefold())
+        if resolved is not None:
+            return f"{text!r} is {resolved} {self.name(resolved)!r} in CL {self.version}"
+        key = self._obsolete_by_name.get(text.casefold(), key)
+        if key in self._obsolete:
+            return self._explain_obsolete(key)
+        owners = self._synonym_owners.get(text.casefold(), set())
+        if len(owners) > 1:
+            listed = ", ".join(f"{t} {self.name(t)!r}" for t in sorted(owners))
+            return (
+                f"{text!r} is an exact synonym of several terms ({listed}): use the CL id "
+                "of the one you mean"
+            )
+        if _CL_ID.match(key):
+            return (
+                f"{key} is not a term of CL {self.version} (from {self.source}): check the id, "
+                "or load the CL release it comes from with CellOntology.load"
+            )
+        close = difflib.get_close_matches(text.casefold(), self._all_labels, n=3, cutoff=0.8)
+        if close:
+            shown = " or ".join(repr(self._all_labels[c]) for c in close)
+            return (
+                f"{text!r} is not a CL id, name or exact synonym in CL {self.version}; did "
+                f"you mean {shown}?"
+            )
+        return (
+            f"{text!r} is not a CL id, name or exact synonym in CL {self.version}: map it to "
+            "a CL id first"
+        )
 
     # ---- hierarchy -------------------------------------------------------------------
 
@@ -179,15 +378,78 @@ class CellOntology:
         up_a, up_b = self._up(self._check(a)), self._up(self._check(b))
         return min(up_a[c] + up_b[c] for c in up_a.keys() & up_b.keys())
 
+    def ancestor_matrix(self, term_ids: list[str]) -> np.ndarray:
+        """``R[i, j] = 1`` if ``term_ids[i]`` is ``term_ids[j]`` or one of its ancestors.
+
+        The subtree-mass matrix of hierarchical cross-entropy: with ``p`` a distribution
+        over ``term_ids``, ``R @ p`` is the probability mass under each term.
+        """
+        index = {t: i for i, t in enumerate(term_ids)}
+        matrix = np.eye(len(term_ids), dtype=np.float32)
+        for j, term in enumerate(term_ids):
+            for anc in self.ancestors(term):
+                if anc in index:
+                    matrix[index[anc], j] = 1.0
+        return matrix
+
     # ---- internals -------------------------------------------------------------------
 
     def _check(self, term_id: str) -> str:
         if term_id not in self.graph:
             raise KeyError(
-                f"{term_id!r} is not a live term of {self!r}. Map names with "
-                "CellOntology.resolve() or map_labels()."
+                f"{term_id!r} is not a live term of {self!r}: {self.explain(term_id)}. Map "
+                "names with CellOntology.resolve() or map_labels()."
             )
         return term_id
+
+    def _resolve(self, label) -> tuple[str | None, str | None]:
+        """:meth:`resolve` without the warning: the term, and what to warn about if anything."""
+        label = str(label).strip()
+        key = label.upper().replace("_", ":")
+        if key in self.graph:
+            return key, None
+        live = self._by_name.get(label.casefold()) or self._by_synonym.get(label.casefold())
+        key = self._obsolete_by_name.get(label.casefold(), key)
+        if live is None and key in self._obsolete:
+            replacement = self._replacement(key)
+            if replacement is None:
+                return None, None
+            told = key if key == label.upper().replace("_", ":") else f"{label!r} ({key})"
+            return replacement, (
+                f"{told} is obsolete in CL {self.version}; using its replacement "
+                f"{replacement} {self.name(replacement)!r}."
+            )
+        return live, None
+
+    def _replacement(self, term_id: str) -> str | None:
+        """The live term an obsolete id is replaced by, following chains; else ``None``."""
+        seen = set()
+        while term_id in self._obsolete and term_id not in seen:
+            seen.add(term_id)
+            replaced_by = self._obsolete[term_id][1]
+            # several replacements would be a guess: CL gives them as `consider` instead
+            if len(replaced_by) != 1:
+                return None
+            term_id = replaced_by[0]
+        return term_id if term_id in self.graph else None
+
+    def _explain_obsolete(self, term_id: str) -> str:
+        name, replaced_by, consider = self._obsolete[term_id]
+        told = f"{term_id} {name!r}" if name else term_id  # a few obsolete ids lack a name
+        told += f" is obsolete in CL {self.version}"
+        replacement = self._replacement(term_id)
+        if replacement is not None:
+            return f"{told}; CL replaces it with {replacement} {self.name(replacement)!r}"
+        if replaced_by:
+            return (
+                f"{told}; CL replaces it with {', '.join(replaced_by)}, outside the live Cell "
+                "Ontology: relabel these cells with a live CL term"
+            )
+        live = [c for c in consider if c in self.graph]
+        if live:
+            listed = ", ".join(f"{c} {self.name(c)!r}" for c in live)
+            return f"{told}; CL suggests considering {listed}: choose one and relabel"
+        return f"{told} and has no replacement: relabel these cells with a live CL term"
 
     @cached_property
     def _ancestors(self) -> dict[str, frozenset[str]]:
@@ -217,37 +479,74 @@ class CellOntology:
         return {d["name"].casefold(): t for t, d in self.graph.nodes(data=True) if "name" in d}
 
     @cached_property
-    def _by_synonym(self) -> dict[str, str]:
+    def _synonym_owners(self) -> dict[str, set[str]]:
         owners: dict[str, set[str]] = {}
         for term in self.graph:
             for synonym in self.synonyms(term):
                 owners.setdefault(synonym.casefold(), set()).add(term)
-        return {s: next(iter(t)) for s, t in owners.items() if len(t) == 1}
+        return owners
 
-    def ancestor_matrix(self, term_ids: list[str]) -> np.ndarray:
-        """``R[i, j] = 1`` if ``term_ids[i]`` is ``term_ids[j]`` or one of its ancestors.
+    @cached_property
+    def _by_synonym(self) -> dict[str, str]:
+        return {s: next(iter(t)) for s, t in self._synonym_owners.items() if len(t) == 1}
 
-        The subtree-mass matrix of hierarchical cross-entropy: with ``p`` a distribution
-        over ``term_ids``, ``R @ p`` is the probability mass under each term.
-        """
-        index = {t: i for i, t in enumerate(term_ids)}
-        matrix = np.eye(len(term_ids), dtype=np.float32)
-        for j, term in enumerate(term_ids):
-            for anc in self.ancestors(term):
-                if anc in index:
-                    matrix[index[anc], j] = 1.0
-        return matrix
+    @cached_property
+    def _all_labels(self) -> dict[str, str]:
+        """Names and synonyms by their casefolded form, for "did you mean" hints."""
+        labels = {s.casefold(): s for t in self.graph for s in self.synonyms(t)}
+        return labels | {d["name"].casefold(): d["name"] for _, d in self.graph.nodes(data=True)}
+
+    @cached_property
+    def _obsolete_by_name(self) -> dict[str, str]:
+        """Obsolete ids by name, with and without CL's "obsolete " prefix, where unique."""
+        owners: dict[str, set[str]] = {}
+        for term, (name, _, _) in self._obsolete.items():
+            for key in {name.casefold(), name.casefold().removeprefix("obsolete ")} - {""}:
+                owners.setdefault(key, set()).add(term)
+        return {k: next(iter(t)) for k, t in owners.items() if len(t) == 1}
+
+
+def _is_obsolete(data: Mapping) -> bool:
+    return str(data.get("is_obsolete", "false")).lower() == "true"
+
+
+def _as_list(value) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _obo_quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 @lru_cache(maxsize=4)
 def _load_cached(source: str) -> CellOntology:
     import obonet
 
+    is_url = "://" in source
     if source == "bundled":
         with as_file(files("sc_genept") / "data" / BUNDLED_FILE) as path:
-            graph = obonet.read_obo(path)
+            graph = obonet.read_obo(path, ignore_obsolete=False)
     else:
-        graph = obonet.read_obo(source)
+        if not is_url and not Path(source).is_file():
+            what = "is a folder, not a file" if Path(source).is_dir() else "does not exist"
+            raise FileNotFoundError(
+                f"Cannot load the Cell Ontology: {source} {what}. {_HOW_TO_LOAD}"
+            )
+        try:
+            # obsolete terms are kept apart by CellOntology, to follow or explain old ids
+            graph = obonet.read_obo(source, ignore_obsolete=False)
+        except (ValueError, UnicodeDecodeError, EOFError, OSError) as err:
+            problem = (
+                "could not download it"
+                if is_url and isinstance(err, OSError)
+                else "could not read it as an OBO file"
+            )
+            raise ValueError(
+                f"Cannot load the Cell Ontology from {source}: {problem} "
+                f"({type(err).__name__}: {str(err).strip()[:200]}). {_HOW_TO_LOAD}"
+            ) from err
     data_version = str(graph.graph.get("data-version", "unknown"))
     match = re.search(r"\d{4}-\d{2}-\d{2}", data_version)
     return CellOntology(graph, version=match.group(0) if match else data_version, source=source)
