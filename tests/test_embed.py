@@ -14,6 +14,38 @@ from sc_genept._genept_w import ScaledDataError
 from sc_genept.genes import GeneEmbeddings, match_genes
 
 
+def assert_unchanged(adata, before):
+    """Every part of ``adata`` is as in ``before`` (its copy): X, obs, var, obsm, varm,
+    obsp, uns, layers and raw."""
+
+    def same(a, b):
+        if sparse.issparse(a) or sparse.issparse(b):
+            assert sparse.issparse(a) and sparse.issparse(b) and a.format == b.format
+            a, b = a.toarray(), b.toarray()
+        if isinstance(a, dict):
+            assert isinstance(b, dict) and a.keys() == b.keys()
+            for key in a:
+                same(a[key], b[key])
+        elif isinstance(a, pd.DataFrame):
+            pd.testing.assert_frame_equal(a, b)
+        elif isinstance(a, np.ndarray):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+        else:
+            assert a == b
+
+    same(adata.X, before.X)
+    same(adata.obs, before.obs)
+    same(adata.var, before.var)
+    for part in ("obsm", "varm", "obsp", "layers"):
+        same(dict(getattr(adata, part)), dict(getattr(before, part)))
+    same(adata.uns, before.uns)
+    assert (adata.raw is None) == (before.raw is None)
+    if adata.raw is not None:
+        same(adata.raw.X, before.raw.X)
+        same(adata.raw.var, before.raw.var)
+
+
 def embed(adata, **kwargs):
     return sc_genept.tl.genept_embed(adata, copy=True, **kwargs).obsm["X_genept"]
 
@@ -87,7 +119,13 @@ def test_input_formats_agree(counts, form):
         if form == "csc"
         else x.astype(form)
     )
-    np.testing.assert_allclose(embed(other), expected, atol=1e-5)
+    if form == "csc":  # read by cells, so copied to CSR: said, not silent
+        with pytest.warns(UserWarning, match="CSR copy") as record:
+            got = embed(other)
+        assert record[0].filename == __file__
+    else:
+        got = embed(other)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_counts_are_log_normalised(counts, default_table):
@@ -139,11 +177,30 @@ def test_copy_leaves_input_untouched(counts):
 
 
 def test_scaled_data_is_refused_and_adata_unchanged(pbmc):
-    x_before = pbmc.X.copy()
+    before = pbmc.copy()
     with pytest.raises(ScaledDataError, match="use_raw=True"):
-        sc_genept.tl.genept_embed(pbmc)
-    assert "X_genept" not in pbmc.obsm and "X_genept" not in pbmc.uns
-    np.testing.assert_array_equal(pbmc.X, x_before)
+        sc_genept.tl.genept_embed(pbmc, use_raw=False)
+    assert_unchanged(pbmc, before)
+    pbmc.raw = None
+    before = pbmc.copy()
+    with pytest.raises(ScaledDataError, match="negative values"):
+        sc_genept.tl.genept_embed(pbmc)  # use_raw=None, but no .raw to fall back to
+    assert_unchanged(pbmc, before)
+
+
+def test_use_raw_none_falls_back_to_raw_when_x_is_scaled(pbmc):
+    """One meaning of use_raw=None (genept_embed and genept_annotate): .X, or .raw when
+    .X is scaled."""
+    by_default = sc_genept.tl.genept_embed(pbmc, copy=True)
+    explicit = sc_genept.tl.genept_embed(pbmc, use_raw=True, copy=True)
+    assert by_default.uns["X_genept"]["source"] == "adata.raw.X"
+    assert by_default.uns["X_genept"]["params"].get("use_raw") is None  # None is not stored
+    np.testing.assert_array_equal(by_default.obsm["X_genept"], explicit.obsm["X_genept"])
+    # unscaled .X is used even when .raw exists
+    lognorm = pbmc.raw.to_adata()
+    lognorm.raw = pbmc.raw.to_adata()[:, :50]
+    out = sc_genept.tl.genept_embed(lognorm, copy=True)
+    assert out.uns["X_genept"]["source"] == "adata.X"
 
 
 def test_empty_cells_get_zero_vectors_and_one_warning(counts):

@@ -1,14 +1,18 @@
 """GenePT-w: a cell is the expression-weighted, L2-normalised sum of its genes' embeddings.
 
-Works block by block over the rows of in-memory dense, CSR and CSC matrices and of backed
-dense and CSR ones (backed CSC is refused: each block would read all of it), so memory
-stays bounded by the block size. Each block's matched genes are made dense
+Works block by block over the rows of in-memory dense and CSR matrices and of backed
+dense and CSR ones, so memory stays bounded by the block size: an in-memory CSR matrix is
+read through views of its arrays (whatever its index dtypes), never copied whole. Other
+in-memory sparse formats are converted to CSR once, with a warning that says so; backed
+CSC is refused (each block would read all of it). Each block's matched genes are made dense
 and multiplied with one BLAS call: at single-cell densities (~10 % non-zero) multithreaded
 dense GEMM beats scipy's single-threaded sparse × dense product several-fold.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -33,6 +37,20 @@ class NonFiniteDataError(ValueError):
 
 #: Largest value expected in log-normalised data (log1p of 10,000 counts is 9.2).
 _LOG_SCALE_MAX = 50
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
+    """:func:`warnings.warn` pointing at the user's line: the first frame outside sc_genept.
+
+    A fixed ``stacklevel`` is right for one call path only; the same check runs under
+    ``genept_embed`` and ``genept_annotate`` at different depths.
+    """
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 @dataclass
@@ -60,10 +78,11 @@ def genept_w(
     var_index: np.ndarray,
     gene_vectors: np.ndarray,
     *,
-    normalize: bool | None,
+    normalize: bool = True,
     block_rows: int | None = None,
     offset: np.ndarray | None = None,
     return_expression: bool = False,
+    duplicates: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> WeightedSum:
     """Embed every row (cell) of ``matrix``.
 
@@ -78,8 +97,11 @@ def genept_w(
         those are embedded (and returned as expression); the rest of ``var_index`` is read
         for ``gene_totals`` alone, so the share a gene set carries costs no product.
     normalize
-        ``True``: library-size normalise to :data:`TARGET_SUM` and log1p. ``False``: use
-        values as they are. ``None``: normalise if the values are integer counts.
+        ``True`` (as ``genept_embed``'s ``normalize``): library-size normalise to
+        :data:`TARGET_SUM` and log1p if the values are integer counts (decided on the first
+        block with non-zero values; a later block of the other kind is an error).
+        ``False``: use the values as they are. Library sizes are summed in float64 whatever
+        the matrix dtype (a float16 or integer sum could overflow).
     block_rows
         Rows per block; default from :func:`default_block_rows`.
     offset
@@ -88,6 +110,10 @@ def genept_w(
         their vectors).
     return_expression
         Also return the matched genes' (normalised) values as a sparse matrix.
+    duplicates
+        ``(columns, slots)``: further columns of ``matrix`` whose values are added to those
+        of ``var_index[slots]`` (the same gene under a duplicate name), before
+        normalisation.
 
     Raises
     ------
@@ -97,10 +123,16 @@ def genept_w(
     n_obs = matrix.shape[0]
     block_rows = block_rows or default_block_rows(len(var_index))
     gene_vectors = np.ascontiguousarray(gene_vectors, dtype=np.float32)
-    column_slot = np.full(matrix.shape[1], -1, dtype=np.int64)
-    column_slot[var_index] = np.arange(len(var_index))
+    columns = _Columns.of(matrix.shape[1], np.asarray(var_index), duplicates)
     if sparse.issparse(matrix) and matrix.format != "csr":
-        matrix = matrix.tocsr()  # row blocks of CSC would each scan the whole matrix
+        # row blocks of CSC would each scan the whole matrix: one CSR copy is cheaper
+        size = (matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes) / 2**20
+        warn_caller(
+            f"The matrix is {matrix.format.upper()}, not CSR: embedding reads it by cells, so "
+            f"a CSR copy of it (about {size:,.0f} MiB) is made for this call. Store it as CSR "
+            "once (e.g. adata.X = adata.X.tocsr()) to embed without the copy."
+        )
+        matrix = matrix.tocsr()
     elif getattr(matrix, "format", None) == "csc":  # backed CSC: same problem, on disk
         raise ValueError(
             "The matrix is a backed CSC (column-major) matrix: reading blocks of cells would "
@@ -113,23 +145,22 @@ def genept_w(
     buffer = np.empty((min(block_rows, n_obs), n_embedded), dtype=np.float32)
     matched_total = all_total = 0.0
     gene_totals = np.zeros(len(var_index), dtype=np.float64)
-    detected = None  # integer counts or not, when normalize=None
+    detected = None  # integer counts or not, when normalize=True
+    normalize = None if normalize else False  # None: undecided until a block has values
     expression_blocks = []
     starts = range(0, n_obs, block_rows)
     bar = tqdm(starts, desc="GenePT-w", unit="block", disable=len(starts) < _PROGRESS_MIN_BLOCKS)
     for start in bar:
-        block = _Block.read(matrix, start, min(start + block_rows, n_obs), var_index, column_slot)
+        block = _Block.read(matrix, start, min(start + block_rows, n_obs), columns)
         if normalize is None and block.is_integer is not None:  # first block with values decides
             normalize = block.is_integer
             detected = block.is_integer
             deciding = f"{start}–{start + block.n_rows}"
             if not detected and block.max() > _LOG_SCALE_MAX:
-                warnings.warn(
+                warn_caller(
                     f"The values are not integer counts but reach {block.max():.0f}: this looks "
                     "normalised but not log-transformed, and is embedded as it is. Pass raw "
-                    "counts (layer=...) to have them normalised, or log1p the data first.",
-                    UserWarning,
-                    stacklevel=4,  # genept_w ← cell_embedding ← genept_embed ← the caller
+                    "counts (layer=...) to have them normalised, or log1p the data first."
                 )
         if None not in (detected, block.is_integer) and block.is_integer != detected:
             kinds = ("integer counts", "non-integer (normalised) values")
@@ -171,6 +202,61 @@ def genept_w(
     )
 
 
+def _csr_rows(matrix, start: int, stop: int):
+    """Rows ``start:stop`` of a CSR matrix as ``(data, indices, indptr)``, indptr from 0.
+
+    Views of the matrix's own arrays: scipy's row slicing casts ``indptr`` and ``indices``
+    of the *whole* matrix to one dtype when they differ (int64 ``indptr`` with int32
+    ``indices``, as h5ad files of large datasets hold), a copy per block. Rows with
+    duplicate entries are summed in a copy of the block, never in the user's matrix.
+    """
+    indptr = matrix.indptr[start : stop + 1]
+    lo, hi = int(indptr[0]), int(indptr[-1])
+    data, indices = matrix.data[lo:hi], matrix.indices[lo:hi]
+    indptr = (indptr - lo).astype(np.int64)  # block rows + 1 values: cheap
+    if _has_duplicates(indices, indptr):
+        summable = data.astype(np.float32) if data.dtype == np.float16 else data.copy()
+        block = sparse.csr_matrix(
+            (summable, indices.copy(), indptr), shape=(stop - start, matrix.shape[1])
+        )
+        block.sum_duplicates()
+        data, indices, indptr = block.data, block.indices, block.indptr
+    return data, indices, indptr
+
+
+def _has_duplicates(indices: np.ndarray, indptr: np.ndarray) -> bool:
+    """Whether some row may repeat a column: indices not strictly increasing within a row."""
+    if len(indices) < 2:
+        return False
+    not_increasing = np.diff(indices) <= 0
+    boundary = indptr[1:-1]
+    boundary = boundary[(boundary > 0) & (boundary < len(indices))]
+    not_increasing[boundary - 1] = False  # pairs that straddle two rows
+    return bool(not_increasing.any())
+
+
+@dataclass
+class _Columns:
+    """Which columns feed which matched gene ("slot"), computed once for all blocks."""
+
+    var_index: np.ndarray
+    #: Slot of each column of the matrix, -1 for genes without an embedding.
+    slot: np.ndarray
+    #: Further columns and the slots they are added to (duplicate names); None if none.
+    extra: tuple[np.ndarray, np.ndarray] | None
+
+    @classmethod
+    def of(cls, n_columns: int, var_index: np.ndarray, duplicates) -> _Columns:
+        slot = np.full(n_columns, -1, dtype=np.int64)
+        slot[var_index] = np.arange(len(var_index))
+        if duplicates is not None and len(duplicates[0]):
+            extra = (np.asarray(duplicates[0]), np.asarray(duplicates[1]))
+            slot[extra[0]] = extra[1]  # summed into the same gene's slot
+        else:
+            extra = None
+        return cls(var_index, slot, extra)
+
+
 class _Block:
     """Rows ``start:stop`` of the matrix, checked, with their matched genes gathered once.
 
@@ -178,9 +264,11 @@ class _Block:
     matched genes' values.
     """
 
-    def __init__(self, rows, start: int, stop: int, var_index: np.ndarray, column_slot: np.ndarray):
+    def __init__(self, rows, start: int, stop: int, columns: _Columns):
+        """``rows``: dense ndarray or CSR ``(data, indices, indptr)`` of rows start:stop."""
         self.n_rows = stop - start
-        values = rows.data if sparse.issparse(rows) else rows
+        is_sparse = isinstance(rows, tuple)
+        values = rows[0] if is_sparse else rows
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             raise NonFiniteDataError(
                 f"The matrix has NaN or infinite values in rows {start}–{stop}; remove or fill "
@@ -197,28 +285,42 @@ class _Block:
             if nonzero.size == 0
             else bool(np.issubdtype(values.dtype, np.integer) or np.all(np.mod(nonzero, 1) == 0))
         )
-        self.library_size = np.asarray(rows.sum(axis=1), dtype=np.float64).ravel()
-        self._n_matched_genes = len(var_index)
-        if sparse.issparse(rows):
-            slot = column_slot[rows.indices]
+        self._n_matched_genes = n_slots = len(columns.var_index)
+        if is_sparse:
+            data, indices, indptr = rows
+            row_all = np.repeat(np.arange(self.n_rows), np.diff(indptr))
+            # float64 sums: a float16 (or small integer) sum of counts overflows
+            self.library_size = np.bincount(row_all, weights=data, minlength=self.n_rows)
+            slot = columns.slot[indices]
             keep = slot >= 0
-            self._row_of = np.repeat(np.arange(self.n_rows), np.diff(rows.indptr))[keep]
-            self._slot = slot[keep]
-            self.matched = rows.data[keep]  # stored values of matched genes
+            self._row_of, self._slot = row_all[keep], slot[keep]
+            self.matched = data[keep]  # stored values of matched genes
+            if columns.extra is not None:  # two columns of one gene: add them up per cell
+                pair = self._row_of * n_slots + self._slot
+                pair, which = np.unique(pair, return_inverse=True)
+                self.matched = np.bincount(which, weights=self.matched)
+                self._row_of, self._slot = pair // n_slots, pair % n_slots
         else:
+            self.library_size = rows.sum(axis=1, dtype=np.float64)
             self._row_of = None
-            self.matched = rows[:, var_index]  # dense cells × matched genes
+            self.matched = rows[:, columns.var_index]  # dense cells × matched genes
+            if columns.extra is not None:  # float32, where added counts cannot overflow
+                self.matched = self.matched.astype(np.float32)
+                extra_columns, extra_slots = columns.extra
+                np.add.at(self.matched, (slice(None), extra_slots), rows[:, extra_columns])
         self.matched_sum = float(self.matched.sum(dtype=np.float64))
 
     @classmethod
-    def read(cls, matrix, start: int, stop: int, var_index, column_slot) -> _Block:
-        rows = matrix[start:stop]
-        if sparse.issparse(rows):
-            rows = sparse.csr_matrix(rows)
-            rows.sum_duplicates()
+    def read(cls, matrix, start: int, stop: int, columns: _Columns) -> _Block:
+        if sparse.issparse(matrix):  # in memory, CSR
+            rows = _csr_rows(matrix, start, stop)
         else:
-            rows = np.asarray(rows)
-        return cls(rows, start, stop, var_index, column_slot)
+            rows = matrix[start:stop]  # a backed matrix reads only these rows
+            if sparse.issparse(rows):
+                rows = _csr_rows(sparse.csr_matrix(rows), 0, stop - start)
+            else:
+                rows = np.asarray(rows)
+        return cls(rows, start, stop, columns)
 
     def max(self) -> float:
         """Largest value in the rows."""

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 from scanpy import logging as logg
 from scipy import sparse
 
-from sc_genept._genept_w import ScaledDataError, genept_w
+from sc_genept._genept_w import ScaledDataError, genept_w, warn_caller
 from sc_genept._utils import h5ad_safe
 from sc_genept.genes import GeneEmbeddings, load, match_genes
 
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 _FEW_GENES = 100
 #: Below this share of the expression in matched genes, most of a cell is not embedded.
 _LOW_COVERAGE = 0.5
+#: Rows of a backed ``.X`` read to tell whether it is scaled (``use_raw=None``); scaled
+#: data is negative in nearly every cell, and reading all of it would cost a pass.
+_SCALED_PROBE_ROWS = 8
 
 
 def genept_embed(
@@ -61,18 +65,27 @@ def genept_embed(
     layer
         Use ``adata.layers[layer]`` instead of ``adata.X``.
     use_raw
-        Use ``adata.raw`` (for example when ``adata.X`` has been scaled). ``None`` and
-        ``False`` use ``adata.X``.
+        ``True``: use ``adata.raw``. ``False``: use ``adata.X`` (an error if it has
+        negative values). ``None`` (default): ``adata.X``, unless it has negative values
+        (it was scaled, e.g. by :func:`scanpy.pp.scale`) and ``adata.raw`` exists, in which
+        case ``adata.raw`` (logged; ``uns[key_added]["source"]`` says which was used). For
+        backed data only the first rows of ``adata.X`` are checked for this choice.
     gene_symbols
         Column of ``.var`` (or ``.raw.var``) holding the gene names to match, symbols or
-        Ensembl ids. Default: the index (``var_names``).
+        Ensembl ids. Default: the index (``var_names``). Columns with the same name (e.g.
+        two Ensembl ids sharing a symbol) are one gene: their values are summed (counts
+        before normalisation) into it, with a warning that names examples. To keep only
+        the first column of each name instead, make the names unique first
+        (``adata.var_names_make_unique()``); to choose how, aggregate them yourself.
     normalize
         Library-size normalise each cell to 10,000 and ``log1p`` it when the values are raw
-        counts (all integers); data that is already normalised is used as it is. ``False``
-        uses the values as they are in any case.
+        counts (all integers, in any dtype: library sizes are summed in float64, so float16
+        or integer counts cannot overflow); data that is already normalised is used as it
+        is. ``False`` uses the values as they are in any case.
     n_dims
         Use only the first ``n_dims`` dimensions of the gene embeddings (re-normalised;
-        Matryoshka truncation for OpenAI ``text-embedding-3-*`` tables).
+        Matryoshka truncation for OpenAI ``text-embedding-3-*`` tables): an integer from 1
+        to the table's dimensions.
     genes
         Embed on these genes of the table only (table symbols), e.g. a trained model's
         :attr:`~sc_genept.model.GenePTClassifier.genes`: embeddings of two datasets are
@@ -83,10 +96,12 @@ def genept_embed(
         sparse, in ``obsm[key_added + "_expression"]``: with the embedding, the input of
         :class:`~sc_genept.model.GenePTClassifier`'s default hybrid model.
     key_added
-        Key in ``adata.obsm`` and ``adata.uns`` for the results.
+        Key in ``adata.obsm`` and ``adata.uns`` for the results. Overwriting an ``obsm``
+        entry that genept_embed did not make (e.g. ``"X_pca"``; one without a GenePT-w
+        record in ``uns[key_added]``) warns; re-running on its own key does not.
     chunk_size
-        Cells embedded at a time; bounds the memory used. Default: enough cells for a
-        128 MiB block of matched genes.
+        Cells embedded at a time (a positive integer); bounds the memory used. Default:
+        enough cells for a 128 MiB block of matched genes.
     copy
         Return a copy instead of writing to ``adata``.
 
@@ -108,6 +123,22 @@ def genept_embed(
         Only with ``expression=True``: :class:`scipy.sparse.csr_matrix` of the genes'
         values, columns in the order of ``gene_set["names"]``, and its record.
 
+    Raises
+    ------
+    ValueError
+        For options out of range (``chunk_size``, ``n_dims``, ...) and data that cannot
+        be embedded (no gene matches, NaN values, counts mixed with normalised values).
+        :class:`~sc_genept._genept_w.ScaledDataError` (a ``ValueError``) when the matrix
+        has negative values. ``adata`` is left as it was.
+
+    Warns
+    -----
+    UserWarning
+        When ``key_added`` overwrites results genept_embed did not make; when names of
+        matched genes are duplicated (their columns are summed); when a sparse matrix is
+        not CSR (it is copied to CSR for the call); and when few genes match, they cover
+        little of the expression, or cells express none of them.
+
     Examples
     --------
     >>> import scanpy as sc
@@ -122,6 +153,8 @@ def genept_embed(
             "copy=True needs an in-memory AnnData; for backed data use copy=False (the "
             "embedding goes to adata.obsm, which is held in memory) or adata.to_memory()."
         )
+    if not isinstance(key_added, str) or not key_added:
+        raise ValueError(f"key_added must be a non-empty string, got {key_added!r}.")
     embedded = cell_embedding(
         adata,
         gene_embeddings=gene_embeddings,
@@ -135,6 +168,7 @@ def genept_embed(
         expression=expression,
     )
     embedding, record = embedded.embedding, embedded.record
+    _warn_overwrite(adata, [key_added, *([f"{key_added}_expression"] if expression else [])])
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = embedding
     adata.uns[key_added] = record
@@ -177,12 +211,20 @@ def cell_embedding(
         Also return the (log-normalised) expression of the embedded genes, cells × genes
         in the order of ``record["gene_set"]["names"]``.
     """
+    _check_options(
+        chunk_size=chunk_size, n_dims=n_dims, normalize=normalize, use_raw=use_raw, genes=genes
+    )
     table = (
         gene_embeddings if isinstance(gene_embeddings, GeneEmbeddings) else load(gene_embeddings)
     )
     if n_dims is not None:
+        if n_dims > table.n_dims:
+            raise ValueError(
+                f"n_dims={n_dims} but the gene table ({table!r}) has {table.n_dims} "
+                f"dimensions: pass n_dims from 1 to {table.n_dims}, or None for all of them."
+            )
         table = table.truncate(n_dims)
-    matrix, var, source = _expression(adata, layer=layer, use_raw=use_raw)
+    matrix, var, source, _ = _choose_expression(adata, use_raw, layer)
     names = var.index if gene_symbols is None else _var_column(var, gene_symbols, source)
     match = match_genes(names, table)
     _check_match(match, names, table, source)
@@ -196,15 +238,18 @@ def cell_embedding(
     rows, n_in_set = match.table_index[order], int(in_set.sum())
     found = table.symbols[rows[:n_in_set]]
     imputed = _missing_genes(genes, found, missing_values)
+    var_index = match.var_index[order]
+    duplicates = _duplicate_columns(names, var_index, source, gene_symbols)
     try:
         result = genept_w(
             matrix,
-            match.var_index[order],
+            var_index,
             table.embeddings[rows[:n_in_set]],
-            normalize=None if normalize else False,
+            normalize=normalize,
             block_rows=chunk_size,
             offset=_imputed_sum(table, imputed) if imputed else None,
             return_expression=expression,
+            duplicates=duplicates,
         )
     except ScaledDataError as err:
         raise ScaledDataError(_scaled_message(adata, source, err)) from None
@@ -213,19 +258,15 @@ def cell_embedding(
     share = set_totals.sum() / matched_total if matched_total else 0.0
     low_coverage = result.fraction_counts_covered < _LOW_COVERAGE
     if genes is None and match.n_matched >= _FEW_GENES and low_coverage:
-        warnings.warn(
+        warn_caller(
             f"The {match.n_matched} matched genes carry only {result.fraction_counts_covered:.0%} "
             f"of the expression in {source}: most of what these cells express has no embedding "
-            "(another species, or ids the table lacks?). See adata.uns[key_added]['genes'].",
-            UserWarning,
-            stacklevel=3,
+            "(another species, or ids the table lacks?). See adata.uns[key_added]['genes']."
         )
     if result.n_empty:
-        warnings.warn(
+        warn_caller(
             f"{result.n_empty} of {adata.n_obs} cells express none of the {match.n_matched} "
-            "matched genes; their embedding is a zero vector.",
-            UserWarning,
-            stacklevel=3,
+            "matched genes; their embedding is a zero vector."
         )
     record = {
         "params": {
@@ -241,7 +282,10 @@ def cell_embedding(
         },
         "source": source,
         "gene_embeddings": table.describe(),
-        "genes": match.summary(),
+        "genes": {
+            **match.summary(),
+            "n_duplicate_columns_summed": 0 if duplicates is None else len(duplicates[0]),
+        },
         "gene_set": gene_set_record(
             found,
             set_totals / max(adata.n_obs, 1),
@@ -316,21 +360,131 @@ def gene_set_hash(names) -> str:
     return hashlib.sha256("\n".join(sorted(map(str, names))).encode()).hexdigest()
 
 
-def _expression(adata: AnnData, *, layer: str | None, use_raw: bool | None):
-    """The matrix to embed, the ``var`` frame that names its columns, and a label for both."""
+class ExpressionSource(NamedTuple):
+    """What :func:`_choose_expression` picked."""
+
+    matrix: Any
+    #: Names the matrix's columns.
+    var: pd.DataFrame
+    #: Label for messages and ``uns``: ``"adata.X"``, ``"adata.raw.X"``, ``"adata.layers['counts']"``.
+    source: str
+    #: Why, when it is not what was asked for (``.raw`` because ``.X`` is scaled), else None.
+    reason: str | None
+
+
+def _choose_expression(adata: AnnData, use_raw: bool | None, layer: str | None) -> ExpressionSource:
+    """The matrix to embed: the one place that gives ``use_raw`` and ``layer`` a meaning.
+
+    ``layer`` → that layer; ``use_raw=True`` → ``.raw``; ``use_raw=False`` → ``.X``;
+    ``use_raw=None`` → ``.X``, or ``.raw`` when ``.X`` has negative values (scaled) and
+    ``.raw`` exists. Raises ``ValueError``/``KeyError`` when the asked-for matrix is
+    missing, and :class:`ScaledDataError` when ``use_raw=None`` finds ``.X`` scaled with
+    no ``.raw`` to fall back to. For backed ``.X`` only its first rows are checked; the
+    blocked pass still refuses negative values anywhere.
+    """
+    if use_raw not in (None, True, False):
+        raise ValueError(f"use_raw must be True, False or None, got {use_raw!r}.")
     if layer is not None and use_raw:
         raise ValueError("Pass either layer= or use_raw=True, not both.")
     if use_raw:
         if adata.raw is None:
             raise ValueError("use_raw=True but adata.raw is None. Pass layer= or use adata.X.")
-        return adata.raw.X, adata.raw.var, "adata.raw.X"
+        return ExpressionSource(adata.raw.X, adata.raw.var, "adata.raw.X", None)
     if layer is not None:
         if layer not in adata.layers:
             raise KeyError(f"No layer {layer!r} in adata.layers; it has {list(adata.layers)}.")
-        return adata.layers[layer], adata.var, f"adata.layers[{layer!r}]"
+        return ExpressionSource(adata.layers[layer], adata.var, f"adata.layers[{layer!r}]", None)
     if adata.X is None:
         raise ValueError("adata.X is None: pass layer= or use_raw=True.")
-    return adata.X, adata.var, "adata.X"
+    chosen = ExpressionSource(adata.X, adata.var, "adata.X", None)
+    if use_raw is None and _has_negative(adata.X, adata.isbacked):
+        if adata.raw is None:
+            raise ScaledDataError(_scaled_message(adata, "adata.X", "found before embedding"))
+        reason = "adata.X has negative values (scaled): embedding adata.raw.X"
+        logg.info(reason)
+        return ExpressionSource(adata.raw.X, adata.raw.var, "adata.raw.X", reason)
+    return chosen
+
+
+def _has_negative(matrix, backed: bool) -> bool:
+    """Whether ``matrix`` has a negative value (backed: in its first rows only)."""
+    if backed:
+        matrix = matrix[: min(_SCALED_PROBE_ROWS, matrix.shape[0])]
+    values = matrix.data if sparse.issparse(matrix) else np.asarray(matrix)
+    return bool(values.size and values.min() < 0)
+
+
+def _check_options(*, chunk_size, n_dims, normalize, use_raw, genes) -> None:
+    """Refuse nonsense options before any work, with what to pass instead."""
+    for name, value in (("chunk_size", chunk_size), ("n_dims", n_dims)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, Integral) or value < 1
+        ):
+            raise ValueError(
+                f"{name} must be a positive integer (or None for the default), got {value!r}."
+            )
+    if not isinstance(normalize, bool | np.bool_):
+        raise ValueError(f"normalize must be True or False, got {normalize!r}.")
+    if use_raw not in (None, True, False):
+        raise ValueError(f"use_raw must be True, False or None, got {use_raw!r}.")
+    if isinstance(genes, str):
+        raise ValueError(
+            f"genes must be a list of gene symbols, got the string {genes!r}: pass [{genes!r}]."
+        )
+
+
+def _duplicate_columns(names, var_index: np.ndarray, source: str, gene_symbols: str | None):
+    """Further columns named like a matched gene, which GenePT-w adds to that gene.
+
+    Returns ``(columns, slots)`` (slot: the gene's position in ``var_index``), or None
+    when no matched name repeats. Two columns with one name are one gene to the embedding (its one text embedding), e.g.
+    two Ensembl ids sharing a symbol; matching keeps one column per gene, so the other's
+    counts would silently drop out.
+    """
+    names = pd.Index(names).astype(str)
+    if names.is_unique:
+        return None
+    slot_of = pd.Series(np.arange(len(var_index)), index=names[var_index])
+    repeated = np.flatnonzero(names.duplicated(keep=False))
+    repeated = repeated[names[repeated].isin(slot_of.index)]
+    repeated = repeated[~np.isin(repeated, var_index)]
+    if not len(repeated):
+        return None
+    dup_names = pd.unique(names[repeated])
+    where = f"adata.var[{gene_symbols!r}]" if gene_symbols else "var_names"
+    examples = ", ".join(map(repr, dup_names[:5]))
+    warn_caller(
+        f"{len(dup_names)} matched gene names occur more than once in the {where} of {source} "
+        f"(e.g. {examples}; {len(repeated)} extra columns): columns with the same name are "
+        "one gene, so their values are summed into it. If they are different features, make "
+        "the names unique first (adata.var_names_make_unique() keeps only the first of each "
+        "matched) or aggregate them as you see fit."
+    )
+    return repeated.astype(np.int64), slot_of[names[repeated]].to_numpy(np.int64)
+
+
+def _warn_overwrite(adata: AnnData, keys: Sequence[str]) -> None:
+    """Warn when writing ``keys`` replaces ``obsm``/``uns`` entries genept_embed did not make."""
+    taken = [
+        f"obsm[{key!r}]"
+        for key in keys
+        if key in adata.obsm and not _is_genept_record(adata.uns.get(key))
+    ]
+    taken += [
+        f"uns[{key!r}]"
+        for key in keys
+        if key in adata.uns and not _is_genept_record(adata.uns[key])
+    ]
+    if taken:
+        warn_caller(
+            f"key_added overwrites adata.{' and adata.'.join(taken)}, which genept_embed did "
+            "not make. Pass another key_added (default 'X_genept') to keep them."
+        )
+
+
+def _is_genept_record(record) -> bool:
+    """Whether ``record`` is an ``uns`` entry written by genept_embed (embedding or expression)."""
+    return isinstance(record, Mapping) and "gene_set" in record and "gene_embeddings" in record
 
 
 def _var_column(var, key: str, source: str):
@@ -352,25 +506,21 @@ def _check_match(match, names, table: GeneEmbeddings, source: str) -> None:
             "the table covers human genes only."
         )
     if match.n_case_differs > match.n_matched / 2:
-        warnings.warn(
+        warn_caller(
             f"{match.n_case_differs} of the {match.n_matched} matched genes of {source} match "
             f"only when case is ignored (names like {examples}): these look like mouse genes. "
             "The bundled table is human and no orthology mapping is done; use a table for "
-            "your species or map to human orthologs first.",
-            UserWarning,
-            stacklevel=4,  # _check_match ← cell_embedding ← genept_embed ← the caller
+            "your species or map to human orthologs first."
         )
     if match.n_matched < _FEW_GENES:
-        warnings.warn(
+        warn_caller(
             f"Only {match.n_matched} of {match.n_vars} genes of {source} matched the gene "
             f"table (names like {examples}): the embedding will carry little information. "
-            "Check the species and pass gene_symbols=<column> if another column holds ids.",
-            UserWarning,
-            stacklevel=4,
+            "Check the species and pass gene_symbols=<column> if another column holds ids."
         )
 
 
-def _scaled_message(adata: AnnData, source: str, err: Exception) -> str:
+def _scaled_message(adata: AnnData, source: str, err: Exception | str) -> str:
     options = []
     if source != "adata.raw.X" and adata.raw is not None:
         options.append("use_raw=True (adata.raw holds the unscaled data)")
