@@ -1,3 +1,4 @@
+import pandas as pd
 import pytest
 
 from sc_genept import metrics
@@ -90,3 +91,59 @@ def test_expected_calibration_error_by_hand():
     )
     with pytest.raises(ValueError, match="probabilities"):
         metrics.expected_calibration_error([1.2], [True])
+
+
+def test_missing_labels_are_refused_with_where_and_what_to_do(tiny_cl):
+    import numpy as np
+
+    with pytest.raises(ValueError, match=r"2 of 4 cells have no label in y_true .*positions 1, 3"):
+        metrics.evaluate([CD4, None, T, np.nan], [CD4] * 4, tiny_cl)
+    # "nan" is what .astype(str) makes of a missing label: not a cell type
+    with pytest.raises(ValueError, match=r"1 of 2 cells have no label in y_pred .*Drop them"):
+        metrics.accuracy([CD4, T], [CD4, "nan"])
+    with pytest.raises(ValueError, match="no label in y_true"):
+        metrics.macro_f1(pd.Series([CD4, None], dtype="category"), [CD4, T])
+
+
+def test_length_empty_and_shape_are_refused(tiny_cl):
+    with pytest.raises(ValueError, match=r"equally long .*1 vs 2"):
+        metrics.evaluate([CD4], [CD4, CD8], tiny_cl)
+    for function in (metrics.accuracy, metrics.macro_f1, metrics.per_class_f1):
+        with pytest.raises(ValueError, match="empty"):
+            function([], [])
+    with pytest.raises(ValueError, match="empty"):
+        metrics.evaluate([], [], tiny_cl)
+    with pytest.raises(ValueError, match="1-D"):
+        metrics.accuracy([[CD4]], [[CD4]])
+    with pytest.raises(ValueError, match="empty"):
+        metrics.expected_calibration_error([], [])
+    with pytest.raises(ValueError, match=r"pass \['CL:0000000'\]"):
+        metrics.hierarchical_prf(Y_TRUE, Y_PRED, tiny_cl, exclude=CELL)
+
+
+def test_names_and_synonyms_score_like_ids(tiny_cl):
+    names = pd.Series([tiny_cl.name(t) for t in Y_TRUE])
+    synonyms = ["CD4 T cell", "cd4 t cell", "CD8 T cell", "B cell", "neuron", "T lymphocyte"]
+    kept = names.copy()
+    expected = metrics.evaluate(Y_TRUE, Y_PRED, tiny_cl)
+    pd.testing.assert_frame_equal(metrics.evaluate(names, Y_PRED, tiny_cl), expected)
+    pd.testing.assert_frame_equal(metrics.evaluate(synonyms, Y_PRED, tiny_cl), expected)
+    pd.testing.assert_series_equal(names, kept)  # the caller's labels are not modified
+    # sctab_adjusted keeps the form it was given, so flat metrics can compare with y_true
+    assert metrics.sctab_adjusted(["T cell"], ["CD8 T cell"], tiny_cl).tolist() == ["T cell"]
+
+
+def test_unmapped_labels_say_which_and_why(tiny_cl, cl):
+    with pytest.raises(
+        ValueError, match=r"1 labels in y_pred \(2 of 3 cells, first at position 1\)"
+    ):
+        metrics.evaluate([CD4, CD4, T], [CD4, "Tcells", "Tcells"], tiny_cl)
+    with pytest.raises(ValueError, match="exact synonym of several terms"):
+        metrics.mean_distance([CD4], ["lymph"], tiny_cl)
+    # an obsolete id without replacement: say so, and what CL suggests
+    with pytest.raises(ValueError, match=r"CL:0000004 .*obsolete in CL 2026-03-26; CL suggests"):
+        metrics.evaluate(["CL:0000084", "CL:0000004"], ["T cell", "T cell"], cl)
+    # an obsolete id with a replacement is scored as the replacement
+    with pytest.warns(UserWarning, match="CL:0000054 is obsolete"):
+        table = metrics.evaluate(["CL:0000054"], ["osteoblast"], cl)
+    assert table.loc["accuracy", "value"] == 1.0

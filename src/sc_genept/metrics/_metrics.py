@@ -1,4 +1,13 @@
-"""Flat and ontology-aware metrics for cell-type predictions given as CL ids."""
+"""Flat and ontology-aware metrics for cell-type predictions.
+
+Every function takes one label per cell in ``y_true`` and ``y_pred`` (equally long, not
+empty) and refuses missing labels (``None``, ``NaN``, or their text forms such as
+``"nan"``) with an error that says how many and where: an unlabelled cell has no right
+answer, and a missing prediction has no place in the hierarchy. Drop such cells first, or,
+to count an abstention as "no information", predict the root ``"CL:0000000"`` ("cell") for
+it. The flat metrics compare labels as given; the ontology-aware ones take CL ids, names or
+exact synonyms and map them with :meth:`~sc_genept.ontology.CellOntology.map_labels`.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +23,17 @@ if TYPE_CHECKING:
 
 
 def accuracy(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
-    """Fraction of exact matches."""
+    """Fraction of exact matches.
+
+    Labels are compared as given: map names and ids to one form first (e.g. with
+    :meth:`~sc_genept.ontology.CellOntology.map_labels`), or use :func:`evaluate`.
+    """
     y_true, y_pred = _arrays(y_true, y_pred)
     return float(np.mean(y_true == y_pred))
 
 
 def per_class_f1(y_true: Sequence[str], y_pred: Sequence[str]) -> pd.Series:
-    """F1 of each class present in ``y_true``."""
+    """F1 of each class present in ``y_true``; labels are compared as given."""
     y_true, y_pred = _arrays(y_true, y_pred)
     scores = {}
     for label in np.unique(y_true):
@@ -46,26 +59,33 @@ def macro_f1(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
 def sctab_correct(
     y_true: Sequence[str], y_pred: Sequence[str], ontology: CellOntology
 ) -> np.ndarray:
-    """ScTab's rule: a prediction is right if it is the true term or one of its descendants."""
-    y_true, y_pred = _arrays(y_true, y_pred)
+    """ScTab's rule: a prediction is right if it is the true term or one of its descendants.
+
+    Labels may be CL ids, names or exact synonyms.
+    """
+    y_true, y_pred = _terms(y_true, y_pred, ontology)
     return np.array([ontology.is_ancestor(t, p) for t, p in zip(y_true, y_pred, strict=True)])
 
 
 def sctab_adjusted(
     y_true: Sequence[str], y_pred: Sequence[str], ontology: CellOntology
 ) -> np.ndarray:
-    """Predictions with every scTab-correct one replaced by the true term (feed to flat metrics)."""
-    y_true, y_pred = _arrays(y_true, y_pred)
-    return np.where(sctab_correct(y_true, y_pred, ontology), y_true, y_pred)
+    """Predictions with every scTab-correct one replaced by the true label (feed to flat metrics).
+
+    Labels keep the form they were given in, so the result compares with ``y_true``.
+    """
+    correct = sctab_correct(y_true, y_pred, ontology)
+    return np.where(correct, *_arrays(y_true, y_pred))
 
 
 def shared_top_terms(labels: Iterable[str], ontology: CellOntology) -> frozenset[str]:
     """Terms strictly above every label ("cell", "hematopoietic cell", …).
 
     Every cell gets them right, so they say nothing about a prediction. A term that is
-    itself one of the labels is never among them.
+    itself one of the labels is never among them. Labels may be CL ids, names or exact
+    synonyms; none gives the empty set.
     """
-    labels = set(labels)
+    labels = set(_to_terms(_labels(labels, "labels"), ontology, "labels"))
     sets = [ontology.ancestors(t) for t in labels]
     return frozenset.intersection(*sets) - labels if sets else frozenset()
 
@@ -90,8 +110,8 @@ def hierarchical_prf(
         true label (see :func:`shared_top_terms`), which every cell trivially gets right
         and which would otherwise inflate the scores. Pass ``()`` to keep everything.
     """
-    y_true, y_pred = _arrays(y_true, y_pred)
-    excluded = shared_top_terms(y_true, ontology) if exclude == "shared" else frozenset(exclude)
+    y_true, y_pred = _terms(y_true, y_pred, ontology)
+    excluded = _excluded(exclude, y_true, ontology)
     overlap = n_pred = n_true = 0
     for t, p in zip(y_true, y_pred, strict=True):
         a_true = ontology.ancestors(t, include_self=True) - excluded
@@ -110,7 +130,7 @@ def mean_distance(y_true: Sequence[str], y_pred: Sequence[str], ontology: CellOn
 
     Paths run through a common ancestor; see :meth:`~sc_genept.ontology.CellOntology.distance`.
     """
-    y_true, y_pred = _arrays(y_true, y_pred)
+    y_true, y_pred = _terms(y_true, y_pred, ontology)
     return float(np.mean([ontology.distance(t, p) for t, p in zip(y_true, y_pred, strict=True)]))
 
 
@@ -144,7 +164,7 @@ def expected_calibration_error(
     if n_bins < 1:
         raise ValueError(f"n_bins must be at least 1, got {n_bins}.")
     if not len(confidence):
-        return float("nan")
+        raise ValueError("confidence and correct are empty: there is nothing to calibrate.")
     bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
     gap = 0.0
     for b in np.unique(bins):
@@ -165,7 +185,9 @@ def evaluate(
     Parameters
     ----------
     y_true, y_pred
-        CL ids per cell.
+        One label per cell: CL ids, names or exact synonyms, in any mix (mapped with
+        :meth:`~sc_genept.ontology.CellOntology.map_labels`; obsolete ids are followed to
+        their replacement with a warning). Missing labels are refused: drop those cells.
     ontology
         The Cell Ontology; default the bundled release.
     exclude
@@ -177,15 +199,18 @@ def evaluate(
     ``sctab_accuracy``, ``sctab_macro_f1``, ``hierarchical_precision``,
     ``hierarchical_recall``, ``hierarchical_f1`` and ``mean_ontology_distance``.
     ``attrs["excluded_terms"]`` lists the terms left out of the hierarchical scores.
+
+    Raises
+    ------
+    ValueError
+        If the inputs differ in length or are empty, if a label is missing, or if a label
+        maps to no live CL term (the message says which, in how many cells, and why).
     """
     from sc_genept.ontology import CellOntology
 
     ontology = ontology or CellOntology.load()
-    y_true, y_pred = _arrays(y_true, y_pred)
-    unknown = sorted({t for t in (*y_true, *y_pred) if t not in ontology})
-    if unknown:
-        raise ValueError(f"Not live CL terms of {ontology!r}: {unknown[:10]}.")
-    excluded = shared_top_terms(y_true, ontology) if exclude == "shared" else frozenset(exclude)
+    y_true, y_pred = _terms(y_true, y_pred, ontology)
+    excluded = _excluded(exclude, y_true, ontology)
     adjusted = sctab_adjusted(y_true, y_pred, ontology)
     h_precision, h_recall, h_f1 = hierarchical_prf(y_true, y_pred, ontology, exclude=excluded)
     table = pd.DataFrame(
@@ -206,11 +231,80 @@ def evaluate(
     return table
 
 
+def _excluded(exclude, y_true: np.ndarray, ontology: CellOntology) -> frozenset[str]:
+    if isinstance(exclude, str):
+        if exclude != "shared":
+            raise ValueError(
+                f"exclude must be 'shared' or a list of CL ids, got the string {exclude!r}; "
+                f"to leave out one term pass [{exclude!r}]."
+            )
+        return shared_top_terms(y_true, ontology)
+    return frozenset(exclude)
+
+
 def _arrays(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
-    y_true = np.asarray(y_true, dtype=object)
-    y_pred = np.asarray(y_pred, dtype=object)
-    if y_true.shape != y_pred.shape or y_true.ndim != 1:
+    """Both label vectors as new 1-D object arrays, checked for length and missing labels."""
+    y_true, y_pred = _labels(y_true, "y_true"), _labels(y_pred, "y_pred")
+    if len(y_true) != len(y_pred):
         raise ValueError(
-            f"y_true and y_pred must be 1-D and equally long: {y_true.shape} vs {y_pred.shape}."
+            f"y_true and y_pred must be equally long (one label per cell): {len(y_true)} vs "
+            f"{len(y_pred)} labels. Pass truth and prediction for the same cells, in the "
+            "same order."
         )
+    if not len(y_true):
+        raise ValueError("y_true and y_pred are empty: there are no cells to score.")
     return y_true, y_pred
+
+
+def _labels(labels, which: str) -> np.ndarray:
+    if isinstance(labels, str):
+        raise TypeError(f"{which} must be one label per cell, not a single string {labels!r}.")
+    array = np.array(labels, dtype=object)  # a copy: the caller's labels stay as they are
+    if array.ndim != 1:
+        raise ValueError(f"{which} must be 1-D, one label per cell; got shape {array.shape}.")
+    missing = np.flatnonzero(_is_missing(array))
+    if len(missing):
+        where = ", ".join(map(str, missing[:5])) + (", …" if len(missing) > 5 else "")
+        raise ValueError(
+            f"{len(missing)} of {len(array)} cells have no label in {which} (None, NaN or "
+            f"text such as 'nan'; positions {where}). Drop them from both y_true and y_pred, "
+            "e.g. keep = truth.notna() & prediction.notna(). To count an abstention as "
+            "'no information' instead, predict the root 'CL:0000000' ('cell') for it."
+        )
+    return array
+
+
+def _is_missing(array: np.ndarray) -> np.ndarray:
+    from sc_genept.ontology._cell_ontology import _MISSING_AS_TEXT
+
+    values = pd.Series(array, dtype=object)
+    # "nan" and friends are what .astype(str) makes of missing values; no cell type has them.
+    # Checked once per distinct label: evaluate() runs this on every cell several times.
+    as_text = [
+        v
+        for v in values.unique()
+        if isinstance(v, str) and v.strip().casefold() in _MISSING_AS_TEXT
+    ]
+    return (values.isna() | values.isin(as_text)).to_numpy()
+
+
+def _terms(y_true, y_pred, ontology: CellOntology) -> tuple[np.ndarray, np.ndarray]:
+    """Both label vectors checked (see :func:`_arrays`) and mapped to live CL ids."""
+    y_true, y_pred = _arrays(y_true, y_pred)
+    return _to_terms(y_true, ontology, "y_true"), _to_terms(y_pred, ontology, "y_pred")
+
+
+def _to_terms(labels: np.ndarray, ontology: CellOntology, which: str) -> np.ndarray:
+    ids, unmapped = ontology.map_labels(labels)
+    if unmapped:
+        counts = pd.Series(labels, dtype=object).astype(str).value_counts()
+        first = np.flatnonzero(ids.isna().to_numpy())[0]
+        listed = "; ".join(f"{ontology.explain(u)} ({counts[u]} cells)" for u in unmapped[:10]) + (
+            "; …" if len(unmapped) > 10 else ""
+        )
+        raise ValueError(
+            f"{len(unmapped)} labels in {which} ({int(ids.isna().sum())} of {len(labels)} "
+            f"cells, first at position {first}) map to no live term of {ontology!r}: "
+            f"{listed}. Relabel or drop those cells."
+        )
+    return ids.to_numpy(dtype=object)
