@@ -1,4 +1,5 @@
 import json
+import os
 
 import anndata as ad
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 
 import sc_genept
 from sc_genept.genes import GeneEmbeddings, Provenance
-from sc_genept.model import GenePTClassifier, GenePTClassifierModule, decode
+from sc_genept.model import GenePTClassifier, GenePTClassifierModule, ModelFolderError, decode
 
 CELL, IMMUNE, T, CD4, CD8, B, NEURON = (f"CL:000000{i}" for i in range(7))
 FAST = {"max_epochs": 40, "enable_progress_bar": False}
@@ -66,20 +67,6 @@ def test_ensemble_probabilities_are_the_members_mean():
     assert logits.shape == (3, 6, 4) and not torch.allclose(logits[0], logits[1])
     expected = torch.softmax(logits / 1.7, dim=-1).mean(0)
     torch.testing.assert_close(module.probabilities(x), expected)
-
-
-def test_a_model_saved_before_ensembles_still_loads(pbmc_split, tmp_path):
-    ref, query = pbmc_split
-    GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id")
-    model = GenePTClassifier(ref, n_members=1)
-    model.train(max_epochs=2, enable_progress_bar=False)
-    model.save(tmp_path / "m")
-    weights = tmp_path / "m" / "model.pt"
-    state = torch.load(weights, weights_only=True)
-    old = {k.replace("members.0.", "mlp."): v for k, v in state.items() if k != "is_gene"}
-    torch.save(old, weights)  # the layout of models saved before 2026-11-26
-    loaded = GenePTClassifier.load(tmp_path / "m")
-    pd.testing.assert_frame_equal(loaded.predict_proba(query), model.predict_proba(query))
 
 
 def test_a_gene_constant_in_the_reference_cannot_dominate_a_query():
@@ -157,23 +144,179 @@ def test_train_predict_on_real_cells(trained, pbmc_split):
 
 
 def test_save_load_gives_identical_predictions(trained, pbmc_split, tmp_path):
+    from safetensors.torch import load_file
+
     _, query = pbmc_split
     trained.save(tmp_path / "model")
-    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["model.json", "model.pt"]
-    torch.load(
-        tmp_path / "model" / "model.pt", weights_only=True
-    )  # tensors only, nothing to unpickle
+    files = sorted(p.name for p in (tmp_path / "model").iterdir())
+    assert files == ["manifest.json", "model.json", "model.safetensors"]
+    load_file(tmp_path / "model" / "model.safetensors")  # tensors only, nothing to unpickle
     meta = json.loads((tmp_path / "model" / "model.json").read_text())
-    assert meta["ontology_version"] == "2026-03-26"
+    assert meta["ontology"]["version"] == "2026-03-26"
+    assert set(trained.terms) <= set(meta["ontology"]["terms"])  # the CL it needs travels with it
     assert "MiniLM" in meta["embedding_provenance"]["X_genept"]["embedding_model"]
     loaded = GenePTClassifier.load(tmp_path / "model")
     assert loaded.genes == trained.genes and len(loaded.genes) == 736
     assert float(loaded.module.temperature) == float(trained.module.temperature) != 1
     assert loaded.gene_sets_ == trained.gene_sets_
+    assert loaded.ontology.source == "the model folder model"
     pd.testing.assert_frame_equal(loaded.predict_proba(query), trained.predict_proba(query))
     pd.testing.assert_frame_equal(loaded.predict(query), trained.predict(query))
     with pytest.raises(FileExistsError, match="overwrite=True"):
         trained.save(tmp_path / "model")
+    loaded.save(tmp_path / "again")  # a loaded model saves as it was loaded
+    assert (
+        json.loads((tmp_path / "again" / "model.json").read_text())["ontology"] == meta["ontology"]
+    )
+
+
+def _rehash(folder):
+    """Rewrite the manifest to match the files: what someone crafting a folder would do."""
+    from hashlib import sha256
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name in manifest["sha256"]:
+        manifest["sha256"][name] = sha256((folder / name).read_bytes()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _opened_files():
+    """Paths opened from now on (an audit hook; it cannot be removed, so it can be paused)."""
+    import sys
+
+    opened = []
+
+    def hook(event, args):
+        if (
+            event == "open"
+            and opened is not None
+            and isinstance(args[0], str | bytes | os.PathLike)
+        ):
+            opened.append(os.fsdecode(args[0]))
+
+    sys.addaudithook(hook)
+    return opened
+
+
+@pytest.mark.parametrize("where", ["file", "url", "registry"])
+def test_model_folder_naming_another_location_is_refused_unread(trained, tmp_path, where):
+    import http.server
+    import threading
+
+    requests = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    elsewhere = tmp_path / "elsewhere.obo"
+    elsewhere.write_text("format-version: 1.2\n")
+    folder = tmp_path / "m"
+    trained.save(folder)
+    meta = json.loads((folder / "model.json").read_text())
+    target = {"file": str(elsewhere), "url": f"http://127.0.0.1:{server.server_port}/cl.obo"}
+    if where == "registry":
+        meta["registry"]["setup_args"]["labels_key"] = target["url"]
+    else:
+        meta["registry"]["setup_args"]["ontology"] = target[where]
+    (folder / "model.json").write_text(json.dumps(meta))
+    _rehash(folder)
+    opened = _opened_files()
+    try:
+        with pytest.raises(ModelFolderError, match="ontology source|names a location"):
+            GenePTClassifier.load(folder)
+    finally:
+        server.shutdown()
+    assert not requests
+    assert str(elsewhere) not in opened
+    assert all(p.startswith(str(folder)) for p in opened if str(tmp_path) in p)
+
+
+def _edit_json(folder):
+    meta = json.loads((folder / "model.json").read_text())
+    meta["ontology"]["terms"]["CL:0000084"]["name"] = "B cell"  # silently swapped names
+    (folder / "model.json").write_text(json.dumps(meta))
+
+
+DAMAGE = {
+    "edited metadata": (_edit_json, "changed after the model was saved"),
+    "truncated weights": (
+        lambda f: (f / "model.safetensors").write_bytes(
+            (f / "model.safetensors").read_bytes()[:100]
+        ),
+        "changed after the model was saved",
+    ),
+    "missing weights": (lambda f: (f / "model.safetensors").unlink(), "no model.safetensors"),
+    "missing manifest": (lambda f: (f / "manifest.json").unlink(), "no manifest.json"),
+    "broken manifest": (lambda f: (f / "manifest.json").write_text("{"), "not valid JSON"),
+    "a pickle instead": (
+        lambda f: (
+            (f / "model.safetensors").unlink(),
+            (f / "manifest.json").unlink(),
+            torch.save({}, f / "model.pt"),
+        ),
+        "earlier sc_genept",
+    ),
+    "not a folder": (lambda f: None, "not a folder"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_damaged_or_edited_model_folder_is_refused(trained, tmp_path, damage):
+    change, message = DAMAGE[damage]
+    folder = tmp_path / "m"
+    trained.save(folder)
+    change(folder)
+    target = folder / "model.json" if damage == "not a folder" else folder
+    with pytest.raises(ModelFolderError, match=message):
+        GenePTClassifier.load(target)
+
+
+def test_rehashed_metadata_that_does_not_fit_the_weights_is_refused(trained, tmp_path):
+    folder = tmp_path / "m"
+    trained.save(folder)
+    meta = json.loads((folder / "model.json").read_text())
+    meta["init_params"]["non_kwargs"]["n_hidden"] = 7
+    (folder / "model.json").write_text(json.dumps(meta))
+    _rehash(folder)
+    with pytest.raises(ModelFolderError, match="do not describe"):
+        GenePTClassifier.load(folder)
+
+
+def test_untrained_model_and_single_type_reference_are_refused(pbmc_split):
+    ref, query = pbmc_split
+    GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id")
+    with pytest.raises(RuntimeError, match="not been trained"):
+        GenePTClassifier(ref).predict(query)
+    one = ref[ref.obs["cell_type_ontology_term_id"] == "CL:0000236"].copy()
+    with pytest.raises(ValueError, match="one label .*B cell.*at least two"):
+        GenePTClassifier.setup_anndata(one, labels_key="cell_type_ontology_term_id")
+
+
+@pytest.mark.parametrize("how", ["enable_checkpointing", "callback"])
+def test_lightning_checkpointing_works_as_documented(pbmc_split, tmp_path, monkeypatch, how):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    monkeypatch.chdir(tmp_path)
+    ref, _ = pbmc_split
+    GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id")
+    model = GenePTClassifier(ref)
+    option = (
+        {"enable_checkpointing": True}
+        if how == "enable_checkpointing"
+        else {"callbacks": [ModelCheckpoint(dirpath=tmp_path / "mine", monitor="validation_loss")]}
+    )
+    model.train(max_epochs=2, enable_progress_bar=False, default_root_dir=tmp_path, **option)
+    saved = list(tmp_path.rglob("*.ckpt"))
+    assert saved and all(p.is_relative_to(tmp_path) for p in saved)
+    assert (tmp_path / "mine").exists() == (how == "callback")
+    assert not any(p.is_dir() for p in tmp_path.rglob("*validation_loss*"))  # no scvi folders
 
 
 def test_query_from_another_gene_table_fails_loudly(trained, pbmc_split, default_table, tmp_path):
@@ -202,8 +345,27 @@ def test_ensemble_inputs_flat_loss_and_balancing(pbmc_split):
     )
     model = GenePTClassifier(ref, loss="flat", n_layers=0)
     model.train(balance_classes=True, **FAST)
-    assert model.module.input_mean.shape == (384 + 50,)
-    assert model.predict(query)["ontology_term_id"].isin(model.terms).all()
+    # both inputs are read: shuffling either one's rows changes the predictions
+    base = model.predict_proba(query).to_numpy()
+    for key in ("X_genept", "X_pca"):
+        shuffled = query.copy()
+        shuffled.obsm[key] = shuffled.obsm[key][np.random.default_rng(0).permutation(query.n_obs)]
+        assert np.abs(model.predict_proba(shuffled).to_numpy() - base).max() > 0.05, key
+    # what training optimised: flat cross-entropy, each cell weighted by 1 / its label's count
+    plan = model.trainer.lightning_module
+    codes = model._label_codes()
+    counts = np.bincount(codes[model.train_indices], minlength=len(model.terms))
+    x = torch.as_tensor(model._inputs(ref))
+    labels = torch.as_tensor(codes)
+    with torch.no_grad():
+        logits = model.module(x)
+        nll = -torch.log_softmax(logits, -1)[:, torch.arange(len(codes)), labels].mean(0)
+        weight = torch.as_tensor(1 / counts[codes], dtype=torch.float32)
+        expected = (nll * weight).sum() / weight.sum()
+        got = plan.module.loss(
+            logits, labels, hierarchical=plan.hierarchical, class_weights=plan.class_weights
+        )
+    torch.testing.assert_close(got, expected)
     with pytest.raises(ValueError, match="'hierarchical' or 'flat'"):
         GenePTClassifier(ref, loss="focal")
 

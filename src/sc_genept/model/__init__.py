@@ -10,9 +10,10 @@ _LAZY = {
     "GenePTClassifier": "._model",
     "decode": "._model",
     "GenePTClassifierModule": "._module",
+    "ModelFolderError": "._folder",
 }
 
-__all__ = ["GenePTClassifier", "GenePTClassifierModule", "decode"]
+__all__ = ["GenePTClassifier", "GenePTClassifierModule", "ModelFolderError", "decode"]
 
 
 def __getattr__(name: str):

@@ -18,8 +18,9 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, ObsmField
 from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
-from scvi.train import SaveCheckpoint, TrainRunner
+from scvi.train import TrainRunner
 
+from sc_genept.model._folder import OWN_ONTOLOGY, ModelFolderError, read_folder, write_folder
 from sc_genept.model._module import GenePTClassifierModule, TrainingPlan
 from sc_genept.model._overlap import DEFAULT_MIN_GENE_OVERLAP, check_gene_overlap, gene_overlap
 from sc_genept.ontology import CellOntology
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 
 _LABEL_COLUMN = "_genept_label_id"
-_WEIGHTS_FILE, _META_FILE = "model.pt", "model.json"
 #: Provenance fields that must agree between training and query embeddings.
 _PROVENANCE_KEYS = (
     "text_source",
@@ -105,7 +105,10 @@ class GenePTClassifier(BaseModelClass):
                 "categorical_mapping"
             ]
         ]
-        self.ontology = CellOntology.load(setup["ontology"])
+        ontology = setup["ontology"]  # a CL source, or (from load) the model's own terms
+        self.ontology = (
+            ontology if isinstance(ontology, CellOntology) else CellOntology.load(ontology)
+        )
         self.loss_kind = loss
         self._attached = None  # query data given to load()
         input_keys = _input_keys(self.embedding_keys)
@@ -234,6 +237,12 @@ class GenePTClassifier(BaseModelClass):
                 "(e.g. with CellOntology.resolve) first."
             )
         labels = sorted(set(ids))
+        if len(labels) < 2:
+            raise ValueError(
+                f"All {adata.n_obs} cells in obs[{labels_key!r}] have one label "
+                f"({cl.name(labels[0]) if labels else 'none'}): a classifier needs at least two "
+                "cell types to tell apart. Train on a reference with several types."
+            )
         terms = sorted(
             set(labels).union(*(cl.ancestors(t) for t in labels)), key=lambda t: (cl.depth(t), t)
         )
@@ -363,10 +372,7 @@ class GenePTClassifier(BaseModelClass):
             )
         elif val_idx.size:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        if checkpoint_dir is not None:
-            trainer_kwargs.update(
-                _checkpointing(Path(checkpoint_dir), trainer_kwargs.get("callbacks"))
-            )
+        checkpoints = _checkpoint_callbacks(trainer_kwargs, checkpoint_dir)
         runner = TrainRunner(
             self,
             training_plan=plan,
@@ -376,6 +382,9 @@ class GenePTClassifier(BaseModelClass):
             devices=devices,
             **trainer_kwargs,
         )
+        # added once scvi-tools' Trainer is built: asked for checkpoints, it would put its own
+        # SaveCheckpoint in place of Lightning's, which saves scvi-format model folders
+        runner.trainer.callbacks.extend(checkpoints)
         result = runner()
         if plan.best_state is not None:
             self.module.load_state_dict(plan.best_state)
@@ -407,6 +416,11 @@ class GenePTClassifier(BaseModelClass):
 
         Arguments as in :meth:`predict`.
         """
+        if not self.is_trained_:
+            raise RuntimeError(
+                "This model has not been trained: call model.train() first, or load a trained "
+                "model with GenePTClassifier.load."
+            )
         adata = self._query(adata, min_gene_overlap)
         self.module.eval()
         parts = [
@@ -458,37 +472,51 @@ class GenePTClassifier(BaseModelClass):
     # ---- persistence -------------------------------------------------------------------
 
     def save(self, dir_path: str | Path, *, overwrite: bool = False) -> None:
-        """Save weights (``model.pt``) and everything else as JSON (``model.json``).
+        """Save the model as a self-contained folder of data.
 
-        Only tensors go into ``model.pt``, so :meth:`load` reads it with
-        ``torch.load(weights_only=True)``: loading a model never runs pickled code.
-        No data, and no API key or other secret, is written.
+        ``model.safetensors`` holds the weights (a format that cannot carry code),
+        ``model.json`` everything else, including the Cell Ontology terms the model uses,
+        and ``manifest.json`` the sha256 of both, so that :meth:`load` refuses a damaged or
+        edited folder. Nothing in the folder names another file or URL; no data, and no
+        API key or other secret, is written.
         """
         path = Path(dir_path)
+        if path.exists() and not path.is_dir():
+            raise FileExistsError(f"{path} is a file; pass a folder to save the model in.")
         if path.exists() and any(path.iterdir()) and not overwrite:
             raise FileExistsError(f"{path} exists and is not empty; pass overwrite=True.")
-        path.mkdir(parents=True, exist_ok=True)
+        registry = _to_plain(self.registry_)
+        registry["setup_args"]["ontology"] = OWN_ONTOLOGY
         meta = {
             "model": type(self).__name__,
             "sc_genept_version": _version(),
             "init_params": self.init_params_,
-            "registry": _to_plain(self.registry_),
+            "registry": registry,
             "embedding_provenance": self.embedding_provenance_,
             "gene_sets": self.gene_sets_,
-            "ontology_version": self.ontology.version,
+            "ontology": {
+                "version": self.ontology.version,
+                "terms": self.ontology.to_dict(self.terms),
+            },
             "is_trained": self.is_trained_,
             "history": {
                 k: v.reset_index().to_dict(orient="list") for k, v in (self.history_ or {}).items()
             },
         }
-        torch.save(self.module.state_dict(), path / _WEIGHTS_FILE)
-        (path / _META_FILE).write_text(json.dumps(meta, indent=1, default=_json_default))
+        write_folder(
+            path, self.module.state_dict(), json.loads(json.dumps(meta, default=_json_default))
+        )
 
     @classmethod
     def load(
         cls, dir_path: str | Path, adata: AnnData | None = None, *, device: str = "cpu"
     ) -> GenePTClassifier:
-        """Load a model written by :meth:`save` (weights read with ``weights_only=True``).
+        """Load a model folder written by :meth:`save`.
+
+        The folder is read as data only: the weights from safetensors, the rest from JSON,
+        both checked against the sha256 in ``manifest.json`` first. A folder with a missing,
+        damaged or edited file, or whose metadata names a path or URL, is refused with a
+        :class:`~sc_genept.model.ModelFolderError`; nothing outside the folder is read.
 
         Parameters
         ----------
@@ -501,28 +529,35 @@ class GenePTClassifier(BaseModelClass):
             Where to put the weights (``"cpu"``, ``"cuda"``, ``"cuda:1"`` …).
         """
         path = Path(dir_path)
-        meta = json.loads((path / _META_FILE).read_text())
+        meta, state = read_folder(path, device)
         if meta.get("model") != cls.__name__:
-            raise ValueError(f"{path} holds a {meta.get('model')!r}, not a {cls.__name__}.")
-        registry = _from_plain(meta["registry"])
-        model = cls(None, registry=registry, **meta["init_params"]["non_kwargs"])
-        if model.ontology.version != meta["ontology_version"]:
-            raise ValueError(
-                f"The model was trained with CL {meta['ontology_version']} but "
-                f"{registry['setup_args']['ontology']!r} is CL {model.ontology.version}."
+            raise ModelFolderError(f"{path} holds a {meta.get('model')!r}, not a {cls.__name__}.")
+        try:
+            ontology = CellOntology.from_dict(
+                meta["ontology"]["terms"],
+                version=str(meta["ontology"]["version"]),
+                source=f"the model folder {path.name}",
             )
-        state = torch.load(path / _WEIGHTS_FILE, map_location=device, weights_only=True)
-        # saved before ensembles: one member, under the old name
-        state = {("members.0." + k[4:] if k.startswith("mlp.") else k): v for k, v in state.items()}
-        # saved before calibration / gene dropout existed
-        state.setdefault("temperature", torch.ones(()))
-        state.setdefault("is_gene", model.module.is_gene)
-        model.module.load_state_dict(state)
+            registry = _from_plain(meta["registry"])
+            registry["setup_args"]["ontology"] = ontology  # the model's own terms, not a path
+            model = cls(None, registry=registry, **meta["init_params"]["non_kwargs"])
+            registry["setup_args"]["ontology"] = OWN_ONTOLOGY
+            model.module.load_state_dict(state)
+            model.embedding_provenance_ = meta["embedding_provenance"]
+            model.gene_sets_ = meta["gene_sets"]
+            model.is_trained_ = bool(meta["is_trained"])
+            model.history_ = {
+                k: pd.DataFrame(v).set_index("epoch") for k, v in meta["history"].items()
+            }
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            if isinstance(err, ModelFolderError):
+                raise
+            raise ModelFolderError(
+                f"{path / 'model.json'} and its weights do not describe a GenePTClassifier "
+                f"this sc_genept can rebuild ({type(err).__name__}: {err}). Save it again with "
+                "this version."
+            ) from err
         model.module.to(device).eval()
-        model.embedding_provenance_ = meta["embedding_provenance"]
-        model.gene_sets_ = meta.get("gene_sets", {})
-        model.is_trained_ = meta["is_trained"]
-        model.history_ = {k: pd.DataFrame(v).set_index("epoch") for k, v in meta["history"].items()}
         if adata is not None:
             model._query(adata)
             model._attached = adata
@@ -675,46 +710,35 @@ def decode(
     )
 
 
-class _LastCheckpoint(SaveCheckpoint):
-    """Lightning's own checkpoint of the latest epoch, ``last.ckpt``, nothing else.
+def _checkpoint_callbacks(trainer_kwargs: dict, checkpoint_dir: str | Path | None) -> list:
+    """Lightning ``ModelCheckpoint`` callbacks the user asked for, taken out of ``trainer_kwargs``.
 
-    A :class:`~scvi.train.SaveCheckpoint` only so that scvi's trainer adds no checkpointer
-    of its own (which would also ``save`` the model into ``scvi.settings.logging_dir``).
+    ``checkpoint_dir`` adds one that saves ``last.ckpt`` there every epoch and resumes from
+    it when it exists; ``enable_checkpointing=True`` alone adds Lightning's default one.
     """
-
-    def __init__(self, folder: Path):
-        ModelCheckpoint.__init__(
-            self,
-            dirpath=folder,
-            filename="last",
-            monitor=None,
-            save_top_k=1,
-            every_n_epochs=1,
-            enable_version_counter=False,
+    callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
+    checkpoints = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
+    trainer_kwargs["callbacks"] = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+    enable = trainer_kwargs.pop("enable_checkpointing", False)
+    if checkpoint_dir is not None:
+        folder = Path(checkpoint_dir)
+        checkpoints.append(
+            ModelCheckpoint(
+                dirpath=folder,
+                filename="last",
+                monitor=None,
+                save_top_k=1,
+                every_n_epochs=1,
+                enable_version_counter=False,
+            )
         )
-        self.load_best_on_end, self.loss_is_nan, self.check_nan_gradients = False, False, False
-
-    def on_save_checkpoint(self, trainer, *args) -> None:
-        """No model folder besides the checkpoint."""
-
-    def _remove_checkpoint(self, trainer, filepath: str) -> None:
-        ModelCheckpoint._remove_checkpoint(self, trainer, filepath)
-
-    def on_exception(self, trainer, pl_module, exception) -> None:
-        """Keep the checkpoint: it is what a rerun resumes from."""
-
-
-def _checkpointing(folder: Path, callbacks) -> dict:
-    """Trainer arguments that save ``last.ckpt`` every epoch and resume from it."""
-    kwargs = {
-        "enable_checkpointing": True,
-        "callbacks": [*(callbacks or []), _LastCheckpoint(folder)],
-    }
-    last = folder / "last.ckpt"
-    if last.exists():
-        logg.info(f"resuming training from {last}")
-        kwargs["ckpt_path"] = str(last)
-    return kwargs
+        last = folder / "last.ckpt"
+        if last.exists():
+            logg.info(f"resuming training from {last}")
+            trainer_kwargs["ckpt_path"] = str(last)
+    elif enable and not checkpoints:
+        checkpoints.append(ModelCheckpoint())
+    return checkpoints
 
 
 def _input_keys(embedding_keys: Sequence[str]) -> list[str]:

@@ -1,0 +1,168 @@
+"""A saved model is a folder of data: weights that cannot carry code, JSON, and their hashes.
+
+Models travel between labs and are downloaded from the internet, so loading one must never
+run code, read another file or reach the network:
+
+- ``model.safetensors``: the weights, in a format that holds tensors and nothing else;
+- ``model.json``: everything else, including the part of the Cell Ontology the model uses
+  (names and ``is_a`` parents), so that nothing in the folder names another location;
+- ``manifest.json``: the format and the sha256 of both files. A file that changed after
+  saving (a damaged download, an edit) is refused before it is parsed.
+
+The bytes that are hashed are the bytes that are parsed: each file is read once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sc_genept._utils import write_atomic
+
+if TYPE_CHECKING:
+    import torch
+
+FORMAT = "sc_genept model folder"
+FORMAT_VERSION = 2
+WEIGHTS, METADATA, MANIFEST = "model.safetensors", "model.json", "manifest.json"
+#: What a model's ``setup_args["ontology"]`` says once saved: the CL subset in model.json.
+OWN_ONTOLOGY = "model"
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_PATH = re.compile(r"^(/|~|\.{1,2}[/\\]|\\\\|[A-Za-z]:[/\\])|[/\\]\.\.[/\\]")
+
+
+class ModelFolderError(ValueError):
+    """A model folder is missing, damaged, edited or not self-contained."""
+
+
+def write_folder(path: Path, state: dict[str, torch.Tensor], meta: dict) -> None:
+    """Write weights, metadata and the manifest that hashes them (each file atomically)."""
+    from safetensors.torch import save
+
+    check_self_contained(meta, where="the model to save")
+    files = {
+        WEIGHTS: save({k: v.detach().cpu().contiguous() for k, v in state.items()}),
+        METADATA: json.dumps(meta, indent=1).encode(),
+    }
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "sha256": {name: _sha256(data) for name, data in files.items()},
+    }
+    path.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        write_atomic(path / name, data)
+    # last: a save interrupted before this line leaves a folder that load() refuses
+    write_atomic(path / MANIFEST, json.dumps(manifest, indent=1))
+
+
+def read_folder(path: Path, device: str = "cpu") -> tuple[dict, dict[str, torch.Tensor]]:
+    """The metadata and the weights of a model folder, after checking both against the manifest."""
+    if not path.is_dir():
+        raise ModelFolderError(
+            f"{path} is not a folder: pass the folder that GenePTClassifier.save wrote."
+        )
+    manifest = _json(path, MANIFEST, _read(path, MANIFEST))
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ModelFolderError(f"{path / MANIFEST} is not the manifest of an sc_genept model.")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelFolderError(
+            f"{path} holds model format {manifest.get('format_version')!r}; this sc_genept "
+            f"reads format {FORMAT_VERSION}. Install the sc_genept that saved it, or train again."
+        )
+    hashes = manifest.get("sha256")
+    if not isinstance(hashes, dict) or set(hashes) != {WEIGHTS, METADATA}:
+        raise ModelFolderError(
+            f"{path / MANIFEST} must list the hashes of {WEIGHTS} and {METADATA}."
+        )
+    files = {name: _read(path, name) for name in (METADATA, WEIGHTS)}
+    changed = [name for name, data in files.items() if _sha256(data) != hashes[name]]
+    if changed:
+        raise ModelFolderError(
+            f"{', '.join(changed)} in {path} changed after the model was saved (its sha256 is "
+            "not the manifest's): the download is damaged or the file was edited. Fetch or "
+            "save the model again."
+        )
+    meta = _json(path, METADATA, files[METADATA])
+    if not isinstance(meta, dict):
+        raise ModelFolderError(f"{path / METADATA} must hold a JSON object.")
+    check_self_contained(meta, where=str(path / METADATA))
+    return meta, _weights(path, files[WEIGHTS], device)
+
+
+def check_self_contained(meta: dict, *, where: str) -> None:
+    """Refuse metadata that would make a loader look anywhere but the folder itself."""
+    ontology = meta.get("ontology")
+    if not isinstance(ontology, dict) or not isinstance(ontology.get("terms"), dict):
+        raise ModelFolderError(
+            f"{where} does not carry its Cell Ontology terms; a model folder must hold "
+            "everything it needs to predict."
+        )
+    setup = meta.get("registry", {}).get("setup_args", {})
+    if setup.get("ontology") != OWN_ONTOLOGY:
+        raise ModelFolderError(
+            f"{where} names an ontology source ({setup.get('ontology')!r}) where a model "
+            f"folder says {OWN_ONTOLOGY!r}: a model never reads files or URLs besides its own."
+        )
+    for field in ("registry", "init_params"):
+        for key, value in _strings(meta.get(field, {}), field):
+            if _URL.match(value) or _PATH.search(value):
+                raise ModelFolderError(
+                    f"{where} names a location in {key} ({value!r}); a model folder must be "
+                    "self-contained and is refused."
+                )
+
+
+def _weights(path: Path, data: bytes, device: str) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        state = load(data)
+    except SafetensorError as err:
+        raise ModelFolderError(
+            f"{path / WEIGHTS} is not a readable safetensors file: {err}."
+        ) from err
+    return {k: v.to(device) for k, v in state.items()}
+
+
+def _read(path: Path, name: str) -> bytes:
+    file = path / name
+    if not file.is_file():
+        present = sorted(p.name for p in path.iterdir())
+        hint = (
+            " It looks like a model saved by an earlier sc_genept (pickled model.pt); train "
+            "it again and save it with this version."
+            if "model.pt" in present
+            else ""
+        )
+        raise ModelFolderError(
+            f"{path} has no {name} (it holds {present}): not a complete model folder.{hint}"
+        )
+    return file.read_bytes()
+
+
+def _json(path: Path, name: str, data: bytes):
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelFolderError(f"{path / name} is not valid JSON ({err}).") from err
+
+
+def _strings(value, key: str):
+    """``(where, string)`` for every string in nested dicts and lists."""
+    if isinstance(value, str):
+        yield key, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, f"{key}[{k!r}]")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{key}[{i}]")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
