@@ -2,8 +2,10 @@
 
 The real ``openai`` client talks to it over a socket: embeddings, chat completions, file
 upload/download and the Batch API. Embeddings are deterministic functions of (model, text,
-dimensions). It records every request and can answer the next ones with error codes, so
-tests can check what was sent, retries, and that nothing was paid for twice.
+dimensions). It records every request and can answer the next ones with error codes, or
+with malformed answers (``mangle_next`` / ``mangle_all``, see the functions below), so tests
+can check what was sent, retries, what a broken server does, and that nothing was paid for
+twice.
 """
 
 from __future__ import annotations
@@ -20,12 +22,51 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 DEFAULT_DIMS = 8
+#: OpenAI's models answer with their own dimension, other names with ``DEFAULT_DIMS``.
+MODEL_DIMS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
 
 
 def fake_embedding(model: str, text: str, dimensions: int | None) -> list[float]:
     seed = int.from_bytes(hashlib.sha256(f"{model}\x1f{text}".encode()).digest()[:8], "little")
-    vector = np.random.default_rng(seed).normal(size=dimensions or DEFAULT_DIMS)
+    size = dimensions or MODEL_DIMS.get(model, DEFAULT_DIMS)
+    vector = np.random.default_rng(seed).normal(size=size)
     return (vector / np.linalg.norm(vector)).tolist()
+
+
+# ---- ways a server can answer wrongly (for ``mangle_next`` / ``mangle_all``) ------------
+
+
+def wrong_dimension(n: int):
+    """Every vector cut (or padded with zeros) to ``n`` values."""
+
+    def mangle(answer: dict) -> dict:
+        for item in answer["data"]:
+            item["embedding"] = (item["embedding"] + [0.0] * n)[:n]
+        return answer
+
+    return mangle
+
+
+def not_json(answer: dict) -> bytes:
+    return b'{"object": "list", "data": [{"embedding": [0.1, '  # cut off mid-answer
+
+
+def without_data(answer: dict) -> dict:
+    return {"object": "list", "model": answer["model"]}
+
+
+def strings_for_numbers(answer: dict) -> dict:
+    answer["data"][0]["embedding"] = ["0.1"] * len(answer["data"][0]["embedding"])
+    return answer
+
+
+def one_vector_short(answer: dict) -> dict:
+    answer["data"] = answer["data"][:-1]
+    return answer
 
 
 class FakeOpenAI:
@@ -38,6 +79,8 @@ class FakeOpenAI:
         self.hold_batches = False  # keep batches in progress until released
         self.fail_custom_ids: set[str] = set()  # batch requests that come back failed
         self.expire_keeping: int | None = None  # batches expire with only this many done
+        self.mangle_next: list = []  # functions that spoil the next embeddings answers
+        self.mangle_all = None  # a function that spoils every embeddings answer
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
         self._ids = itertools.count(1)
@@ -68,7 +111,13 @@ class FakeOpenAI:
 
     # ---- endpoints -------------------------------------------------------------------
 
-    def embeddings(self, body: dict) -> dict:
+    def embeddings(self, body: dict) -> dict | bytes:
+        answer = self._embeddings(body)
+        if self.mangle_next:
+            return self.mangle_next.pop(0)(answer)
+        return self.mangle_all(answer) if self.mangle_all else answer
+
+    def _embeddings(self, body: dict) -> dict:
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         data = [
             {
@@ -154,6 +203,9 @@ class FakeOpenAI:
                 )
             else:
                 body = self.embeddings(line["body"])
+                if isinstance(body, bytes):  # a mangled answer that is not JSON
+                    out.append(body.decode())
+                    continue
                 out.append(
                     {
                         "custom_id": line["custom_id"],
@@ -162,7 +214,9 @@ class FakeOpenAI:
                     }
                 )
         output_id = self.new_id("file")
-        self.files[output_id] = "\n".join(json.dumps(o) for o in out).encode()
+        self.files[output_id] = "\n".join(
+            o if isinstance(o, str) else json.dumps(o) for o in out
+        ).encode()
         batch.update(
             status="completed" if self.expire_keeping is None else "expired", output=output_id
         )
@@ -231,8 +285,10 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         data = raw if raw is not None else json.dumps(payload).encode()
         self.send_response(status)
+        # a raw body on /v1/embeddings claims to be JSON, as a broken server's would
+        is_json = raw is None or self.path == "/v1/embeddings"
         self.send_header(
-            "Content-Type", "application/octet-stream" if raw is not None else "application/json"
+            "Content-Type", "application/json" if is_json else "application/octet-stream"
         )
         self.send_header("Content-Length", str(len(data)))
         if retry_after_ms:
@@ -259,7 +315,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         service = self.service
         if self.path == "/v1/embeddings":
-            self._send(200, service.embeddings(body))
+            answer = service.embeddings(body)
+            self._send(200, answer, raw=answer if isinstance(answer, bytes) else None)
         elif self.path == "/v1/chat/completions":
             self._send(200, service.chat(body))
         elif self.path == "/v1/files":

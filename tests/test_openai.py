@@ -13,10 +13,28 @@ import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
-from openai_server import FakeOpenAI, fake_embedding
+from openai_server import (
+    FakeOpenAI,
+    fake_embedding,
+    not_json,
+    one_vector_short,
+    strings_for_numbers,
+    without_data,
+    wrong_dimension,
+)
 
 import sc_genept
-from sc_genept.genes import OpenAIEmbedder, build_table, embed_texts, estimate_cost, text
+from sc_genept.genes import (
+    Cache,
+    EmbeddingError,
+    OpenAIEmbedder,
+    SentenceTransformerEmbedder,
+    build_table,
+    embed_texts,
+    estimate_cost,
+    text,
+)
+from sc_genept.genes._embedders import text_key
 
 KEY = "sk-test-DO-NOT-WRITE-3b9f0c"
 TEXTS = ["CD3E: CD3 epsilon.", "MS4A1: membrane spanning 4-domains A1.", "LYZ: lysozyme."]
@@ -169,7 +187,9 @@ def test_chat_enrichment_is_cached(server, tmp_path):
 
 def test_the_api_key_is_written_nowhere(server, tmp_path, caplog, pbmc):
     caplog.set_level(logging.DEBUG)
-    embedder = OpenAIEmbedder("text-embedding-3-small", base_url=server.url, api_key=KEY)
+    embedder = OpenAIEmbedder(
+        "text-embedding-3-small", dimensions=16, base_url=server.url, api_key=KEY
+    )  # short vectors keep the model below fast
     symbols = list(pbmc.raw.var_names[:200])
     texts = pd.DataFrame({"symbol": symbols, "text": [f"{s}: a gene." for s in symbols]})
     enriched = text.enrich(
@@ -330,3 +350,124 @@ def test_a_crash_while_storing_does_not_pay_twice(server, embedder, tmp_path):
     np.testing.assert_allclose(vectors, expected(TEXTS), rtol=1e-6)
     assert server.count("POST", "/v1/batches") == 1  # the rerun collected the same job
     assert not list((tmp_path / "batches").iterdir())
+
+
+def cached_files(tmp_path):
+    return [p for p in (tmp_path / "embeddings").rglob("*") if p.is_file()]
+
+
+def test_wrong_dimension_is_refused_and_not_cached(server, embedder, tmp_path):
+    server.mangle_next = [wrong_dimension(12)]
+    with pytest.raises(
+        EmbeddingError, match=r"12-dimensional vectors, expected 16 \(dimensions=16"
+    ):
+        embed_texts(TEXTS, embedder, cache_dir=tmp_path)
+    assert cached_files(tmp_path) == []  # nothing of the bad answer poisons later runs
+    np.testing.assert_allclose(embed_texts(TEXTS, embedder, cache_dir=tmp_path), expected(TEXTS))
+    # without dimensions=, an OpenAI model's own dimension is expected
+    server.mangle_all = wrong_dimension(8)
+    small = OpenAIEmbedder("text-embedding-3-small", base_url=server.url, api_key=KEY)
+    with pytest.raises(EmbeddingError, match="expected 1536 .the dimension of text-embedding-3"):
+        embed_texts(TEXTS, small, cache_dir=tmp_path / "other")
+    assert cached_files(tmp_path / "other") == []
+
+
+def test_unknown_model_vectors_must_agree(server, tmp_path):
+    local = OpenAIEmbedder("nomic-embed-text", base_url=server.url)  # 8 dims, not known here
+    embed_texts(TEXTS[:1], local, cache_dir=tmp_path)
+    server.mangle_all = wrong_dimension(12)  # the server now serves another model
+    with pytest.raises(EmbeddingError, match="12-dimensional vectors, expected 8"):
+        embed_texts(TEXTS, local, cache_dir=tmp_path)
+    assert len(cached_files(tmp_path)) == 1
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_cached_vectors_of_the_wrong_dimension_are_misses(server, tmp_path, local):
+    embedder = (
+        OpenAIEmbedder("nomic-embed-text", base_url=server.url)
+        if local
+        else OpenAIEmbedder("text-embedding-3-large", dimensions=16, base_url=server.url)
+    )
+    dims = 8 if local else 16
+    embed_texts(TEXTS[1:], embedder, cache_dir=tmp_path)
+    # a vector of another length under the key of TEXTS[0], as an older version could leave
+    Cache(tmp_path, "embeddings").put_vector(text_key(embedder, TEXTS[0]), np.ones(dims + 4))
+    vectors = embed_texts(TEXTS, embedder, cache_dir=tmp_path)
+    model = "nomic-embed-text" if local else "text-embedding-3-large"
+    np.testing.assert_allclose(vectors, expected(TEXTS, model, None if local else 16), rtol=1e-6)
+    resent = [r["body"]["input"] for r in server.requests if r["path"] == "/v1/embeddings"][1:]
+    assert resent == [[TEXTS[0]]]  # only the stale entry was paid for again
+
+
+@pytest.mark.parametrize(
+    ("mangle", "what"),
+    [
+        (not_json, "not JSON"),
+        (without_data, "no list of embeddings under 'data'"),
+        (strings_for_numbers, "not lists of numbers"),
+        (one_vector_short, "2 embeddings for 3 texts"),
+    ],
+)
+def test_malformed_answers_are_refused_and_not_cached(server, tmp_path, mangle, what):
+    port = server.url.split(":")[-1]
+    with_login = f"http://user:s3cret@127.0.0.1:{port}"  # credentials stay out of messages
+    embedder = OpenAIEmbedder("text-embedding-3-large", dimensions=16, base_url=with_login)
+    server.mangle_next = [mangle]
+    with pytest.raises(EmbeddingError) as info:
+        embed_texts(TEXTS, embedder, cache_dir=tmp_path)
+    message = str(info.value)
+    assert f"server at http://127.0.0.1:{port}" in message
+    assert "did not answer like the OpenAI embeddings API" in message and what in message
+    assert "s3cret" not in message and "user" not in message
+    assert cached_files(tmp_path) == []
+
+
+def test_batch_api_caches_good_vectors_and_refuses_bad_ones(server, embedder, tmp_path):
+    texts = [*TEXTS, "NKG7: natural killer cell granule protein 7."]
+    server.mangle_next = [wrong_dimension(12), not_json, without_data]  # the job's first three
+    with pytest.raises(EmbeddingError, match=r"3 of 4 requests.*12-dimensional vectors"):
+        embed_texts(texts, embedder, cache_dir=tmp_path, batch_api=True, poll_interval=0.01)
+    assert len(cached_files(tmp_path)) == 1  # the good one, paid for, is kept
+    vectors = embed_texts(texts, embedder, cache_dir=tmp_path, batch_api=True, poll_interval=0.01)
+    np.testing.assert_allclose(vectors, expected(texts), rtol=1e-6)
+    assert [len(b["lines"]) for b in server.batches.values()] == [4, 3]
+
+
+def test_unreachable_server_is_a_clear_error(tmp_path):
+    with FakeOpenAI() as gone:
+        url = gone.url
+    embedder = OpenAIEmbedder("nomic-embed-text", base_url=url, max_retries=0, timeout=5)
+    with pytest.raises(EmbeddingError, match="Could not reach the embeddings server at http"):
+        embed_texts(TEXTS, embedder, cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"dimensions": 0}, ValueError, "dimensions must be ≥ 1"),
+        ({"dimensions": -8}, ValueError, "dimensions must be ≥ 1"),
+        ({"dimensions": 16.5}, TypeError, "dimensions must be a whole number"),
+        ({"dimensions": 4096}, ValueError, "1 to 3072"),
+        ({"max_batch_size": 0}, ValueError, "max_batch_size"),
+        ({"max_batch_tokens": -1}, ValueError, "max_batch_tokens"),
+        ({"max_retries": -1}, ValueError, "max_retries"),
+        ({"timeout": 0}, ValueError, "timeout"),
+        ({"model": ""}, ValueError, "model must be a non-empty string"),
+    ],
+)
+def test_nonsense_embedder_options_are_refused(server, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        OpenAIEmbedder(**{"model": "text-embedding-3-large", **kwargs}, base_url=server.url)
+
+
+def test_nonsense_embedding_arguments_are_refused(embedder, tmp_path):
+    with pytest.raises(ValueError, match="batch_size must be ≥ 1"):
+        SentenceTransformerEmbedder(batch_size=0)
+    with pytest.raises(ValueError, match="texts is empty"):
+        embed_texts([], embedder, cache_dir=tmp_path)
+    with pytest.raises(TypeError, match="list of strings"):
+        embed_texts("CD3E: CD3 epsilon.", embedder, cache_dir=tmp_path)  # not one per letter
+    with pytest.raises(ValueError, match="poll_interval"):
+        embed_texts(TEXTS, embedder, cache_dir=tmp_path, poll_interval=-1)
+    with pytest.raises(ValueError, match="price_per_million_tokens"):
+        estimate_cost(TEXTS, "text-embedding-3-large", price_per_million_tokens=-0.1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,12 @@ from tqdm.auto import tqdm
 
 from sc_genept._utils import write_atomic
 from sc_genept.genes._cache import Cache, cache_key
+from sc_genept.genes._checks import (
+    non_empty_str,
+    non_negative_int,
+    positive_int,
+    positive_number,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +42,13 @@ OPENAI_PRICES = {
     "text-embedding-3-small": 0.02,
     "text-embedding-3-large": 0.13,
     "text-embedding-ada-002": 0.10,
+}
+#: Output dimension of OpenAI's models when ``dimensions`` is not given: every vector an
+#: answer holds must have it (a server answering otherwise serves another model).
+OPENAI_DIMENSIONS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
 }
 #: OpenAI's rule of thumb, used when tiktoken's encoding is unavailable.
 _CHARS_PER_TOKEN = 4
@@ -50,6 +64,14 @@ class BatchJobError(RuntimeError):
     """A Batch API job failed, expired or was cancelled; what it finished is cached."""
 
 
+class EmbeddingError(RuntimeError):
+    """An embedder or server answered with something other than the vectors asked for.
+
+    Malformed JSON, missing fields, a wrong count of vectors, vectors of the wrong
+    dimension, NaN, or an unreachable or refusing server. Nothing from such an answer is cached, so a fixed rerun pays only for it.
+    """
+
+
 @runtime_checkable
 class Embedder(Protocol):
     """What :func:`embed_texts` needs from an embedder."""
@@ -58,6 +80,8 @@ class Embedder(Protocol):
     model: str
     #: Output dimensions requested, or ``None`` for the model's own.
     dimensions: int | None
+    # Optional: ``expected_dimensions`` (int or None), the length every vector must have;
+    # when absent or None, the first vectors of a run (or the cache) decide.
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed a batch of texts, one row each, no caching."""
@@ -83,10 +107,15 @@ class SentenceTransformerEmbedder:
     """
 
     dimensions = None
+    #: Unknown until the model is loaded; the first vectors of a run decide.
+    expected_dimensions = None
 
     def __init__(
         self, model: str | None = None, *, device: str | None = "cpu", batch_size: int = 64
     ):
+        if model is not None:
+            non_empty_str("model", model)
+        positive_int("batch_size", batch_size)
         self.model = model or "sentence-transformers/all-MiniLM-L6-v2"
         self._source, self.device, self.batch_size = model, device, batch_size
         self._model = None
@@ -153,6 +182,18 @@ class OpenAIEmbedder:
         max_batch_size: int = 2048,
         timeout: float = 120.0,
     ):
+        non_empty_str("model", model)
+        positive_int("dimensions", dimensions, allow_none=True)
+        known = OPENAI_DIMENSIONS.get(model)
+        if dimensions is not None and known is not None and dimensions > known:
+            raise ValueError(
+                f"{model} makes {known}-dimensional vectors; dimensions= can shorten them "
+                f"(1 to {known}), not lengthen them to {dimensions}."
+            )
+        non_negative_int("max_retries", max_retries)
+        positive_int("max_batch_tokens", max_batch_tokens)
+        positive_int("max_batch_size", max_batch_size)
+        positive_number("timeout", timeout)
         self.model, self.dimensions = model, dimensions
         self.max_batch_tokens, self.max_batch_size = max_batch_tokens, max_batch_size
         self.client = openai_client(
@@ -164,6 +205,11 @@ class OpenAIEmbedder:
         return (
             f"OpenAIEmbedder({self.model!r}, dimensions={self.dimensions}, server={self.server!r})"
         )
+
+    @property
+    def expected_dimensions(self) -> int | None:
+        """Length of every vector: ``dimensions``, else the model's own when known (see ``OPENAI_DIMENSIONS``)."""
+        return self.dimensions if self.dimensions is not None else OPENAI_DIMENSIONS.get(self.model)
 
     def _body(self, texts) -> dict:
         body = {"model": self.model, "input": texts, "encoding_format": "float"}
@@ -185,10 +231,51 @@ class OpenAIEmbedder:
         return [*groups, current] if current else groups
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """One synchronous request (the client retries 429/5xx with backoff)."""
-        response = self.client.embeddings.create(**self._body(texts))
-        rows = sorted(response.data, key=lambda d: d.index)
-        return np.asarray([r.embedding for r in rows], dtype=np.float32)
+        """One synchronous request (the client retries 429/5xx with backoff).
+
+        The answer is read and checked here, not by the client, which accepts any JSON
+        object: one vector per text, all numbers, all of :attr:`expected_dimensions`;
+        otherwise :class:`EmbeddingError`.
+        """
+        import openai
+
+        try:
+            raw = self.client.embeddings.with_raw_response.create(**self._body(texts))
+        except openai.APIConnectionError as err:  # timeouts too
+            raise EmbeddingError(
+                f"Could not reach the embeddings server at {self.server} "
+                f"({type(err).__name__}). Check base_url and that the server is running."
+            ) from err
+        except openai.APIStatusError as err:
+            raise EmbeddingError(
+                f"The server at {self.server} answered HTTP {err.status_code} to an embeddings "
+                f"request for {self.model!r}: {str(err.message)[:300]}"
+            ) from err
+        vectors = _parse_embeddings(raw.http_response.content, len(texts), self._bad_answer)
+        expected = self.expected_dimensions
+        if expected is not None and vectors.shape[1] != expected:
+            raise EmbeddingError(self._wrong_dimension(vectors.shape[1], expected))
+        return vectors
+
+    def _bad_answer(self, what: str) -> EmbeddingError:
+        return EmbeddingError(
+            f"The server at {self.server} did not answer like the OpenAI embeddings API: "
+            f"{what}. Check that base_url is its OpenAI-compatible root (usually ending in "
+            f"/v1) and that it serves embeddings for {self.model!r}. Nothing from this answer "
+            "was cached."
+        )
+
+    def _wrong_dimension(self, got: int, expected: int) -> str:
+        why = (
+            f"dimensions={self.dimensions}"
+            if self.dimensions is not None
+            else f"the dimension of {self.model}"
+        )
+        return (
+            f"{self.model!r} at {self.server} answered with {got}-dimensional vectors, expected "
+            f"{expected} ({why}). Nothing from this answer was cached. Check that the server "
+            "serves this model under this name, or pass dimensions= matching what it makes."
+        )
 
     # ---- Batch API ---------------------------------------------------------------------
 
@@ -242,10 +329,18 @@ class OpenAIEmbedder:
     ) -> None:
         """Wait for a job, store its vectors, retry its failed requests; raise if it died."""
         batch = self._wait(state["batch_id"], poll_interval=poll_interval, timeout=timeout)
-        vectors = self._collect(batch)
+        vectors, problems = self._collect(batch)
         for cid, vector in vectors.items():
             store(cid, vector)
         state_file.unlink(missing_ok=True)  # the job is over either way: a rerun submits anew
+        if problems:
+            raise EmbeddingError(
+                f"Batch API job {batch.id}: the server at {self.server} answered "
+                f"{len(problems)} of {len(texts)} requests with no usable vector "
+                f"({'; '.join(sorted(set(problems))[:3])}). The {len(vectors)} good vectors were "
+                f"cached; those were not. Check that the server serves {self.model!r} under "
+                "this name (or pass dimensions=), then run again to resubmit the rest."
+            )
         missing = [cid for cid in texts if cid not in vectors]
         if batch.status != "completed":
             errors = [
@@ -307,20 +402,79 @@ class OpenAIEmbedder:
                     )
                 time.sleep(poll_interval)
 
-    def _collect(self, batch) -> dict[str, np.ndarray]:
+    def _collect(self, batch) -> tuple[dict[str, np.ndarray], list[str]]:
+        """Checked vectors of a job's output by custom id, and what was wrong with the rest.
+
+        A request the job reports as failed is neither: it is retried. A request answered
+        with something unusable (not JSON, no vector, wrong dimension) is a problem and is
+        never stored.
+        """
         if not batch.output_file_id:
-            return {}
-        vectors = {}
+            return {}, []
+        vectors, problems = {}, []
+
+        def bad(what: str) -> EmbeddingError:
+            return EmbeddingError(what)
+
         for line in self.client.files.content(batch.output_file_id).text.splitlines():
             if not line.strip():
                 continue
-            record = json.loads(line)
-            response = record.get("response") or {}
+            try:
+                record = json.loads(line)
+                response = record.get("response") or {}
+                cid = record["custom_id"]
+            except (ValueError, AttributeError, KeyError, TypeError):
+                problems.append("an output line is not a JSON object with a custom_id")
+                continue
             if response.get("status_code") == 200 and not record.get("error"):
-                vectors[record["custom_id"]] = np.asarray(
-                    response["body"]["data"][0]["embedding"], dtype=np.float32
-                )
-        return vectors
+                body = response.get("body")
+                try:
+                    data = body.get("data") if isinstance(body, dict) else None
+                    vectors[cid] = _rows(data, 1, bad)[0]
+                except EmbeddingError as err:
+                    problems.append(f"not like the OpenAI embeddings API: {err}")
+        expected = self.expected_dimensions
+        if expected is None and vectors:  # unknown model: one job, one dimension (the usual one)
+            expected = Counter(len(v) for v in vectors.values()).most_common(1)[0][0]
+        for cid in [c for c, v in vectors.items() if len(v) != expected]:
+            problems.append(f"{len(vectors.pop(cid))}-dimensional vectors, expected {expected}")
+        return vectors, problems
+
+
+def _parse_embeddings(content: bytes, n_texts: int, bad: Callable[[str], Exception]) -> np.ndarray:
+    """The ``(n_texts, d)`` float32 vectors of an embeddings answer, or ``bad(what is wrong)``."""
+    try:
+        payload = json.loads(content)
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise bad("the answer is not JSON") from err
+    return _rows(payload.get("data") if isinstance(payload, dict) else None, n_texts, bad)
+
+
+def _rows(data, n_texts: int, bad: Callable[[str], Exception]) -> np.ndarray:
+    """Check the ``data`` list of an embeddings answer and stack its vectors in input order."""
+    if not isinstance(data, list):
+        raise bad("no list of embeddings under 'data'")
+    if len(data) != n_texts:
+        raise bad(f"{len(data)} embeddings for {n_texts} texts")
+    if not all(isinstance(d, dict) and "embedding" in d for d in data):
+        raise bad("an item of 'data' has no 'embedding'")
+    indexes = [d.get("index") for d in data]
+    if all(isinstance(i, int) for i in indexes):
+        if sorted(indexes) != list(range(n_texts)):
+            raise bad(f"the indexes {sorted(indexes)[:10]} are not 0 to {n_texts - 1}")
+        data = sorted(data, key=lambda d: d["index"])
+    elif any(i is not None for i in indexes):
+        raise bad("'index' is not a whole number")
+    try:
+        vectors = np.array([d["embedding"] for d in data])
+    except ValueError as err:  # NumPy refuses ragged nesting
+        raise bad("the embeddings are not lists of numbers of one length") from err
+    if vectors.ndim != 2 or vectors.dtype.kind not in "fiu" or vectors.shape[1] == 0:
+        raise bad("the embeddings are not lists of numbers of one length")
+    vectors = vectors.astype(np.float32)
+    if not np.isfinite(vectors).all():
+        raise bad("the embeddings hold NaN or infinite values")
+    return vectors
 
 
 @dataclass
@@ -362,6 +516,8 @@ def estimate_cost(
     batch_api: bool = False,
 ) -> CostEstimate:
     """Tokens and USD to embed ``texts`` with ``model`` (Batch API: half price)."""
+    if price_per_million_tokens is not None:
+        positive_number("price_per_million_tokens", price_per_million_tokens, allow_zero=True)
     counts, exact = count_tokens(texts, model)
     price = (
         price_per_million_tokens
@@ -416,16 +572,45 @@ def embed_texts(
         Called with the cost estimate before uncached texts go to an OpenAI embedder;
         returning ``False`` raises :class:`Cancelled` with nothing sent.
     """
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise TypeError("texts must be a list of strings, one per vector wanted.")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("texts is empty: there is nothing to embed.")
+    if poll_interval is not None:
+        positive_number("poll_interval", poll_interval, allow_zero=True)
     cache = Cache(cache_dir, "embeddings")
     keys = [text_key(embedder, t) for t in texts]
+    expected = getattr(embedder, "expected_dimensions", None) or embedder.dimensions
+    why = f"what {embedder.model} makes" if expected is not None else None
     vectors: dict[str, np.ndarray] = {}
+    n_stale = 0
     for key in set(keys):
         if (v := cache.get_vector(key)) is not None:
-            vectors[key] = v
+            if expected is not None and len(v) != expected:
+                n_stale += 1  # left by a misbehaving server or an older version: a miss
+            else:
+                vectors[key] = v
+    if expected is None and vectors:
+        # nothing says what the model makes: its cached vectors decide, by majority, so one
+        # stray entry is recomputed instead of making every later table ragged
+        expected = Counter(len(v) for v in vectors.values()).most_common(1)[0][0]
+        why = f"the length of the vectors of {embedder.model} already cached in {cache.path}"
+        stale = [k for k, v in vectors.items() if len(v) != expected]
+        n_stale += len(stale)
+        for key in stale:
+            del vectors[key]
     missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in vectors}
     if cache.n_corrupt:
         logger.warning(
             "%d corrupt cache entries found and removed; they are recomputed", cache.n_corrupt
+        )
+    if n_stale:
+        logger.warning(
+            "%d cached vectors are not %d-dimensional (%s); they are recomputed",
+            n_stale,
+            expected,
+            why,
         )
     if missing and isinstance(embedder, OpenAIEmbedder):
         estimate = estimate_cost(
@@ -447,10 +632,15 @@ def embed_texts(
     if missing and batch_api:
         if not isinstance(embedder, OpenAIEmbedder):
             raise TypeError("batch_api=True needs an OpenAIEmbedder.")
+        refused: list[str] = []
 
         def store(key: str, vector) -> None:
+            vector = np.asarray(vector, dtype=np.float32)
+            if expected is not None and vector.shape != (expected,):
+                refused.append(key)  # never cached: it would make every later table ragged
+                return
             cache.put_vector(key, vector)  # at once: nothing paid for is lost to a later error
-            vectors[key] = np.asarray(vector, dtype=np.float32)
+            vectors[key] = vector
 
         embedder.embed_batch_api(
             missing,
@@ -458,6 +648,11 @@ def embed_texts(
             store=store,
             poll_interval=poll_interval,
         )
+        if refused:
+            raise EmbeddingError(
+                f"{len(refused)} vectors from the Batch API are not {expected}-dimensional "
+                f"({why}); they were not cached, the other {len(missing) - len(refused)} were."
+            )
     elif missing:
         order = list(missing)
         groups = embedder.batches([missing[k] for k in order])
@@ -468,12 +663,47 @@ def embed_texts(
             disable=not progress,
         ) as bar:
             for group in groups:
-                batch = embedder.embed([missing[order[j]] for j in group])
+                batch = _checked(
+                    embedder.embed([missing[order[j]] for j in group]),
+                    len(group),
+                    expected,
+                    why,
+                    embedder,
+                )
+                if expected is None:  # the first answer sets the dimension for the rest
+                    expected = batch.shape[1]
+                    why = f"the length of the first vectors {embedder.model} returned in this run"
                 for j, vector in zip(group, batch, strict=True):
                     cache.put_vector(order[j], vector)  # cached at once: a crash loses one request
-                    vectors[order[j]] = np.asarray(vector, dtype=np.float32)
+                    vectors[order[j]] = vector
                 bar.update(len(group))
-    return np.stack([vectors[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
+    return np.stack([vectors[k] for k in keys])
+
+
+def _checked(batch, n_texts: int, expected: int | None, why: str | None, embedder) -> np.ndarray:
+    """An embedder's answer to ``n_texts`` texts as float32 rows, checked before anything is cached."""
+    try:
+        batch = np.asarray(batch, dtype=np.float32)
+    except (TypeError, ValueError) as err:  # ragged rows, or not numbers
+        raise EmbeddingError(
+            f"{embedder!r} returned something other than one vector of numbers per text: {err}."
+        ) from err
+    if batch.ndim != 2 or len(batch) != n_texts:
+        raise EmbeddingError(
+            f"{embedder!r} returned an array of shape {batch.shape} for {n_texts} texts; "
+            "it must return one vector per text. Nothing from this answer was cached."
+        )
+    if expected is not None and batch.shape[1] != expected:
+        raise EmbeddingError(
+            f"{embedder!r} returned {batch.shape[1]}-dimensional vectors, expected {expected} "
+            f"({why}). Nothing from this answer was cached. If the model behind this name "
+            "changed, embed into another cache_dir."
+        )
+    if not np.isfinite(batch).all():
+        raise EmbeddingError(
+            f"{embedder!r} returned NaN or infinite values; nothing from this answer was cached."
+        )
+    return batch
 
 
 def openai_client(

@@ -1,0 +1,48 @@
+"""Argument checks shared by the public functions of :mod:`sc_genept.genes`.
+
+Each raises a :class:`ValueError` (or :class:`TypeError` for the wrong type) that names the
+argument, what it got and what it takes, before anything is read, loaded or paid for.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+
+def positive_int(name: str, value, *, allow_none: bool = False) -> int | None:
+    """``value`` as an int ≥ 1 (``None`` passes where ``allow_none``)."""
+    if value is None and allow_none:
+        return None
+    # bool is an int to Python, but True as a batch size is a mistake, not a 1
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a whole number ≥ 1, got {value!r}.")
+    if value < 1:
+        raise ValueError(f"{name} must be ≥ 1, got {value}.")
+    return int(value)
+
+
+def non_negative_int(name: str, value) -> int:
+    """``value`` as an int ≥ 0."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a whole number ≥ 0, got {value!r}.")
+    if value < 0:
+        raise ValueError(f"{name} must be ≥ 0, got {value}.")
+    return int(value)
+
+
+def positive_number(name: str, value, *, allow_zero: bool = False) -> float:
+    """``value`` as a finite float > 0 (or ≥ 0 where ``allow_zero``)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {value!r}.")
+    value = float(value)
+    if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
+        bound = "≥ 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value}.")
+    return value
+
+
+def non_empty_str(name: str, value) -> str:
+    """``value`` as a string with something in it."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}.")
+    return value
