@@ -117,7 +117,9 @@ def test_backed_query_is_embedded_without_copying(pbmc_split, tmp_path):
     assert backed.uns["X_genept"]["log_normalized"] is True  # counts on disk were normalised
 
 
-def test_query_problems_surface_before_training(pbmc, raw_split):
+def test_query_problems_surface_before_training(pbmc, raw_split, monkeypatch):
+    trained = []
+    monkeypatch.setattr(GenePTClassifier, "train", lambda self, **kw: trained.append(kw))
     ref, query = raw_split
     query.var_names = [f"NOTAGENE_{i}" for i in range(query.n_vars)]
     query.raw = query  # scaled, and no gene matches either way
@@ -125,6 +127,75 @@ def test_query_problems_surface_before_training(pbmc, raw_split):
         sc.tl.genept_annotate(query, reference=ref, labels_key="cell_type", max_epochs=1000)
     with pytest.raises(ValueError, match="min_confidence"):
         sc.tl.genept_annotate(query, reference=ref, labels_key="cell_type", min_confidence=0)
+    assert not trained  # the user waited for nothing
+
+
+def test_training_arguments_with_a_model_are_refused(pbmc_split):
+    ref, query = pbmc_split
+    GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id")
+    model = GenePTClassifier(ref)
+    model.train(max_epochs=1, enable_progress_bar=False)
+    before = query.copy()
+    with pytest.raises(TypeError, match=r"\['max_epochs'\] with model=.*model.train"):
+        sc.tl.genept_annotate(query, model, max_epochs=50)
+    with pytest.raises(TypeError, match="reference_layer"):
+        sc.tl.genept_annotate(query, model, reference_layer="counts")
+    assert list(query.obs.columns) == list(before.obs.columns)
+
+
+def _model_on(ref, table, **embed):
+    sc.tl.genept_embed(ref, gene_embeddings=table, use_raw=True, **embed)
+    GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id")
+    model = GenePTClassifier(ref)
+    model.train(max_epochs=2, enable_progress_bar=False)
+    return model
+
+
+def test_a_model_on_another_table_is_given_queries_of_that_table(raw_split, default_table):
+    from sc_genept.genes import GeneEmbeddings, Provenance
+
+    ref, query = raw_split
+    # trained on 64 dimensions of the bundled table: found and cut to 64 by itself
+    model = _model_on(ref.copy(), "default", n_dims=64)
+    out = sc.tl.genept_annotate(query, model, copy=True)
+    assert out.obsm["X_genept"].shape[1] == 64
+    assert out.uns["genept_cell_type"]["gene_embeddings"]["truncated_from"] == 384
+    # trained on a table that is not bundled: the error names it, and passing it works
+    vectors = np.random.default_rng(0).normal(size=default_table.embeddings.shape)
+    other = GeneEmbeddings(
+        default_table.symbols,
+        vectors.astype(np.float32),
+        provenance=Provenance(text_source="random", embedding_model="gaussian-384"),
+    )
+    model = _model_on(ref.copy(), other)
+    before = query.copy()
+    with pytest.raises(ValueError, match="embedding_model='gaussian-384'.*none of the bundled"):
+        sc.tl.genept_annotate(query, model)
+    with pytest.raises(ValueError, match="gene_embeddings='default' is another table"):
+        sc.tl.genept_annotate(query, model, gene_embeddings="default")
+    assert list(query.obs.columns) == list(before.obs.columns) and "X_genept" not in query.obsm
+    out = sc.tl.genept_annotate(query, model, gene_embeddings=other, copy=True)
+    assert out.uns["X_genept"]["gene_embeddings"]["sha256"] == other.sha256
+
+
+def test_reference_and_query_choose_their_matrices_apart(raw_split):
+    ref, query = raw_split
+    # the reference keeps counts in a layer under a scaled .X without .raw; the query is
+    # log-normalised in .X
+    ref = ad.AnnData(
+        ref.X, obs=ref.obs, var=ref.var, layers={"counts": np.expm1(ref.raw.X.toarray()).round()}
+    )
+    query = ad.AnnData(query.raw.X.copy(), obs=query.obs[[]], var=query.raw.var[[]])
+    sc.tl.genept_annotate(
+        query,
+        reference=ref,
+        labels_key="cell_type_ontology_term_id",
+        reference_layer="counts",
+        **FAST,
+    )
+    assert query.uns["X_genept"]["source"] == "adata.X"
+    assert query.uns["genept_cell_type"]["params"]["reference_layer"] == "counts"
+    assert query.obs["genept_cell_type"].notna().all()
 
 
 def _keep_genes(adata, fraction, seed=0):

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 from scanpy import logging as logg
 
-from sc_genept._genept_w import ScaledDataError
 from sc_genept._utils import h5ad_safe
 from sc_genept.genes import GeneEmbeddings
+from sc_genept.genes import available as available_tables
 from sc_genept.genes import load as load_table
 from sc_genept.model._overlap import DEFAULT_MIN_GENE_OVERLAP, check_gene_overlap, gene_overlap
 from sc_genept.tl._embed import cell_embedding, expression_record
@@ -44,8 +44,12 @@ def genept_annotate(
     inputs: Literal["genept+expression", "genept"] = "genept+expression",
     min_confidence: float = 0.5,
     min_gene_overlap: float = DEFAULT_MIN_GENE_OVERLAP,
-    gene_embeddings: str | Path | GeneEmbeddings = "default",
+    gene_embeddings: str | Path | GeneEmbeddings | None = None,
+    n_dims: int | None = None,
+    layer: str | None = None,
     use_raw: bool | None = None,
+    reference_layer: str | None = None,
+    reference_use_raw: bool | None = None,
     key_added: str = "genept_cell_type",
     copy: bool = False,
     **train_kwargs,
@@ -85,17 +89,28 @@ def genept_annotate(
         below it a :class:`ValueError` is raised, below 80 % a warning says which genes
         are missing. Missing genes count as not expressed.
     gene_embeddings
-        The gene table to embed with (see :func:`~sc_genept.tl.genept_embed`); a model
-        must be given queries embedded with the table it was trained with.
-    use_raw
-        Where ``adata`` or ``reference`` must be embedded: use ``.raw``. ``None`` uses
-        ``.X``, or ``.raw`` when ``.X`` turns out to be scaled (has negative values).
+        The gene table to embed with (see :func:`~sc_genept.tl.genept_embed`). With
+        ``reference``: default ``"default"``. With ``model``: the table the model was
+        trained on, found among the bundled tables by its content hash; a model trained on
+        another table raises an error that names it, and a ``gene_embeddings`` that is not
+        that table is refused.
+    n_dims
+        Use the first ``n_dims`` dimensions of the table (with ``reference``; a ``model``
+        uses those it was trained on).
+    layer, use_raw
+        Which matrix of ``adata`` to embed, as in :func:`~sc_genept.tl.genept_embed`:
+        ``layer``, ``.raw`` (``use_raw=True``) or ``.X``; ``use_raw=None`` uses ``.X``, or
+        ``.raw`` when ``.X`` is scaled (has negative values).
+    reference_layer, reference_use_raw
+        The same for ``reference``, chosen on their own: a reference and a query often
+        keep their counts in different places.
     key_added
         Prefix of the ``obs`` columns written.
     copy
         Return a copy instead of writing to ``adata``.
     **train_kwargs
-        Passed to :meth:`~sc_genept.model.GenePTClassifier.train` (e.g. ``max_epochs``).
+        Passed to :meth:`~sc_genept.model.GenePTClassifier.train` (e.g. ``max_epochs``);
+        only with ``reference`` (a given ``model`` is used as trained).
 
     Returns
     -------
@@ -134,33 +149,48 @@ def genept_annotate(
         raise ValueError(f"inputs must be one of {list(INPUTS)}, not {inputs!r}.")
     from sc_genept.model import GenePTClassifier  # torch and Lightning: only when annotating
 
-    table = (
-        gene_embeddings
-        if isinstance(gene_embeddings, GeneEmbeddings)
-        else load_table(gene_embeddings)
-    )
     if model is None:
         keys = INPUTS[inputs]
-        embed = partial(_embedded, use_raw=use_raw, table=table, keys=keys)
+        table = _table(gene_embeddings)
+        embed = partial(_embedded, table=table, keys=keys, n_dims=n_dims)
         # reference and query are embedded on the genes they share: embeddings over
         # different genes differ systematically and a model trained on one misreads the other
-        ref_embedded = embed(reference)
+        query_embed = partial(embed, adata, layer=layer, use_raw=use_raw)
+        reference_embed = partial(
+            embed, reference, layer=reference_layer, use_raw=reference_use_raw
+        )
+        ref_embedded = reference_embed()
         ref_genes = ref_embedded.uns[_EMBEDDING_KEY]["gene_set"]
-        embedded = embed(adata, genes=ref_genes["names"])
+        embedded = query_embed(genes=ref_genes["names"])
         shared = embedded.uns[_EMBEDDING_KEY]["gene_set"]["names"]
         overlap = gene_overlap(ref_genes, shared)
         check_gene_overlap(overlap, min_gene_overlap)
         if overlap["n_genes_found"] < overlap["n_model_genes"]:
-            ref_embedded = embed(reference, genes=shared)
+            ref_embedded = reference_embed(genes=shared)
         model = _train_on(reference, ref_embedded, labels_key, **train_kwargs)
     else:
+        if train_kwargs or reference_layer is not None or reference_use_raw is not None:
+            given = sorted(train_kwargs) + [
+                k
+                for k, v in (
+                    ("reference_layer", reference_layer),
+                    ("reference_use_raw", reference_use_raw),
+                )
+                if v is not None
+            ]
+            raise TypeError(
+                f"genept_annotate got {given} with model=: they apply only when training on "
+                "reference=. A given model is used as trained; to retrain it, call "
+                "model.train(...) first."
+            )
         if not isinstance(model, GenePTClassifier):
             model = GenePTClassifier.load(model)
         gene_set = model.gene_set
         embedded = _embedded(
             adata,
+            layer=layer,
             use_raw=use_raw,
-            table=table,
+            table=_model_table(model, gene_embeddings, n_dims),
             keys=model.embedding_keys,
             genes=model.genes,
             # genes the query lacks count as typical of the reference, not as unexpressed
@@ -187,8 +217,12 @@ def genept_annotate(
                 "min_confidence": min_confidence,
                 "min_gene_overlap": min_gene_overlap,
                 "labels_key": labels_key,
+                "layer": layer,
                 "use_raw": use_raw,
+                "reference_layer": reference_layer,
+                "reference_use_raw": reference_use_raw,
             },
+            "gene_embeddings": embedded.uns[_EMBEDDING_KEY]["gene_embeddings"],
             "gene_overlap": overlap or None,
             "model": str(model._model_summary_string),
             "ontology_version": model.ontology.version,
@@ -212,9 +246,11 @@ def genept_annotate(
 def _embedded(
     adata: AnnData,
     *,
+    layer: str | None,
     use_raw: bool | None,
     table: GeneEmbeddings,
     keys: Sequence[str],
+    n_dims: int | None = None,
     genes: Sequence[str] | None = None,
     missing_values: dict | None = None,
 ) -> AnnData:
@@ -223,24 +259,18 @@ def _embedded(
     The light object shares nothing mutable with ``adata`` and carries only what the model
     reads (cell names, inputs and their records), so ``adata`` stays as it is and nothing
     large is copied. ``X_genept`` (and ``X_genept_expression``) are made here; other keys
-    (e.g. ``X_pca``) are taken from ``adata.obsm``. With ``use_raw=None``, ``.X`` is tried
-    first and ``.raw`` used when ``.X`` turns out to be scaled.
+    (e.g. ``X_pca``) are taken from ``adata.obsm``.
     """
-    embed = partial(
-        cell_embedding,
+    made = cell_embedding(
         adata,
         gene_embeddings=table,
+        layer=layer,
+        use_raw=use_raw,
+        n_dims=n_dims,
         genes=genes,
         missing_values=missing_values,
         expression=_EXPRESSION_KEY in keys,
     )
-    try:
-        made = embed(use_raw=use_raw)
-    except ScaledDataError:
-        if use_raw is not None or adata.raw is None:
-            raise
-        logg.info("adata.X is scaled: embedding adata.raw")
-        made = embed(use_raw=True)
     light = ad.AnnData(
         obs=pd.DataFrame(index=adata.obs_names.copy()),
         obsm={_EMBEDDING_KEY: made.embedding},
@@ -260,6 +290,46 @@ def _embedded(
             if key in adata.uns:
                 light.uns[key] = adata.uns[key]
     return light
+
+
+def _table(gene_embeddings: str | Path | GeneEmbeddings | None) -> GeneEmbeddings:
+    if isinstance(gene_embeddings, GeneEmbeddings):
+        return gene_embeddings
+    return load_table("default" if gene_embeddings is None else gene_embeddings)
+
+
+def _model_table(
+    model: GenePTClassifier, gene_embeddings: str | Path | GeneEmbeddings | None, n_dims
+) -> GeneEmbeddings:
+    """The gene table ``model`` was trained on, cut to its dimensions, found by content hash."""
+    trained = model.embedding_provenance_.get(_EMBEDDING_KEY) or {}
+    dims = trained.get("n_dims")
+    if n_dims is not None and dims is not None and n_dims != dims:
+        raise ValueError(
+            f"n_dims={n_dims}, but the model was trained on {dims} dimensions of its gene "
+            "table: leave n_dims out."
+        )
+    candidates = available_tables() if gene_embeddings is None else [gene_embeddings]
+    for candidate in candidates:
+        table = _table(candidate)
+        if dims is not None and table.n_dims > dims:
+            table = table.truncate(dims)
+        if trained.get("sha256") in (None, table.sha256):  # None: trained before hashes
+            return table
+    needed = ", ".join(
+        f"{k}={trained[k]!r}"
+        for k in ("text_source", "embedding_model", "n_genes", "n_dims", "sha256")
+        if k in trained
+    )
+    given = (
+        f"gene_embeddings={gene_embeddings!r} is another table"
+        if gene_embeddings is not None
+        else f"none of the bundled tables {available_tables()} is it"
+    )
+    raise ValueError(
+        f"The model was trained on the gene table ({needed}), and {given}. Pass that table "
+        "as gene_embeddings= (its file or GeneEmbeddings object)."
+    )
 
 
 def _train_on(
