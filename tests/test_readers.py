@@ -159,3 +159,87 @@ def test_texts_with_gaps_are_refused(tmp_path):
     texts = pd.DataFrame({"symbol": ["CD3E", "LYZ"], "text": ["CD3E: a gene.", None]})
     with pytest.raises(ValueError, match="no symbol or no text"):
         build_table(texts, SentenceTransformerEmbedder(), text_source="x", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="no rows"):
+        build_table(texts[:0], SentenceTransformerEmbedder(), text_source="x", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"lacks \['text'\]"):
+        build_table(
+            texts.rename(columns={"text": "summary"}),
+            SentenceTransformerEmbedder(),
+            text_source="x",
+            cache_dir=tmp_path,
+        )
+
+
+def vectors_frame(symbols, vectors):
+    return pd.DataFrame({"symbol": symbols, "embedding": vectors})
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (vectors_frame(["A", None, "C"], [[1.0, 2], [3, 4], [5, 6]]), r"1 of 3 rows .* no gene"),
+        (vectors_frame(["A", "B", "C"], [[1.0, 2], None, [5, 6]]), r"1 of 3 rows .* no vector"),
+        (vectors_frame(["A", "B", "C"], [[1.0, 2], [np.nan, 4], [5, np.inf]]), r"2 genes .*'B'"),
+        (vectors_frame(["A", "B", "C"], [[1.0, 2], [3, 4, 5], [5, 6]]), r"most have 2.*'B': 3"),
+        (vectors_frame(["A", "A", "C"], [[1.0, 2], [3, 4], [5, 6]]), r"repeated: \['A'\]"),
+        (vectors_frame([], []), "no rows"),
+    ],
+    ids=["null symbol", "null vector", "nan and inf", "ragged", "duplicate", "no rows"],
+)
+def test_bad_parquet_tables_say_what_is_wrong(tmp_path, frame, message):
+    frame.to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match=message):
+        sc_genept.genes.load(tmp_path / "bad.parquet")
+
+
+def test_empty_rows_are_dropped_with_a_warning(tmp_path):
+    frame = vectors_frame(["A", None, "C"], [[1.0, 2], None, [5, 6]])
+    frame.to_parquet(tmp_path / "gaps.parquet")
+    with pytest.warns(UserWarning, match="Dropped 1 of 3 rows .* neither a gene symbol nor"):
+        table = sc_genept.genes.load(tmp_path / "gaps.parquet")
+    assert table.symbols.tolist() == ["A", "C"]
+    (tmp_path / "gaps.csv").write_text("symbol,d0,d1\nA,1,2\n,,\nC,5,6\n")
+    with pytest.warns(UserWarning, match="Dropped 1 of 3 rows"):
+        assert sc_genept.genes.load(tmp_path / "gaps.csv").n_genes == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("symbol,d0,d1\nA,1,2\nB,1,2,3\n", "not a readable CSV gene table.*Expected 3 fields"),
+        ("symbol,d0,d1\nA,1,2\nB,1,\n", r"NaN or infinite values in 1 genes \(e.g. \['B'\]"),
+        ("symbol,d0,d1\nA,1,2\n,3,4\n", "no gene symbol"),
+        ("symbol,d0,d1\n", "no rows"),
+        ("", "not a readable CSV"),
+    ],
+    ids=["ragged", "short row", "null symbol", "header only", "empty file"],
+)
+def test_bad_csv_tables_say_what_is_wrong(tmp_path, content, message):
+    (tmp_path / "bad.csv").write_text(content)
+    with pytest.raises(ValueError, match=message):
+        sc_genept.genes.load(tmp_path / "bad.csv")
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({}, "holds no genes"),
+        ({"A": [1.0, 2.0], "B": [1.0], "C": [3.0, 4.0]}, r"most have 2.*'B': 1"),
+        ({"A": [np.nan, 1.0]}, "NaN or infinite"),
+        ({"": [1.0]}, "missing or blank"),
+    ],
+)
+def test_bad_pickles_say_what_is_wrong(tmp_path, payload, message):
+    path = tmp_path / "bad.pickle"
+    path.write_bytes(pickle.dumps(payload))
+    with pytest.raises(ValueError, match=message):
+        read_genept_pickle(path)
+
+
+def test_unreadable_files_and_unknown_columns(tmp_path, genept_dict):
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(ValueError, match="not a readable parquet file"):
+        sc_genept.genes.load(tmp_path / "junk.parquet")
+    frame = pd.DataFrame({"gene_name": list(genept_dict), "embedding": list(genept_dict.values())})
+    with pytest.raises(ValueError, match="symbol_column='name' is not a column"):
+        sc_genept.genes.from_frame(frame, symbol_column="name")

@@ -42,6 +42,14 @@ def build_table(
     cache_dir, batch_api, price_per_million_tokens, poll_interval, progress, confirm
         See :func:`~sc_genept.genes.embed_texts`.
     """
+    lacking = [c for c in ("symbol", "text") if c not in getattr(texts, "columns", ())]
+    if lacking:
+        raise ValueError(
+            f"texts must be a DataFrame with the columns 'symbol' and 'text'; it lacks "
+            f"{lacking}. Make one with sc_genept.genes.text (e.g. text.read_texts)."
+        )
+    if len(texts) == 0:
+        raise ValueError("texts has no rows: there are no genes to embed.")
     missing = texts["symbol"].isna() | texts["text"].isna()
     if missing.any():
         raise ValueError(

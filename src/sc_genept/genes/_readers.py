@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import io
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.lib
 import pyarrow.parquet as pq
 
 from sc_genept.genes._ids import primary_ensembl_ids
@@ -86,17 +88,23 @@ def from_mapping(
 ) -> GeneEmbeddings:
     """A table from ``{symbol: vector}``; Ensembl ids come from the bundled NCBI map."""
     symbols = list(mapping)
+    if not symbols:
+        raise ValueError("The mapping holds no genes: a gene table needs at least one.")
     vectors = []
     for symbol in symbols:
-        vector = np.asarray(mapping[symbol])
+        try:
+            vector = np.asarray(mapping[symbol])
+        except ValueError as err:  # a ragged nested list
+            raise UnsafePickleError(
+                f"The vector of {symbol!r} is not a 1-D array of numbers."
+            ) from err
         if vector.ndim != 1 or vector.dtype.kind not in "fiu":
             raise UnsafePickleError(f"The vector of {symbol!r} is not a 1-D array of numbers.")
         vectors.append(vector.astype(np.float32))
-    if len({len(v) for v in vectors}) > 1:
-        raise ValueError("Gene vectors have different lengths.")
+    _check_lengths(symbols, vectors)
     return GeneEmbeddings(
         symbols,
-        np.stack(vectors) if vectors else np.zeros((0, 0)),
+        np.stack(vectors),
         ensembl_ids=primary_ensembl_ids(symbols),
         provenance=provenance,
     )
@@ -115,21 +123,53 @@ def from_frame(
     tables) or one numeric column per dimension. ``ensembl_id`` and ``text`` columns are
     kept when present.
     """
+    for name, column in (("symbol_column", symbol_column), ("embedding_column", embedding_column)):
+        if column is not None and column not in frame.columns:
+            raise ValueError(
+                f"{name}={column!r} is not a column of the table; it has {list(frame.columns)}."
+            )
+    if len(frame) == 0:
+        raise ValueError("The gene table has no rows: is the file empty?")
     symbol_column = symbol_column or _find_column(frame, _SYMBOL_COLUMNS, "gene symbols")
-    symbols = frame[symbol_column].astype(str).to_numpy()
     embedding_column = embedding_column or next(
         (c for c in _EMBEDDING_COLUMNS if c in frame.columns), None
     )
     if embedding_column is not None:
-        vectors = np.stack([np.asarray(v, dtype=np.float32) for v in frame[embedding_column]])
+        vector_columns = frame[[embedding_column]]
+        has_vector = frame[embedding_column].map(_is_present)
     else:
         ignored = [c for c in frame.columns if c == symbol_column or _is_id_column(c)]
-        numeric = frame.drop(columns=ignored).select_dtypes("number")
-        if numeric.shape[1] == 0:
+        vector_columns = frame.drop(columns=ignored).select_dtypes("number")
+        if vector_columns.shape[1] == 0:
             raise ValueError(
-                f"No embedding column ({_EMBEDDING_COLUMNS}) and no numeric columns in the table."
+                f"No embedding column ({_EMBEDDING_COLUMNS}) and no numeric columns in the table; "
+                "pass embedding_column= or one numeric column per dimension."
             )
-        vectors = numeric.to_numpy(np.float32)
+        has_vector = vector_columns.notna().any(axis=1)
+    has_symbol = frame[symbol_column].map(_is_present)
+    # a row with neither symbol nor vector carries nothing (a blank line of a CSV, a spacer
+    # row of a spreadsheet): dropped, and said so; a row with only one of them is an error
+    empty = ~has_symbol & ~has_vector
+    if empty.any():
+        warnings.warn(
+            f"Dropped {int(empty.sum())} of {len(frame)} rows of the gene table that have "
+            "neither a gene symbol nor a vector.",
+            UserWarning,
+            stacklevel=2,
+        )
+        frame, has_vector, has_symbol = frame[~empty], has_vector[~empty], has_symbol[~empty]
+        vector_columns = vector_columns[~empty]
+    if len(frame) == 0:
+        raise ValueError("The gene table has no rows with a gene: is the file empty?")
+    _check_present(frame, ~has_symbol, "no gene symbol", "fill in their symbols")
+    symbols = frame[symbol_column].astype(str).to_numpy()
+    _check_present(frame, ~has_vector, "no vector", "drop those genes or embed their texts")
+    if embedding_column is not None:
+        vectors = [_as_vector(v, s) for v, s in zip(frame[embedding_column], symbols, strict=True)]
+        _check_lengths(symbols, vectors)
+        vectors = np.stack(vectors)
+    else:
+        vectors = vector_columns.to_numpy(np.float32)
     ensembl = (
         frame["ensembl_id"].to_numpy() if "ensembl_id" in frame else primary_ensembl_ids(symbols)
     )
@@ -144,18 +184,27 @@ def read_table_file(path: str | Path, *, provenance: Provenance | None = None) -
     if path.suffix.lower() in (".pkl", ".pickle"):
         return read_genept_pickle(path, provenance=provenance)
     if path.suffix.lower() == ".parquet":
-        metadata = pq.read_schema(path).metadata or {}
-        if b"sc_genept" in metadata:
+        if is_sc_genept_parquet(path):
             return GeneEmbeddings.read(path)
+        try:
+            frame = pd.read_parquet(path)
+        except (pyarrow.lib.ArrowException, OSError, ValueError) as err:
+            raise ValueError(f"{path} is not a readable parquet file: {err}") from err
         return from_frame(
-            pd.read_parquet(path),
-            provenance=provenance or Provenance(text_source=f"file {path.name}"),
+            frame, provenance=provenance or Provenance(text_source=f"file {path.name}")
         )
     if any(s in suffixes for s in (".csv", ".tsv", ".txt")):
         sep = "\t" if ".tsv" in suffixes or ".txt" in suffixes else ","
+        try:
+            frame = pd.read_csv(path, sep=sep)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            # e.g. a row with more fields than the header: vectors of different lengths
+            raise ValueError(
+                f"{path} is not a readable {'TSV' if sep == chr(9) else 'CSV'} gene table: "
+                f"{str(err).strip()}. Every row needs a symbol and the same number of values."
+            ) from err
         return from_frame(
-            pd.read_csv(path, sep=sep),
-            provenance=provenance or Provenance(text_source=f"file {path.name}"),
+            frame, provenance=provenance or Provenance(text_source=f"file {path.name}")
         )
     raise ValueError(
         f"Unknown gene-table format {path.suffix!r}: use .parquet, .pickle/.pkl, .csv or .tsv."
@@ -180,6 +229,54 @@ def from_huggingface(
             extra={"revision": revision or "main"},
         ),
     )
+
+
+def is_sc_genept_parquet(path: Path) -> bool:
+    """Whether ``path`` is a parquet file written by :meth:`GeneEmbeddings.save`."""
+    try:
+        return b"sc_genept" in (pq.read_schema(path).metadata or {})
+    except (pyarrow.lib.ArrowException, OSError) as err:
+        raise ValueError(f"{path} is not a readable parquet file: {err}") from err
+
+
+def _is_present(value) -> bool:
+    """Whether a cell holds something (not None/NaN/empty); list cells are always present."""
+    if isinstance(value, str):
+        return bool(value.strip())
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return False
+    return not (isinstance(value, np.ndarray | list | tuple) and len(value) == 0)
+
+
+def _check_present(frame: pd.DataFrame, lacking: pd.Series, what: str, fix: str) -> None:
+    if lacking.any():
+        rows = frame.index[lacking.to_numpy()].tolist()
+        raise ValueError(
+            f"{len(rows)} of {len(frame)} rows of the gene table have {what} (rows "
+            f"{rows[:5]}): {fix}, or drop those rows."
+        )
+
+
+def _as_vector(value, symbol: str) -> np.ndarray:
+    """One cell of an embedding column as a float32 vector, or a clear error."""
+    vector = np.asarray(value)
+    if vector.ndim != 1 or vector.dtype.kind not in "fiu":
+        raise ValueError(
+            f"The vector of {symbol!r} is not a list of numbers (got {str(value)[:60]!r})."
+        )
+    return vector.astype(np.float32)
+
+
+def _check_lengths(symbols, vectors: list[np.ndarray]) -> None:
+    """All vectors one length, or an error naming the odd ones."""
+    lengths = pd.Series([len(v) for v in vectors], index=symbols)
+    if lengths.nunique() > 1:
+        usual = int(lengths.mode()[0])
+        odd = lengths[lengths != usual]
+        raise ValueError(
+            f"Gene vectors have different lengths: most have {usual}, but {len(odd)} do not "
+            f"(e.g. { {k: int(n) for k, n in odd.head(5).items()} }). Every gene needs a vector of the same length."
+        )
 
 
 _ID_COLUMNS = {
