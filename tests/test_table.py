@@ -44,6 +44,11 @@ def test_truncate_renormalises_first_dims(tiny_table):
         (["A", "B"], [[0.0, np.nan], [1, 1]], "NaN"),
         (["A"], np.eye(2), "one symbol per embedding row"),
         (["A", ""], np.eye(2), "non-empty"),
+        (["A", None], np.eye(2), r"1 of 2 are missing or blank \(rows \[1\]"),
+        (["A", "B"], [[0.0, np.inf], [1, 1]], r"1 genes \(e.g. \['A'\]"),
+        ([], np.zeros((0, 3)), "at least one gene"),
+        (["A"], np.zeros((1, 0)), "at least one gene and one dimension"),
+        (["A", "B"], [[1.0], [1.0, 2.0]], "one row of equal length per gene"),
     ],
 )
 def test_bad_tables_are_refused(symbols, vectors, message):
@@ -82,3 +87,66 @@ def test_default_table_ships_its_texts():
     text = dict(zip(table.symbols, table.texts, strict=True))["CD3E"]
     assert text.startswith("CD3E: CD3 epsilon subunit of T-cell receptor complex. Gene Ontology:")
     assert "biological_process" not in text  # GO roots are dropped
+
+
+def test_bundled_table_is_read_once_and_shared_read_only(monkeypatch):
+    from sc_genept.genes import _registry
+
+    monkeypatch.setattr(_registry, "_loaded", {})  # start cold, leave the real cache alone
+    reads = []
+    read = GeneEmbeddings.read.__func__
+    monkeypatch.setattr(
+        GeneEmbeddings,
+        "read",
+        classmethod(lambda cls, *a, **k: reads.append(a) or read(cls, *a, **k)),
+    )
+    first = sc_genept.genes.load("default")
+    assert sc_genept.genes.load("default") is first and sc_genept.genes.load("go-minilm") is first
+    assert len(reads) == 1
+    with pytest.raises(ValueError, match="read-only"):
+        first.embeddings[0, 0] = 1.0  # no caller can change what the next one gets
+    with pytest.raises(ValueError, match="read-only"):
+        first.symbols[0] = "NOTAGENE"
+    sc_genept.genes.load("default", with_texts=True)
+    assert len(reads) == 2  # the table with texts is another entry
+
+
+def test_gene_index_is_built_once_per_table(monkeypatch, tiny_table):
+    from sc_genept.genes import match_genes
+    from sc_genept.genes._ids import _TableIndex
+
+    builds = []
+    build = _TableIndex.build.__func__
+    monkeypatch.setattr(
+        _TableIndex, "build", classmethod(lambda cls, t: builds.append(t) or build(cls, t))
+    )
+    for _ in range(3):
+        match_genes(["CD3E", "LYZ"], tiny_table)
+    match_genes(["CD3E"], tiny_table.truncate(2))  # same genes: the index is shared
+    assert len(builds) == 1
+
+
+def test_damaged_tables_say_so(tiny_table, tmp_path):
+    path = tiny_table.save(tmp_path / "t.parquet")
+    table = pq.read_table(path)
+    vectors = table.column("embedding").combine_chunks()
+    holed = pa.FixedSizeListArray.from_arrays(
+        vectors.values, 4, mask=pa.array([False, True, False, False, False])
+    )
+    pq.write_table(table.set_column(3, "embedding", holed), tmp_path / "holed.parquet")
+    with pytest.raises(ValueError, match="damaged sc_genept gene table .1 genes have no vector"):
+        sc_genept.genes.load(tmp_path / "holed.parquet")
+    (tmp_path / "cut.parquet").write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="not a readable parquet file"):
+        sc_genept.genes.load(tmp_path / "cut.parquet")
+
+
+def test_nonsense_table_arguments_are_refused(tiny_table, tmp_path):
+    with pytest.raises(TypeError, match="n_dims must be a whole number"):
+        tiny_table.truncate(2.5)
+    with pytest.raises(ValueError, match="n_dims must be ≥ 1"):
+        tiny_table.truncate(0)
+    with pytest.raises(ValueError, match='dtype must be "float32" or "float16"'):
+        tiny_table.save(tmp_path / "t.parquet", dtype="int8")
+    with pytest.raises(TypeError, match="table name"):
+        sc_genept.genes.load(None)

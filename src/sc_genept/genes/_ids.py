@@ -229,10 +229,8 @@ class _TableIndex:
 
     @classmethod
     def of(cls, table: GeneEmbeddings) -> _TableIndex:
-        """The index of ``table``, built once and kept on the table."""
-        if getattr(table, "_index", None) is None:
-            table._index = cls.build(table)
-        return table._index
+        """The index of ``table``, built once per table object (kept on the table)."""
+        return table._gene_index
 
     @classmethod
     def build(cls, table: GeneEmbeddings) -> _TableIndex:

@@ -5,15 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.lib
 import pyarrow.parquet as pq
 
 from sc_genept._utils import atomic_path
 
+from ._checks import positive_int
 from ._ids import strip_ensembl_version
 
 #: Version of the on-disk format written by :meth:`GeneEmbeddings.save`.
@@ -88,19 +91,43 @@ class GeneEmbeddings:
         provenance: Provenance | None = None,
     ):
         symbols = np.asarray(symbols, dtype=object)
-        embeddings = np.asarray(embeddings, dtype=np.float32)
+        try:
+            embeddings = np.asarray(embeddings, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                "The embeddings must be a (n_genes, n_dims) matrix of numbers, one row of equal "
+                f"length per gene: {err}."
+            ) from err
         if symbols.ndim != 1 or embeddings.ndim != 2 or len(symbols) != len(embeddings):
             raise ValueError(
                 f"Need one symbol per embedding row; got {symbols.shape} symbols and an "
                 f"embedding matrix of shape {embeddings.shape}."
             )
-        if not all(isinstance(s, str) and s for s in symbols):
-            raise ValueError("Gene symbols must be non-empty strings.")
+        if len(symbols) == 0 or embeddings.shape[1] == 0:
+            raise ValueError(
+                f"A gene table needs at least one gene and one dimension; got {len(symbols)} "
+                f"genes × {embeddings.shape[1]} dims. Is the source file empty?"
+            )
+        bad = [i for i, s in enumerate(symbols) if not (isinstance(s, str) and s.strip())]
+        if bad:
+            raise ValueError(
+                f"Gene symbols must be non-empty strings; {len(bad)} of {len(symbols)} are "
+                f"missing or blank (rows {bad[:5]}, e.g. {symbols[bad[0]]!r}). Drop those rows "
+                "or fill in their symbols."
+            )
         duplicated = _duplicates(symbols)
         if duplicated:
-            raise ValueError(f"Gene symbols must be unique; repeated: {duplicated[:10]}.")
-        if not np.isfinite(embeddings).all():
-            raise ValueError("The embedding matrix holds NaN or infinite values.")
+            raise ValueError(
+                f"Gene symbols must be unique; {len(duplicated)} are repeated: {duplicated[:10]}. "
+                "Keep one row per symbol (e.g. DataFrame.drop_duplicates('symbol'))."
+            )
+        finite = np.isfinite(embeddings).all(axis=1)
+        if not finite.all():
+            rows = np.flatnonzero(~finite)
+            raise ValueError(
+                f"The embedding matrix holds NaN or infinite values in {len(rows)} genes "
+                f"(e.g. {symbols[rows[:5]].tolist()}). Drop those genes or re-embed their texts."
+            )
         self.symbols = symbols
         self.embeddings = embeddings
         self.ensembl_ids = _optional_column(ensembl_ids, len(symbols), "ensembl_ids")
@@ -138,6 +165,24 @@ class GeneEmbeddings:
             self._sha256 = digest.hexdigest()
         return self._sha256
 
+    @cached_property
+    def _gene_index(self):
+        """Lookup of symbols, Ensembl ids and aliases to rows (see :func:`~sc_genept.genes.match_genes`).
+
+        Built on first use and kept: it costs ~0.5 s on a 20,000-gene table, and every
+        embedding call with this table object reuses it.
+        """
+        from ._ids import _TableIndex
+
+        return _TableIndex.build(self)
+
+    def read_only(self) -> GeneEmbeddings:
+        """Make the arrays read-only in place (for tables shared between callers); returns ``self``."""
+        for values in (self.symbols, self.embeddings, self.ensembl_ids, self.texts):
+            if values is not None:
+                values.flags.writeable = False
+        return self
+
     def describe(self) -> dict:
         """Provenance, size and content hash, as stored in ``adata.uns`` by :func:`sc_genept.tl.genept_embed`."""
         return {
@@ -153,7 +198,8 @@ class GeneEmbeddings:
         This is how Matryoshka-trained models (OpenAI ``text-embedding-3-*``) are shortened;
         for other models it is a plain projection.
         """
-        if not 0 < n_dims <= self.n_dims:
+        n_dims = positive_int("n_dims", n_dims)
+        if n_dims > self.n_dims:
             raise ValueError(f"n_dims must be between 1 and {self.n_dims}, got {n_dims}.")
         if n_dims == self.n_dims:
             return self
@@ -163,13 +209,16 @@ class GeneEmbeddings:
         provenance = replace(
             self.provenance, truncated_from=self.provenance.truncated_from or self.n_dims
         )
-        return GeneEmbeddings(
+        short = GeneEmbeddings(
             self.symbols,
             head,
             ensembl_ids=self.ensembl_ids,
             texts=self.texts,
             provenance=provenance,
         )
+        if "_gene_index" in self.__dict__:  # same genes, same lookup: don't build it again
+            short._gene_index = self._gene_index
+        return short
 
     def save(self, path: str | Path, *, dtype: Literal["float32", "float16"] = "float32") -> Path:
         """Write the table to one parquet file (zstd-compressed).
@@ -182,6 +231,8 @@ class GeneEmbeddings:
             Storage precision of the vectors; ``"float16"`` halves the size and changes
             cosine similarities by less than 1e-3.
         """
+        if dtype not in ("float32", "float16"):
+            raise ValueError(f'dtype must be "float32" or "float16", got {dtype!r}.')
         path = Path(path)
         values = self.embeddings.astype(dtype)
         columns = {
@@ -211,26 +262,52 @@ class GeneEmbeddings:
             Also read the gene texts (if the file has them).
         """
         path = Path(path)
-        schema = pq.read_schema(path)
-        meta = json.loads((schema.metadata or {}).get(_METADATA_KEY, b"{}"))
-        if meta.get("format_version") != FORMAT_VERSION:
+        try:
+            schema = pq.read_schema(path)
+            meta = json.loads((schema.metadata or {}).get(_METADATA_KEY, b"{}"))
+        except (pyarrow.lib.ArrowException, ValueError) as err:  # not parquet, or bad metadata
+            raise ValueError(f"{path} is not a readable sc_genept gene table: {err}") from err
+        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+            version = meta.get("format_version") if isinstance(meta, dict) else None
             raise ValueError(
                 f"{path} is not an sc_genept gene table (format version "
-                f"{meta.get('format_version')!r}, expected {FORMAT_VERSION})."
+                f"{version!r}, expected {FORMAT_VERSION})."
             )
         wanted = ["symbol", "ensembl_id", "embedding"]
         if with_texts and "text" in schema.names:
             wanted.append("text")
-        table = pq.read_table(path, columns=wanted)
-        vectors = table.column("embedding").combine_chunks()
-        n_dims = vectors.type.list_size
-        matrix = np.asarray(vectors.flatten()).reshape(-1, n_dims)
+        missing = [c for c in wanted if c not in schema.names]
+        try:
+            if missing:
+                raise ValueError(f"the columns {missing} are missing")
+            table = pq.read_table(path, columns=wanted)
+            vectors = table.column("embedding").combine_chunks()
+            if not pa.types.is_fixed_size_list(vectors.type):
+                raise ValueError(
+                    f"the embedding column is {vectors.type}, not a fixed-size list of floats"
+                )
+            # a null vector, or a null inside one, would shift or NaN-fill rows when flattened
+            if vectors.null_count or vectors.values.null_count:
+                raise ValueError(
+                    f"{vectors.null_count} genes have no vector and "
+                    f"{vectors.values.null_count} vector entries are null"
+                )
+            n_dims = vectors.type.list_size
+            matrix = np.asarray(vectors.flatten().to_numpy(zero_copy_only=False)).reshape(
+                -1, n_dims
+            )
+            provenance = Provenance(**meta.get("provenance", {}))
+        except (pyarrow.lib.ArrowException, ValueError, TypeError) as err:
+            raise ValueError(
+                f"{path} is a damaged sc_genept gene table ({err}); write it again with "
+                "GeneEmbeddings.save."
+            ) from err
         return cls(
             table.column("symbol").to_numpy(zero_copy_only=False),
             matrix,
             ensembl_ids=table.column("ensembl_id").to_numpy(zero_copy_only=False),
             texts=table.column("text").to_numpy(zero_copy_only=False) if "text" in wanted else None,
-            provenance=Provenance(**meta["provenance"]),
+            provenance=provenance,
         )
 
 
