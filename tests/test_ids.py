@@ -3,14 +3,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from sc_genept.genes import (
-    GeneEmbeddings,
-    detect_id_type,
-    gene_map,
-    is_ensembl_id,
-    match_genes,
-    strip_ensembl_version,
-)
+from sc_genept.genes import GeneEmbeddings, gene_map, match_genes
+from sc_genept.genes._ids import detect_id_type, is_ensembl_id, strip_ensembl_version
 
 
 def matched_symbols(match, names, table):

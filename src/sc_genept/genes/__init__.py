@@ -2,27 +2,19 @@
 
 from . import text
 from ._build import build_table
-from ._cache import Cache, default_cache_dir
+from ._cache import Cache
 from ._embedders import (
     OPENAI_PRICES,
     BatchJobError,
     Cancelled,
-    CostEstimate,
     Embedder,
+    EmbeddingError,
     OpenAIEmbedder,
     SentenceTransformerEmbedder,
     embed_texts,
     estimate_cost,
 )
-from ._ids import (
-    GeneMatch,
-    detect_id_type,
-    gene_map,
-    is_ensembl_id,
-    match_genes,
-    primary_ensembl_ids,
-    strip_ensembl_version,
-)
+from ._ids import GeneMatch, gene_map, match_genes, primary_ensembl_ids
 from ._readers import (
     UnsafePickleError,
     from_frame,
@@ -34,13 +26,15 @@ from ._readers import (
 from ._registry import available, load
 from ._table import GeneEmbeddings, Provenance
 
+# What users call (see docs/api.md). Helpers such as ``detect_id_type``,
+# ``strip_ensembl_version`` or ``default_cache_dir`` stay importable from their modules.
 __all__ = [
     "OPENAI_PRICES",
     "BatchJobError",
-    "Cancelled",
     "Cache",
-    "CostEstimate",
+    "Cancelled",
     "Embedder",
+    "EmbeddingError",
     "GeneEmbeddings",
     "GeneMatch",
     "OpenAIEmbedder",
@@ -49,20 +43,16 @@ __all__ = [
     "UnsafePickleError",
     "available",
     "build_table",
-    "default_cache_dir",
-    "detect_id_type",
     "embed_texts",
     "estimate_cost",
     "from_frame",
     "from_huggingface",
     "from_mapping",
     "gene_map",
-    "is_ensembl_id",
     "load",
     "match_genes",
     "primary_ensembl_ids",
     "read_genept_pickle",
     "read_table_file",
-    "strip_ensembl_version",
     "text",
 ]
