@@ -367,3 +367,198 @@ def test_expression_of_the_embedded_genes_is_stored_beside_the_embedding(counts)
     sc.pp.normalize_total(lognorm, target_sum=1e4)
     sc.pp.log1p(lognorm)
     np.testing.assert_allclose(values.toarray(), lognorm[:, names].X, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("form", ["dense", "csr"])
+@pytest.mark.parametrize("by", ["var_names", "gene_symbols"])
+def test_duplicate_gene_names_are_summed_into_the_gene(counts, form, by):
+    """Two columns with one symbol (e.g. two Ensembl ids of one gene) are one gene: split a
+    gene's counts over two columns of its name and the embedding must not move."""
+    expected = sc_genept.tl.genept_embed(counts, copy=True)
+    x = counts.X
+    first = x[:, [0, 5]] // 2
+    split = np.hstack([x[:, :1] - first[:, :1], x[:, 1:5], x[:, 5:6] - first[:, 1:], x[:, 6:]])
+    split = np.hstack([split, first])
+    names = [*counts.var_names, counts.var_names[0], counts.var_names[5]]
+    dup = ad.AnnData(sparse.csr_matrix(split) if form == "csr" else split, obs=counts.obs[[]])
+    if by == "var_names":
+        dup.var_names = names
+        kwargs = {}
+    else:
+        dup.var_names = [f"ENSG{i:011d}" for i in range(len(names))]
+        dup.var["symbol"] = names
+        kwargs = {"gene_symbols": "symbol"}
+    with pytest.warns(UserWarning, match="2 matched gene names occur more than once") as record:
+        got = sc_genept.tl.genept_embed(dup, copy=True, **kwargs)
+    message = str(record[0].message)
+    assert repr(counts.var_names[0]) in message and "var_names_make_unique" in message
+    assert record[0].filename == __file__
+    assert got.uns["X_genept"]["genes"]["n_duplicate_columns_summed"] == 2
+    assert got.uns["X_genept"]["fraction_counts_covered"] == pytest.approx(
+        expected.uns["X_genept"]["fraction_counts_covered"]
+    )
+    np.testing.assert_allclose(got.obsm["X_genept"], expected.obsm["X_genept"], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"chunk_size": 0}, "chunk_size must be a positive integer"),
+        ({"chunk_size": -5}, "chunk_size must be a positive integer"),
+        ({"chunk_size": 2.5}, "chunk_size must be a positive integer"),
+        ({"chunk_size": "100"}, "chunk_size must be a positive integer"),
+        ({"chunk_size": True}, "chunk_size must be a positive integer"),
+        ({"n_dims": 0}, "n_dims must be a positive integer"),
+        ({"n_dims": -1}, "n_dims must be a positive integer"),
+        ({"n_dims": 8.5}, "n_dims must be a positive integer"),
+        ({"n_dims": 385}, "n_dims=385 but the gene table .* has 384 dimensions"),
+        ({"normalize": "yes"}, "normalize must be True or False"),
+        ({"use_raw": "raw"}, "use_raw must be True, False or None"),
+        ({"genes": "CD3E"}, r"genes must be a list.*\['CD3E'\]"),
+        ({"key_added": ""}, "key_added must be a non-empty string"),
+    ],
+)
+def test_nonsense_options_are_refused_and_adata_unchanged(counts, kwargs, message):
+    counts.obsm["X_pca"] = np.ones((counts.n_obs, 2))
+    counts.uns["note"] = {"a": 1}
+    before = counts.copy()
+    with pytest.raises(ValueError, match=message):
+        sc_genept.tl.genept_embed(counts, **kwargs)
+    assert_unchanged(counts, before)
+
+
+def test_numpy_integers_are_good_options(counts):
+    out = sc_genept.tl.genept_embed(counts, chunk_size=np.int64(7), n_dims=np.int32(16), copy=True)
+    assert out.obsm["X_genept"].shape == (120, 16)
+
+
+def test_key_added_over_someone_elses_obsm_warns(counts):
+    counts.obsm["X_pca"] = np.ones((counts.n_obs, 2))
+    with pytest.warns(UserWarning, match=r"overwrites adata.obsm\['X_pca'\]") as record:
+        sc_genept.tl.genept_embed(counts, key_added="X_pca")
+    assert record[0].filename == __file__
+    assert counts.obsm["X_pca"].shape == (120, 384)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # its own key, now: silent
+        sc_genept.tl.genept_embed(counts, key_added="X_pca")
+        sc_genept.tl.genept_embed(counts, expression=True)
+        sc_genept.tl.genept_embed(counts, expression=True)  # and its expression key
+    counts.obsm["mine_expression"] = np.ones((counts.n_obs, 2))
+    with pytest.warns(UserWarning, match=r"obsm\['mine_expression'\]"):
+        sc_genept.tl.genept_embed(counts, key_added="mine", expression=True)
+
+
+def test_warnings_point_at_the_callers_line(counts):
+    counts.var_names = [n.capitalize() for n in counts.var_names]  # mouse-like
+    counts.X[:2] = 0
+    with pytest.warns(UserWarning) as record:
+        sc_genept.tl.genept_embed(counts)
+    assert {"look like mouse genes", "cells express none"} <= {
+        key
+        for w in record
+        for key in ("look like mouse genes", "cells express none")
+        if key in str(w.message)
+    }
+    assert all(w.filename == __file__ for w in record)
+
+
+def _int64_indptr(x: sparse.csr_matrix, indices_dtype) -> sparse.csr_matrix:
+    """``x`` with int64 indptr and ``indices_dtype`` indices, as h5ad files of large data
+    hold (scipy's constructor would unify them)."""
+    out = sparse.csr_matrix(x.shape, dtype=x.dtype)
+    out.data, out.indices, out.indptr = (
+        x.data,
+        x.indices.astype(indices_dtype),
+        x.indptr.astype(np.int64),
+    )
+    return out
+
+
+@pytest.mark.parametrize("indices_dtype", [np.int32, np.int64])
+def test_int64_indptr_is_read_without_copying_the_matrix(indices_dtype):
+    """Blocks of a CSR matrix are views: peak memory is a few blocks, not a copy of the
+    indices (scipy's row slicing casts all of them when the two index dtypes differ)."""
+    import tracemalloc
+
+    from sc_genept._genept_w import genept_w
+
+    rng = np.random.default_rng(0)
+    n_cells, n_genes, per_cell = 4000, 2000, 200
+    indptr = np.arange(0, (n_cells + 1) * per_cell, per_cell)
+    indices = np.concatenate(
+        [np.sort(rng.choice(n_genes, per_cell, replace=False)) for _ in range(n_cells)]
+    )
+    data = rng.poisson(2, size=len(indices)).astype(np.float32) + 1
+    x = _int64_indptr(
+        sparse.csr_matrix((data, indices, indptr), shape=(n_cells, n_genes)), indices_dtype
+    )
+    assert x.indptr.dtype == np.int64 and x.indices.dtype == indices_dtype
+    vectors = rng.normal(size=(n_genes, 4)).astype(np.float32)
+    expected = genept_w(x.copy(), np.arange(n_genes), vectors, block_rows=100)  # warm up too
+    tracemalloc.start()
+    try:
+        got = genept_w(x, np.arange(n_genes), vectors, block_rows=100)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    whole_indices = x.nnz * 8  # one int64 copy of the indices
+    assert peak < whole_indices / 2, f"peak {peak / 2**20:.1f} MiB"
+    np.testing.assert_array_equal(got.embedding, expected.embedding)
+    assert x.indptr.dtype == np.int64 and x.indices.dtype == indices_dtype  # user's, unchanged
+
+
+def test_rows_with_repeated_columns_are_summed(counts):
+    x = sparse.csr_matrix(counts.X.astype(np.float32))
+    half = x.copy()
+    half.data = half.data // 2
+    rest = x - half
+    # every entry stored twice in its row, unsorted: (half, rest)
+    both = sparse.hstack([half, rest]).tocsr()
+    twice = sparse.csr_matrix(
+        (both.data, both.indices % counts.n_vars, both.indptr), shape=counts.shape
+    )
+    assert not twice.has_canonical_format
+    data_before = twice.data.copy()
+    dup = ad.AnnData(twice, obs=counts.obs[[]], var=counts.var[[]])
+    assert dup.X is twice
+    np.testing.assert_allclose(embed(dup, chunk_size=16), embed(counts), atol=1e-6)
+    np.testing.assert_array_equal(twice.data, data_before)
+
+
+def test_backed_csr_is_read_block_by_block_and_never_written(counts, tmp_path, monkeypatch):
+    """Backed X stays on disk: every read of its arrays is a chunk of rows (counted on
+    h5py), all of X is never loaded, and the file's bytes do not change."""
+    import hashlib
+
+    import h5py
+
+    counts.X = sparse.csr_matrix(counts.X)
+    path = tmp_path / "a.h5ad"
+    counts.write_h5ad(path)
+    digest, mtime = hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
+    backed = ad.read_h5ad(path, backed="r")
+    reads = []
+    real_getitem = h5py.Dataset.__getitem__
+
+    def counting_getitem(self, key, *args, **kwargs):
+        out = real_getitem(self, key, *args, **kwargs)
+        if self.name in ("/X/data", "/X/indices"):
+            reads.append(np.size(out))
+        return out
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", counting_getitem)
+    monkeypatch.setattr(
+        type(backed.X), "to_memory", lambda *_, **__: pytest.fail("all of X was loaded")
+    )
+    chunk = 16
+    sc_genept.tl.genept_embed(backed, chunk_size=chunk)
+    monkeypatch.undo()
+    per_row = np.diff(counts.X.indptr)
+    largest_block = max(per_row[i : i + chunk].sum() for i in range(counts.n_obs))
+    assert reads and max(reads) <= largest_block  # never more than a block's rows
+    assert sum(reads) <= 2 * counts.X.nnz + 2 * largest_block  # each row about once
+    assert backed.isbacked and not isinstance(backed.X, np.ndarray | sparse.spmatrix)
+    backed.file.close()
+    assert path.stat().st_mtime_ns == mtime
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    np.testing.assert_allclose(backed.obsm["X_genept"], embed(counts), atol=1e-5)

@@ -1,12 +1,14 @@
 """Raw 10x counts from a real experiment: celltypist's sample (559 cells × 32,786 genes)."""
 
 import os
+import warnings
 
 import anndata as ad
 import celltypist
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import sparse
 
 import sc_genept
 
@@ -49,3 +51,34 @@ def test_gencode_ids_give_nearly_the_same_cells(raw_10x):
     assert by_id.uns["X_genept"]["genes"]["matched_by"]["ensembl"] > 17_000
     cosine = (by_symbol.obsm["X_genept"] * by_id.obsm["X_genept"]).sum(axis=1)
     assert cosine.min() > 0.999
+
+
+def _as(adata, x):
+    return ad.AnnData(x, obs=adata.obs[[]], var=adata.var[[]])
+
+
+def test_float16_counts_whose_library_sizes_overflow_float16(raw_10x):
+    """4× deeper cells: library sizes pass float16's 65,504 but every count stays exact
+    (multiples of 4 below 8,192); normalisation is scale-free, so nothing may change."""
+    deep = raw_10x.X * 4
+    assert (deep.sum(axis=1) > np.finfo(np.float16).max).sum() > 40
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "cells express none" for overflowed cells
+        got = sc_genept.tl.genept_embed(_as(raw_10x, deep.astype(np.float16)), copy=True)
+    expected = sc_genept.tl.genept_embed(raw_10x, copy=True)
+    assert got.uns["X_genept"]["log_normalized"] is True
+    assert got.uns["X_genept"]["n_cells_empty"] == 0
+    np.testing.assert_allclose(got.obsm["X_genept"], expected.obsm["X_genept"], atol=1e-5)
+
+
+@pytest.mark.parametrize("form", ["dense", "csr"])
+def test_int64_counts_whose_library_sizes_overflow_int64(raw_10x, form):
+    """Counts × 2**50 (exact in float32): library sizes overflow int64, the embedding may not
+    change."""
+    huge = raw_10x.X.astype(np.int64) * 2**50
+    assert (huge.sum(axis=1) < 0).any()  # int64 wraps round
+    huge = sparse.csr_matrix(huge) if form == "csr" else huge
+    got = sc_genept.tl.genept_embed(_as(raw_10x, huge), copy=True)
+    expected = sc_genept.tl.genept_embed(raw_10x, copy=True)
+    assert got.uns["X_genept"]["n_cells_empty"] == 0
+    np.testing.assert_allclose(got.obsm["X_genept"], expected.obsm["X_genept"], atol=1e-5)
