@@ -290,7 +290,10 @@ class _Block:
             data, indices, indptr = rows
             row_all = np.repeat(np.arange(self.n_rows), np.diff(indptr))
             # float64 sums: a float16 (or small integer) sum of counts overflows
-            self.library_size = np.bincount(row_all, weights=data, minlength=self.n_rows)
+            self.library_size = np.bincount(row_all, weights=data, minlength=self.n_rows).astype(
+                np.float64,
+                copy=False,  # bincount gives int64 when the block stores nothing
+            )
             slot = columns.slot[indices]
             keep = slot >= 0
             self._row_of, self._slot = row_all[keep], slot[keep]
