@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -10,6 +13,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 import torch
+from anndata import AnnData
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from scanpy import logging as logg
 from scipy import sparse
@@ -18,17 +23,22 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, ObsmField
 from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
+from scvi.train import Trainer as ScviTrainer
 from scvi.train import TrainRunner
 
+from sc_genept.genes._checks import non_negative_int, positive_int, positive_number
 from sc_genept.model._folder import OWN_ONTOLOGY, ModelFolderError, read_folder, write_folder
 from sc_genept.model._module import GenePTClassifierModule, TrainingPlan
-from sc_genept.model._overlap import DEFAULT_MIN_GENE_OVERLAP, check_gene_overlap, gene_overlap
+from sc_genept.model._overlap import (
+    DEFAULT_MIN_GENE_OVERLAP,
+    check_fraction,
+    check_gene_overlap,
+    gene_overlap,
+)
 from sc_genept.ontology import CellOntology
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-    from anndata import AnnData
 
 
 _LABEL_COLUMN = "_genept_label_id"
@@ -92,11 +102,20 @@ class GenePTClassifier(BaseModelClass):
         n_members: int = 5,
         loss: Literal["hierarchical", "flat"] = "hierarchical",
     ):
-        super().__init__(adata, registry=registry)
-        if not isinstance(n_members, int) or n_members < 1:
-            raise ValueError(f"n_members must be a positive integer, got {n_members!r}.")
+        if adata is None and registry is None:
+            raise ValueError(
+                "Pass adata registered with GenePTClassifier.setup_anndata(adata, "
+                "labels_key=...), or load a saved model with GenePTClassifier.load(folder)."
+            )
+        if adata is not None:
+            check_adata(adata)
+        positive_int("n_hidden", n_hidden)
+        non_negative_int("n_layers", n_layers)
+        check_fraction("dropout", dropout, "[0, 1)")
+        positive_int("n_members", n_members)
         if loss not in ("hierarchical", "flat"):
             raise ValueError(f"loss must be 'hierarchical' or 'flat', not {loss!r}.")
+        super().__init__(adata, registry=registry)
         setup = self.registry_["setup_args"]
         self.embedding_keys = list(setup["embedding_keys"])
         self.terms = [
@@ -211,6 +230,17 @@ class GenePTClassifier(BaseModelClass):
             ``"bundled"`` CL or a path/URL of a CL OBO file (see
             :meth:`~sc_genept.ontology.CellOntology.load`).
         """
+        check_adata(adata)
+        if isinstance(embedding_keys, str):
+            raise TypeError(
+                f"embedding_keys must be a list of obsm keys, not the string {embedding_keys!r}: "
+                f"pass [{embedding_keys!r}]."
+            )
+        if adata.n_obs == 0:
+            raise ValueError(
+                "adata has no cells: train on a reference with labelled cells (check the "
+                "subsetting that made it)."
+            )
         setup_method_args = cls._get_setup_method_args(**locals())
         embedding_keys = list(embedding_keys)
         setup_method_args["setup_args"]["embedding_keys"] = embedding_keys
@@ -231,9 +261,12 @@ class GenePTClassifier(BaseModelClass):
                 f"cells only, e.g. adata[adata.obs[{labels_key!r}].notna()].copy()."
             )
         if unmapped:
+            why = "; ".join(cl.explain(u) for u in unmapped[:10]) + (
+                "; …" if len(unmapped) > 10 else ""
+            )
             raise ValueError(
                 f"{len(unmapped)} labels in obs[{labels_key!r}] are not CL ids, names or "
-                f"unambiguous exact synonyms in {cl!r}: {unmapped[:20]}. Map them to CL ids "
+                f"unambiguous exact synonyms in {cl!r}: {why}. Map them to CL ids "
                 "(e.g. with CellOntology.resolve) first."
             )
         labels = sorted(set(ids))
@@ -321,16 +354,22 @@ class GenePTClassifier(BaseModelClass):
         **trainer_kwargs
             Other :class:`lightning.pytorch.Trainer` arguments.
         """
+        # every argument is checked before anything is changed or trained
+        positive_int("max_epochs", max_epochs)
+        positive_int("batch_size", batch_size)
+        positive_number("lr", lr)
+        positive_number("weight_decay", weight_decay, allow_zero=True)
+        check_fraction("train_size", train_size, "(0, 1]")
+        check_fraction("calibration_size", calibration_size, "[0, 1)")
+        check_fraction("gene_dropout", gene_dropout, "[0, 1)")
+        non_negative_int("early_stopping_patience", early_stopping_patience)
+        _check_trainer_kwargs(trainer_kwargs)
         rng = np.random.default_rng(seed)
         torch.manual_seed(seed)  # batch order and dropout
-        if not 0 <= gene_dropout < 1:
-            raise ValueError(f"gene_dropout must be in [0, 1), got {gene_dropout}.")
         self.module.gene_dropout = gene_dropout
         if not self.is_trained_:
             self.module.reset_parameters(seed)
         codes = self._label_codes()
-        if not 0 <= calibration_size < 1:
-            raise ValueError(f"calibration_size must be in [0, 1), got {calibration_size}.")
         # calibration cells are held out from everything else: cells that chose the best
         # epoch would make the model look surer than it is on new data
         fit_idx, calibration_idx = _stratified_split(codes, 1 - calibration_size, rng)
@@ -416,6 +455,10 @@ class GenePTClassifier(BaseModelClass):
 
         Arguments as in :meth:`predict`.
         """
+        if adata is not None:
+            check_adata(adata)
+        positive_int("batch_size", batch_size)
+        check_fraction("min_gene_overlap", min_gene_overlap, "[0, 1]")
         if not self.is_trained_:
             raise RuntimeError(
                 "This model has not been trained: call model.train() first, or load a trained "
@@ -464,6 +507,7 @@ class GenePTClassifier(BaseModelClass):
         subtree mass), and ``finest_ontology_term_id``, ``finest_cell_type`` and
         ``finest_probability`` (the single most probable term, before thresholding).
         """
+        check_fraction("min_confidence", min_confidence, "(0, 1]")
         probs = self.predict_proba(adata, batch_size=batch_size, min_gene_overlap=min_gene_overlap)
         if soft:
             return probs
@@ -528,6 +572,20 @@ class GenePTClassifier(BaseModelClass):
         device
             Where to put the weights (``"cpu"``, ``"cuda"``, ``"cuda:1"`` …).
         """
+        if not isinstance(dir_path, str | os.PathLike):
+            raise TypeError(
+                "dir_path must be the folder GenePTClassifier.save wrote (a str or Path), got "
+                f"{type(dir_path).__name__}."
+            )
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(
+                f"device={device!r} is not a torch device: pass 'cpu', 'cuda' or "
+                f"'cuda:<index>' ({err})."
+            ) from None
+        if adata is not None:
+            check_adata(adata)
         path = Path(dir_path)
         meta, state = read_folder(path, device)
         if meta.get("model") != cls.__name__:
@@ -745,19 +803,76 @@ def _input_keys(embedding_keys: Sequence[str]) -> list[str]:
     return [f"input_{i}" for i in range(len(embedding_keys))]
 
 
+def check_adata(adata, name: str = "adata") -> None:
+    """Refuse anything but an AnnData, before any attribute of it is read."""
+    if not isinstance(adata, AnnData):
+        raise TypeError(
+            f"{name} must be an AnnData (cells × genes), got {type(adata).__name__}: pass the "
+            "AnnData object itself."
+        )
+
+
 def _check_embedding(adata: AnnData, key: str) -> np.ndarray:
     if key not in adata.obsm:
-        hint = " Run sc.tl.genept_embed(adata) first." if key == "X_genept" else ""
+        hint = (
+            " Run sc.tl.genept_embed(adata) first."
+            if key == "X_genept"
+            else " Compute it first, as for the training data."
+        )
         raise KeyError(f"No obsm[{key!r}] in adata; it has {list(adata.obsm)}.{hint}")
     x = adata.obsm[key]
     if sparse.issparse(x):
         x = sparse.csr_matrix(x)
         values = x.data
     else:
-        x = values = np.asarray(x, dtype=np.float32)
-    if x.ndim != 2 or not np.isfinite(values).all():
-        raise ValueError(f"obsm[{key!r}] must be a 2-D array of finite numbers.")
+        try:
+            x = values = np.asarray(x, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"obsm[{key!r}] must be a 2-D array of numbers ({err}): compute it again."
+            ) from None
+    if x.ndim != 2:
+        raise ValueError(
+            f"obsm[{key!r}] must be a 2-D array (cells × dimensions), got shape {x.shape}: "
+            "compute it again."
+        )
+    if not np.isfinite(values).all():
+        bad = (
+            np.unique(x.tocoo().row[~np.isfinite(x.tocoo().data)])
+            if sparse.issparse(x)
+            else np.flatnonzero(~np.isfinite(x).all(axis=1))
+        )
+        raise ValueError(
+            f"obsm[{key!r}] has NaN or infinite values in {len(bad)} cells (e.g. "
+            f"{list(adata.obs_names[bad[:3]])}): embed again or drop those cells."
+        )
     return x
+
+
+def _train_arguments() -> set[str]:
+    """What ``train(**trainer_kwargs)`` may pass on: scvi-tools' and Lightning's Trainer."""
+    names = {"ckpt_path", "callbacks", "enable_checkpointing"}
+    for function in (ScviTrainer.__init__, Trainer.__init__):
+        names |= {
+            p.name
+            for p in inspect.signature(function).parameters.values()
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"
+        }
+    return names
+
+
+def _check_trainer_kwargs(trainer_kwargs: dict) -> None:
+    """Refuse a misspelt training argument by name, before anything trains."""
+    known = _train_arguments()
+    own = [p for p in inspect.signature(GenePTClassifier.train).parameters if p != "self"]
+    for name in trainer_kwargs:
+        if name not in known:
+            close = difflib.get_close_matches(name, [*own, *known], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "."
+            raise TypeError(
+                f"{name} is not an argument of GenePTClassifier.train or of Lightning's "
+                f"Trainer{hint} See help(GenePTClassifier.train) for what it takes."
+            )
 
 
 def _gene_columns(query_genes: dict | None, model_genes: dict) -> np.ndarray | None:

@@ -5,6 +5,7 @@ Kept free of torch so that :mod:`sc_genept.tl` can check a query before the mode
 
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import numpy as np
@@ -13,6 +14,22 @@ import numpy as np
 DEFAULT_MIN_GENE_OVERLAP = 0.1
 #: Below this share of the model's genes a query gets a warning.
 _GENE_OVERLAP_WARNING = 0.8
+
+
+def check_fraction(name: str, value, interval: str) -> float:
+    """``value`` as a float in ``interval`` (``"(0, 1]"``, ``"[0, 1)"`` or ``"[0, 1]"``).
+
+    Raises :class:`TypeError` for a non-number (a string, a bool) and :class:`ValueError`
+    outside the interval, NaN included, naming the argument and what it takes.
+    """
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number in {interval}, got {value!r}.")
+    number = float(value)
+    above = number > 0 if interval[0] == "(" else number >= 0
+    below = number < 1 if interval[-1] == ")" else number <= 1
+    if not (above and below):  # NaN fails both
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}.")
+    return number
 
 
 def gene_overlap(gene_set: dict, genes) -> dict:
