@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -17,7 +18,12 @@ from sc_genept._utils import h5ad_safe
 from sc_genept.genes import GeneEmbeddings
 from sc_genept.genes import available as available_tables
 from sc_genept.genes import load as load_table
-from sc_genept.model._overlap import DEFAULT_MIN_GENE_OVERLAP, check_gene_overlap, gene_overlap
+from sc_genept.model._overlap import (
+    DEFAULT_MIN_GENE_OVERLAP,
+    check_fraction,
+    check_gene_overlap,
+    gene_overlap,
+)
 from sc_genept.tl._embed import cell_embedding, expression_record
 
 if TYPE_CHECKING:
@@ -137,16 +143,9 @@ def genept_annotate(
     >>> sc.tl.genept_annotate(query, reference=ref, labels_key="cell_type_ontology_term_id")
     >>> sc.pl.umap(query, color=["genept_cell_type", "genept_cell_type_confidence"])
     """
-    if (model is None) == (reference is None):
-        raise ValueError(
-            "Pass either model= (trained or saved) or reference= with labels_key=, not both."
-        )
-    if reference is not None and labels_key is None:
-        raise ValueError("reference= needs labels_key=: the obs column with its cell types.")
-    if not 0 < min_confidence <= 1:
-        raise ValueError(f"min_confidence must be in (0, 1], got {min_confidence}.")
-    if inputs not in INPUTS:
-        raise ValueError(f"inputs must be one of {list(INPUTS)}, not {inputs!r}.")
+    _check_call(adata, model, reference, labels_key, inputs, key_added)
+    check_fraction("min_confidence", min_confidence, "(0, 1]")
+    check_fraction("min_gene_overlap", min_gene_overlap, "[0, 1]")
     from sc_genept.model import GenePTClassifier  # torch and Lightning: only when annotating
 
     if model is None:
@@ -184,6 +183,11 @@ def genept_annotate(
                 "model.train(...) first."
             )
         if not isinstance(model, GenePTClassifier):
+            if not isinstance(model, str | os.PathLike):
+                raise TypeError(
+                    "model must be a GenePTClassifier or the folder its save() wrote (a str or "
+                    f"Path), got {type(model).__name__}."
+                )
             model = GenePTClassifier.load(model)
         gene_set = model.gene_set
         embedded = _embedded(
@@ -241,6 +245,57 @@ def genept_annotate(
         f"(min_confidence={min_confidence})\n    added obs[{key_added!r}] and related columns"
     )
     return adata if copy else None
+
+
+def _check_call(adata, model, reference, labels_key, inputs, key_added: str) -> None:
+    """Refuse a call that cannot work before anything is embedded, loaded or trained."""
+    if (model is None) == (reference is None):
+        raise ValueError(
+            "Pass either model= (trained or saved) or reference= with labels_key=, not both."
+        )
+    if reference is not None and labels_key is None:
+        raise ValueError("reference= needs labels_key=: the obs column with its cell types.")
+    for name, value in (("adata", adata), ("reference", reference)):
+        if value is not None and not isinstance(value, ad.AnnData):
+            raise TypeError(
+                f"{name} must be an AnnData (cells × genes), got {type(value).__name__}: pass "
+                "the AnnData object itself."
+            )
+        if value is not None and value.n_obs == 0:
+            raise ValueError(
+                f"{name} has no cells: pass an AnnData with cells (check the subsetting that "
+                "made it)."
+            )
+    if reference is not None and labels_key not in reference.obs:
+        raise KeyError(
+            f"No column {labels_key!r} in reference.obs; columns: "
+            f"{list(reference.obs.columns)}. Pass the column with its cell types as labels_key=."
+        )
+    if inputs not in INPUTS:
+        raise ValueError(f"inputs must be one of {list(INPUTS)}, not {inputs!r}.")
+    if not isinstance(key_added, str) or not key_added:
+        raise ValueError(f"key_added must be a non-empty string, got {key_added!r}.")
+    record = adata.uns.get(key_added)
+    ours = isinstance(record, Mapping) and "params" in record and "ontology_version" in record
+    taken = [c for c in _columns(key_added) if c in adata.obs]
+    if taken and not ours:  # re-annotating with the same key replaces our own columns only
+        raise ValueError(
+            f"key_added={key_added!r} would overwrite adata.obs[{taken[0]!r}], which "
+            "genept_annotate did not write: pass another key_added (default "
+            "'genept_cell_type'), or rename that column first."
+        )
+
+
+def _columns(key: str) -> dict[str, str]:
+    """The ``obs`` columns written under ``key`` and the prediction column each holds."""
+    return {
+        key: "cell_type",
+        f"{key}_ontology_term_id": "ontology_term_id",
+        f"{key}_confidence": "confidence",
+        f"{key}_finest": "finest_cell_type",
+        f"{key}_finest_ontology_term_id": "finest_ontology_term_id",
+        f"{key}_finest_probability": "finest_probability",
+    }
 
 
 def _embedded(
@@ -352,15 +407,7 @@ def _train_on(
 
 
 def _write(adata: AnnData, prediction: pd.DataFrame, key: str) -> None:
-    columns = {
-        key: "cell_type",
-        f"{key}_ontology_term_id": "ontology_term_id",
-        f"{key}_confidence": "confidence",
-        f"{key}_finest": "finest_cell_type",
-        f"{key}_finest_ontology_term_id": "finest_ontology_term_id",
-        f"{key}_finest_probability": "finest_probability",
-    }
-    for column, source in columns.items():
+    for column, source in _columns(key).items():
         values = prediction[source].to_numpy()
         adata.obs[column] = (
             values.astype(np.float32) if values.dtype.kind == "f" else pd.Categorical(values)
