@@ -3,9 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import math
+import pickle
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
+
+#: What ``genes text --out`` can write (see :func:`sc_genept.genes.text.write_texts`).
+_TEXT_FORMATS = (".parquet", ".csv", ".tsv", ".txt")
+
+
+def _positive_int(value: str) -> int:
+    """Type of an option that takes a whole number ≥ 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1, got {value!r}")
+    return number
+
+
+def _non_negative(value: str) -> float:
+    """Type of an option that takes a finite number ≥ 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0, got {value!r}")
+    return number
+
+
+def _existing_file(parser: argparse.ArgumentParser, path: str | None, what: str) -> None:
+    """A usage error (exit 2) unless ``path`` is an existing file."""
+    if path is not None and not Path(path).is_file():
+        state = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
+        parser.error(f"{what} {path} {state}: pass the path of an existing file.")
 
 
 def demo(out: Path, *, max_epochs: int = 200) -> Path:
@@ -82,6 +116,12 @@ def demo(out: Path, *, max_epochs: int = 200) -> Path:
     return path
 
 
+def _demo(args) -> None:
+    if args.out.exists() and not args.out.is_dir():
+        args.parser.error(f"--out {args.out} is a file; pass a folder for the demo's output.")
+    demo(args.out)
+
+
 def _confirmer(args):
     """How to confirm paid calls: not at all with --yes or a server on this machine, else ask.
 
@@ -102,14 +142,29 @@ def genes_text(args) -> None:
     """``sc-genept genes text``: build (and optionally enrich) a gene-texts table."""
     from sc_genept.genes import text
 
+    if Path(args.out).suffix.lower() not in _TEXT_FORMATS:
+        args.parser.error(
+            f"--out must end in .parquet, .csv, .tsv or .txt (got {args.out}): the format "
+            "follows the suffix."
+        )
+    if args.source != "bundled" and args.path is None:
+        args.parser.error(f"--from {args.source} needs a PATH to read.")
+    _existing_file(args.parser, args.path, "PATH")
+    _existing_file(args.parser, args.summaries, "--summaries")
     if args.source == "bundled":
         texts = text.bundled()
-    elif args.path is None:
-        raise SystemExit(f"--from {args.source} needs a PATH to read.")
-    elif args.source == "ncbi":
-        texts = text.read_ncbi_gene_info(args.path, summaries=args.summaries)
     else:
-        texts = text.read_mygene_json(args.path)
+        try:
+            if args.source == "ncbi":
+                texts = text.read_ncbi_gene_info(args.path, summaries=args.summaries)
+            else:
+                texts = text.read_mygene_json(args.path)
+        except (ValueError, KeyError, OSError) as err:
+            form = "an NCBI gene_info TSV" if args.source == "ncbi" else "mygene.info JSON"
+            raise ValueError(
+                f"cannot read {args.path} as {args.source} input ({type(err).__name__}: {err}); "
+                f"--from {args.source} takes {form}."
+            ) from err
     print(f"{len(texts):,} gene texts from {args.source}")
     if args.enrich_model:
         texts = text.enrich(
@@ -127,6 +182,12 @@ def genes_embed(args) -> None:
     """``sc-genept genes embed``: embed a texts table into a gene table."""
     from sc_genept.genes import OpenAIEmbedder, SentenceTransformerEmbedder, build_table, text
 
+    _existing_file(args.parser, args.texts, "TEXTS")
+    if args.dimensions is not None and args.provider != "openai":
+        args.parser.error(
+            "--dimensions applies to --provider openai only (a local model makes vectors of "
+            "its own length): leave it out, or pass --provider openai."
+        )
     texts = text.read_texts(args.texts)
     if args.provider == "openai":
         embedder = OpenAIEmbedder(
@@ -178,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.add_argument(
         "--out", type=Path, default=Path("sc_genept_demo"), help="output folder"
     )
-    demo_parser.set_defaults(run=lambda a: demo(a.out))
+    demo_parser.set_defaults(run=_demo, parser=demo_parser)
 
     genes = commands.add_parser(
         "genes", help="gene texts and gene-embedding tables"
@@ -202,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out", required=True, help="texts table to write (.parquet, .csv, .tsv)"
     )
     text_parser.add_argument("--yes", action="store_true", help="send to a paid API without asking")
-    text_parser.set_defaults(run=genes_text)
+    text_parser.set_defaults(run=genes_text, parser=text_parser)
 
     embed_parser = genes.add_parser("embed", help="embed a texts table into a gene table")
     embed_parser.add_argument("texts", help="texts table (symbol, text[, ensembl_id])")
@@ -212,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         "--model", help="default: bundled all-MiniLM-L6-v2 / text-embedding-3-large"
     )
     embed_parser.add_argument(
-        "--dimensions", type=int, help="Matryoshka dimensions (OpenAI text-embedding-3-*)"
+        "--dimensions", type=_positive_int, help="Matryoshka dimensions (OpenAI text-embedding-3-*)"
     )
     embed_parser.add_argument(
         "--base-url", help="OpenAI-compatible server (API key from OPENAI_API_KEY)"
@@ -221,10 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         "--batch-api", action="store_true", help="OpenAI Batch API: half price, resumable"
     )
     embed_parser.add_argument(
-        "--poll-interval", type=float, default=30.0, help="seconds between Batch API checks"
+        "--poll-interval", type=_non_negative, default=30.0, help="seconds between Batch API checks"
     )
     embed_parser.add_argument(
-        "--price", type=float, help="USD per million tokens for the cost estimate"
+        "--price", type=_non_negative, help="USD per million tokens for the cost estimate"
     )
     embed_parser.add_argument(
         "--text-source", help="what the texts are, for the table's provenance"
@@ -238,19 +299,30 @@ def main(argv: list[str] | None = None) -> int:
     embed_parser.add_argument(
         "--yes", action="store_true", help="send to a paid API without asking"
     )
-    embed_parser.set_defaults(run=genes_embed)
+    embed_parser.set_defaults(run=genes_embed, parser=embed_parser)
 
     info_parser = genes.add_parser("info", help="provenance and coverage of a gene table")
     info_parser.add_argument("table", nargs="?", default="default", help="bundled name or file")
-    info_parser.set_defaults(run=genes_info)
+    info_parser.set_defaults(run=genes_info, parser=info_parser)
 
     args = parser.parse_args(argv)
-    from sc_genept.genes import Cancelled
+    from sc_genept.genes import BatchJobError, Cancelled, EmbeddingError
 
     try:
         args.run(args)
     except Cancelled:
         raise SystemExit("Nothing sent. Pass --yes to use a paid API without asking.") from None
+    except (
+        ValueError,
+        KeyError,
+        OSError,
+        pickle.UnpicklingError,
+        EmbeddingError,
+        BatchJobError,
+    ) as err:
+        # what went wrong and what to do, without a traceback (sc_genept's messages say both)
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        parser.exit(1, f"{parser.prog}: error: {message}\n")
     return 0
 
 
