@@ -101,3 +101,37 @@ def pbmc_split(pbmc_embedded):
     )
     is_test = np.isin(np.arange(pbmc_embedded.n_obs), test)
     return pbmc_embedded[~is_test].copy(), pbmc_embedded[is_test].copy()
+
+
+@pytest.fixture
+def backed_reads(monkeypatch):
+    """Watch a backed AnnData's X: the sizes of every read of its sparse arrays.
+
+    ``watch(backed)`` returns the list the reads are appended to, and fails the test if
+    all of X is loaded into memory (``to_memory``).
+    """
+    import h5py
+
+    def watch(backed) -> list[int]:
+        reads = []
+        real_getitem = h5py.Dataset.__getitem__
+
+        def counting_getitem(self, key, *args, **kwargs):
+            out = real_getitem(self, key, *args, **kwargs)
+            if self.name in ("/X/data", "/X/indices"):
+                reads.append(np.size(out))
+            return out
+
+        monkeypatch.setattr(h5py.Dataset, "__getitem__", counting_getitem)
+        monkeypatch.setattr(
+            type(backed.X), "to_memory", lambda *_, **__: pytest.fail("all of X was loaded")
+        )
+        return reads
+
+    return watch
+
+
+def largest_block(indptr, rows: int) -> int:
+    """The most stored values any ``rows`` consecutive rows of a CSR matrix hold."""
+    per_row = np.diff(indptr)
+    return max(per_row[i : i + rows].sum() for i in range(len(per_row)))

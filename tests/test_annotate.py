@@ -3,6 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
+from conftest import largest_block
 
 import sc_genept
 from sc_genept.model import GenePTClassifier
@@ -97,8 +98,9 @@ def test_same_seed_same_annotation(pbmc_split):
     )
 
 
-def test_backed_query_is_embedded_without_copying(pbmc_split, tmp_path):
-    import anndata as ad
+def test_backed_query_is_embedded_without_copying(pbmc_split, tmp_path, monkeypatch, backed_reads):
+    import hashlib
+
     from scipy import sparse
 
     ref, query = pbmc_split
@@ -107,14 +109,23 @@ def test_backed_query_is_embedded_without_copying(pbmc_split, tmp_path):
         obs=query.obs[[]],
         var=query.raw.var[[]],
     )
-    counts.write_h5ad(tmp_path / "q.h5ad")
-    backed = ad.read_h5ad(tmp_path / "q.h5ad", backed="r")
+    path = tmp_path / "q.h5ad"
+    counts.write_h5ad(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    backed = ad.read_h5ad(path, backed="r")
     GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id")
     model = GenePTClassifier(ref)
     model.train(**FAST)
+    # blocks of 16 cells, so that reading all of X at once cannot pass for one block
+    monkeypatch.setattr(sc_genept._genept_w, "default_block_rows", lambda n: 16)
+    reads = backed_reads(backed)
     sc.tl.genept_annotate(backed, model)
-    assert backed.obs["genept_cell_type"].notna().all()
+    monkeypatch.undo()
+    assert reads and max(reads) <= largest_block(counts.X.indptr, 16)
+    assert backed.isbacked and backed.obs["genept_cell_type"].notna().all()
     assert backed.uns["X_genept"]["log_normalized"] is True  # counts on disk were normalised
+    backed.file.close()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
 
 
 def test_query_problems_surface_before_training(pbmc, raw_split, monkeypatch):

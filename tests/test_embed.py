@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
+from conftest import largest_block
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import sparse
@@ -525,38 +526,25 @@ def test_rows_with_repeated_columns_are_summed(counts):
     np.testing.assert_array_equal(twice.data, data_before)
 
 
-def test_backed_csr_is_read_block_by_block_and_never_written(counts, tmp_path, monkeypatch):
+def test_backed_csr_is_read_block_by_block_and_never_written(
+    counts, tmp_path, monkeypatch, backed_reads
+):
     """Backed X stays on disk: every read of its arrays is a chunk of rows (counted on
     h5py), all of X is never loaded, and the file's bytes do not change."""
     import hashlib
-
-    import h5py
 
     counts.X = sparse.csr_matrix(counts.X)
     path = tmp_path / "a.h5ad"
     counts.write_h5ad(path)
     digest, mtime = hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
     backed = ad.read_h5ad(path, backed="r")
-    reads = []
-    real_getitem = h5py.Dataset.__getitem__
-
-    def counting_getitem(self, key, *args, **kwargs):
-        out = real_getitem(self, key, *args, **kwargs)
-        if self.name in ("/X/data", "/X/indices"):
-            reads.append(np.size(out))
-        return out
-
-    monkeypatch.setattr(h5py.Dataset, "__getitem__", counting_getitem)
-    monkeypatch.setattr(
-        type(backed.X), "to_memory", lambda *_, **__: pytest.fail("all of X was loaded")
-    )
+    reads = backed_reads(backed)
     chunk = 16
     sc_genept.tl.genept_embed(backed, chunk_size=chunk)
     monkeypatch.undo()
-    per_row = np.diff(counts.X.indptr)
-    largest_block = max(per_row[i : i + chunk].sum() for i in range(counts.n_obs))
-    assert reads and max(reads) <= largest_block  # never more than a block's rows
-    assert sum(reads) <= 2 * counts.X.nnz + 2 * largest_block  # each row about once
+    block = largest_block(counts.X.indptr, chunk)
+    assert reads and max(reads) <= block  # never more than a block's rows
+    assert sum(reads) <= 2 * counts.X.nnz + 2 * block  # each row about once
     assert backed.isbacked and not isinstance(backed.X, np.ndarray | sparse.spmatrix)
     backed.file.close()
     assert path.stat().st_mtime_ns == mtime
