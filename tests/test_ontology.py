@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+import sc_genept
 from sc_genept.datasets._pbmc import PBMC68K_TO_CL
 
 CELL, IMMUNE, T, CD4, CD8, B, NEURON = (f"CL:000000{i}" for i in range(7))
@@ -111,6 +112,10 @@ def test_obsolete_id_follows_replaced_by_with_a_warning(cl):
     with pytest.warns(UserWarning, match=message) as caught:
         ids, unmapped = cl.map_labels(labels)
     assert len(caught) == 1  # one warning per distinct label, not per cell
+    assert caught[0].filename == __file__  # it points at the caller's line
+    with pytest.warns(UserWarning, match=message) as caught:
+        sc_genept.metrics.evaluate(["CL:0000054"], ["CL:0000062"])
+    assert {w.filename for w in caught} == {__file__}  # also when called from metrics
     assert ids.tolist() == ["CL:0000062", "CL:0000084", "CL:0000062"] and unmapped == []
     assert labels == ["CL:0000054", "T cell", "CL:0000054"]
     assert "CL:0000054" not in cl  # still not part of the hierarchy

@@ -11,14 +11,13 @@ dense GEMM beats scipy's single-threaded sparse × dense product several-fold.
 
 from __future__ import annotations
 
-import os
-import sys
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
 from tqdm.auto import tqdm
+
+from sc_genept._utils import warn_caller
 
 #: Library size every cell is scaled to before log1p (fixed, so a cell's embedding does not
 #: depend on which other cells are in the dataset or the block).
@@ -37,20 +36,6 @@ class NonFiniteDataError(ValueError):
 
 #: Largest value expected in log-normalised data (log1p of 10,000 counts is 9.2).
 _LOG_SCALE_MAX = 50
-
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
-def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
-    """:func:`warnings.warn` pointing at the user's line: the first frame outside sc_genept.
-
-    A fixed ``stacklevel`` is right for one call path only; the same check runs under
-    ``genept_embed`` and ``genept_annotate`` at different depths.
-    """
-    frame, level = sys._getframe(1), 2
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, category, stacklevel=level)
 
 
 @dataclass

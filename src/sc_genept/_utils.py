@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def h5ad_safe(value):
@@ -42,3 +46,15 @@ def write_atomic(path: str | Path, data: bytes | str) -> None:
     """Write ``data`` (text is UTF-8) to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
+    """:func:`warnings.warn` pointing at the user's line: the first frame outside sc_genept.
+
+    A fixed ``stacklevel`` is right for one call path only; the same check runs under
+    ``genept_embed`` and ``genept_annotate`` at different depths.
+    """
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

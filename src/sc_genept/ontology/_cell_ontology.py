@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import warnings
 from functools import cached_property, lru_cache
 from importlib.resources import as_file, files
 from pathlib import Path
@@ -13,6 +12,8 @@ from typing import TYPE_CHECKING
 import networkx as nx
 import numpy as np
 import pandas as pd
+
+from sc_genept._utils import warn_caller
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -253,7 +254,7 @@ class CellOntology:
         """
         term, warning = self._resolve(label)
         if warning:
-            warnings.warn(warning, UserWarning, stacklevel=2)
+            warn_caller(warning)
         return term
 
     def map_labels(self, labels: Iterable[str]) -> tuple[pd.Series, list[str]]:
@@ -273,7 +274,7 @@ class CellOntology:
         for label in labels.dropna().unique():
             lookup[label], warning = self._resolve(label)
             if warning:
-                warnings.warn(warning, UserWarning, stacklevel=2)
+                warn_caller(warning)
         ids = labels.map(lookup)
         return ids, sorted(str(u) for u, t in lookup.items() if t is None)
 

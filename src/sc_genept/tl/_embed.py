@@ -14,8 +14,8 @@ import pandas as pd
 from scanpy import logging as logg
 from scipy import sparse
 
-from sc_genept._genept_w import ScaledDataError, genept_w, warn_caller
-from sc_genept._utils import h5ad_safe
+from sc_genept._genept_w import ScaledDataError, genept_w
+from sc_genept._utils import h5ad_safe, warn_caller
 from sc_genept.genes import GeneEmbeddings, load, match_genes
 
 if TYPE_CHECKING:
