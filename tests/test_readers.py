@@ -195,8 +195,9 @@ def test_bad_parquet_tables_say_what_is_wrong(tmp_path, frame, message):
 def test_empty_rows_are_dropped_with_a_warning(tmp_path):
     frame = vectors_frame(["A", None, "C"], [[1.0, 2], None, [5, 6]])
     frame.to_parquet(tmp_path / "gaps.parquet")
-    with pytest.warns(UserWarning, match="Dropped 1 of 3 rows .* neither a gene symbol nor"):
+    with pytest.warns(UserWarning, match="Dropped 1 of 3 rows .* neither a gene symbol nor") as w:
         table = sc_genept.genes.load(tmp_path / "gaps.parquet")
+    assert w[0].filename == __file__  # it points at the user's line
     assert table.symbols.tolist() == ["A", "C"]
     (tmp_path / "gaps.csv").write_text("symbol,d0,d1\nA,1,2\n,,\nC,5,6\n")
     with pytest.warns(UserWarning, match="Dropped 1 of 3 rows"):

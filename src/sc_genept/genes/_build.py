@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime
-import warnings
 from importlib.metadata import version
 
 import pandas as pd
 
+from sc_genept._utils import warn_caller
 from sc_genept.genes._embedders import Embedder, OpenAIEmbedder, embed_texts
 from sc_genept.genes._table import GeneEmbeddings, Provenance
 
@@ -58,9 +58,7 @@ def build_table(
         )
     repeated = texts["symbol"].duplicated()
     if repeated.any():
-        warnings.warn(
-            f"{int(repeated.sum())} repeated symbols: keeping the first text of each.", stacklevel=2
-        )
+        warn_caller(f"{int(repeated.sum())} repeated symbols: keeping the first text of each.")
         texts = texts[~repeated]
     vectors = embed_texts(
         texts["text"].astype(str).tolist(),

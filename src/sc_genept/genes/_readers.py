@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pandas as pd
 import pyarrow.lib
 import pyarrow.parquet as pq
 
+from sc_genept._utils import warn_caller
 from sc_genept.genes._ids import primary_ensembl_ids
 from sc_genept.genes._table import GeneEmbeddings, Provenance
 
@@ -151,11 +151,9 @@ def from_frame(
     # row of a spreadsheet): dropped, and said so; a row with only one of them is an error
     empty = ~has_symbol & ~has_vector
     if empty.any():
-        warnings.warn(
+        warn_caller(
             f"Dropped {int(empty.sum())} of {len(frame)} rows of the gene table that have "
-            "neither a gene symbol nor a vector.",
-            UserWarning,
-            stacklevel=2,
+            "neither a gene symbol nor a vector."
         )
         frame, has_vector, has_symbol = frame[~empty], has_vector[~empty], has_symbol[~empty]
         vector_columns = vector_columns[~empty]
