@@ -266,8 +266,8 @@ class GenePTClassifier(BaseModelClass):
             )
             raise ValueError(
                 f"{len(unmapped)} labels in obs[{labels_key!r}] are not CL ids, names or "
-                f"unambiguous exact synonyms in {cl!r}: {why}. Map them to CL ids "
-                "(e.g. with CellOntology.resolve) first."
+                f"unambiguous exact synonyms in {cl!r}: {unmapped[:20]} ({why}). Map them to "
+                "CL ids (e.g. with CellOntology.resolve) first."
             )
         labels = sorted(set(ids))
         if len(labels) < 2:
