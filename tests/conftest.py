@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
+
 import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import sparse
 
 import sc_genept
 from sc_genept.genes import GeneEmbeddings, Provenance
@@ -135,3 +139,94 @@ def largest_block(indptr, rows: int) -> int:
     """The most stored values any ``rows`` consecutive rows of a CSR matrix hold."""
     per_row = np.diff(indptr)
     return max(per_row[i : i + rows].sum() for i in range(len(per_row)))
+
+
+# ---- the user's AnnData must be left as it was ---------------------------------------
+
+
+_FIELDS = ("X", "obs", "var", "obsm", "varm", "obsp", "uns", "layers", "raw")
+
+
+def _fields(adata: ad.AnnData) -> dict:
+    """What a call must leave as it was (references, not copies)."""
+    raw = adata.raw
+    return {
+        "X": adata.X[:] if adata.isbacked else adata.X,
+        "obs": adata.obs,
+        "var": adata.var,
+        "obsm": dict(adata.obsm),
+        "varm": dict(adata.varm),
+        "obsp": dict(adata.obsp),
+        "uns": dict(adata.uns),
+        "layers": dict(adata.layers),
+        "raw": None if raw is None else {"X": raw.X, "var": raw.var},
+    }
+
+
+def assert_same(before, after, where: str = "adata") -> None:
+    """Value-by-value equality of nested AnnData fields (sparse, NaN, categoricals, dicts)."""
+    if isinstance(before, pd.DataFrame):
+        assert isinstance(after, pd.DataFrame), where
+        pd.testing.assert_frame_equal(after, before, check_exact=True, obj=where)
+    elif isinstance(before, pd.Series | pd.Index):
+        assert type(after) is type(before), where
+        (
+            pd.testing.assert_series_equal
+            if isinstance(before, pd.Series)
+            else pd.testing.assert_index_equal
+        )(after, before, check_exact=True, obj=where)
+    elif sparse.issparse(before):
+        assert sparse.issparse(after), f"{where} is no longer sparse"
+        assert (after.format, after.shape, after.dtype) == (
+            before.format,
+            before.shape,
+            before.dtype,
+        ), where
+        np.testing.assert_array_equal(after.toarray(), before.toarray(), err_msg=where)
+    elif isinstance(before, np.ndarray):
+        assert isinstance(after, np.ndarray), f"{where} is no longer an array"
+        assert (after.shape, after.dtype) == (before.shape, before.dtype), where
+        if before.dtype.kind in "fc":
+            np.testing.assert_array_equal(after, before, err_msg=where)  # NaN == NaN here
+        else:
+            assert np.array_equal(after, before), where
+    elif isinstance(before, Mapping):
+        assert isinstance(after, Mapping), f"{where} is no longer a mapping"
+        assert set(after) == set(before), (
+            f"{where}: keys {sorted(map(str, set(after) ^ set(before)))} differ"
+        )
+        for key in before:
+            assert_same(before[key], after[key], f"{where}[{key!r}]")
+    elif isinstance(before, list | tuple):
+        assert type(after) is type(before) and len(after) == len(before), where
+        for i, (b, a) in enumerate(zip(before, after, strict=True)):
+            assert_same(b, a, f"{where}[{i}]")
+    elif isinstance(before, float) and np.isnan(before):
+        assert isinstance(after, float) and np.isnan(after), where
+    else:
+        assert type(after) is type(before) and after == before, f"{where}: {before!r} → {after!r}"
+
+
+@pytest.fixture
+def unchanged():
+    """``watch(adata)`` snapshots an AnnData; at teardown every field must be as it was."""
+    watched = []
+
+    def watch(adata):
+        if isinstance(adata, ad.AnnData):
+            watched.append((adata, copy.deepcopy(_fields(adata))))
+        return adata
+
+    yield watch
+    for i, (adata, before) in enumerate(watched):
+        after = _fields(adata)
+        for field in _FIELDS:
+            assert_same(before[field], after[field], f"adata #{i} .{field}")
+
+
+def assert_unchanged(adata, before) -> None:
+    """Every field of ``adata`` (X, obs, var, obsm, varm, obsp, uns, layers, raw) is as in
+    ``before``, its earlier copy, value by value."""
+    after, before = _fields(adata), _fields(before)
+    for field in _FIELDS:
+        assert_same(before[field], after[field], f"adata.{field}")

@@ -96,6 +96,7 @@ def test_wide_csv_and_dict(genept_dict, tmp_path):
     frame.to_csv(tmp_path / "table.csv", index=False)
     table = sc_genept.genes.load(tmp_path / "table.csv")
     np.testing.assert_allclose(table.embeddings, from_mapping(genept_dict).embeddings, rtol=1e-6)
+    (tmp_path / "table.xlsx").write_bytes(b"PK")
     with pytest.raises(ValueError, match="Unknown gene-table format"):
         sc_genept.genes.read_table_file(tmp_path / "table.xlsx")
 

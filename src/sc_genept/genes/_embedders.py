@@ -25,14 +25,14 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 from tqdm.auto import tqdm
 
-from sc_genept._utils import write_atomic
-from sc_genept.genes._cache import Cache, cache_key
-from sc_genept.genes._checks import (
+from sc_genept._checks import (
     non_empty_str,
     non_negative_int,
     positive_int,
     positive_number,
 )
+from sc_genept._utils import write_atomic
+from sc_genept.genes._cache import Cache, cache_key
 
 logger = logging.getLogger(__name__)
 

@@ -160,6 +160,17 @@ def match_genes(names: Iterable, table: GeneEmbeddings) -> GeneMatch:
     or an Ensembl id from the NCBI map, then an alias; ties go to the first in ``var``.
     The others are counted in ``duplicates``.
     """
+    from ._table import GeneEmbeddings
+
+    if not isinstance(table, GeneEmbeddings):
+        raise TypeError(
+            f"table must be a GeneEmbeddings, got {type(table).__name__}: load one with "
+            f"sc_genept.genes.load({table!r})."
+        )
+    if isinstance(names, str | bytes):
+        raise TypeError(
+            f"names must be a list of gene names, got the string {names!r}: pass [{names!r}]."
+        )
     names = ["" if _is_missing(n) else str(n) for n in names]
     index = _TableIndex.of(table)
     candidates = []  # (rank, var position, table row, how)

@@ -139,6 +139,7 @@ def from_frame(
         has_vector = frame[embedding_column].map(_is_present)
     else:
         ignored = [c for c in frame.columns if c == symbol_column or _is_id_column(c)]
+        _check_numeric(frame.drop(columns=ignored))
         vector_columns = frame.drop(columns=ignored).select_dtypes("number")
         if vector_columns.shape[1] == 0:
             raise ValueError(
@@ -178,6 +179,11 @@ def from_frame(
 def read_table_file(path: str | Path, *, provenance: Provenance | None = None) -> GeneEmbeddings:
     """Read any supported file by its suffix: sc_genept or other parquet, pickle, CSV/TSV."""
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No gene table at {path}: the file does not exist. Pass the path of a .parquet, "
+            ".pickle/.pkl, .csv or .tsv table, or a name from sc_genept.genes.available()."
+        )
     suffixes = "".join(path.suffixes[-2:]).lower()
     if path.suffix.lower() in (".pkl", ".pickle"):
         return read_genept_pickle(path, provenance=provenance)
@@ -244,6 +250,24 @@ def _is_present(value) -> bool:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return False
     return not (isinstance(value, np.ndarray | list | tuple) and len(value) == 0)
+
+
+def _check_numeric(frame: pd.DataFrame) -> None:
+    """Refuse a vector column that holds numbers and something else (a typo, a unit).
+
+    Text columns (a gene's name, a description) hold no numbers and are left out of the
+    vectors; a column of numbers with a stray word in it would silently lose a dimension.
+    """
+    for column in frame.select_dtypes(exclude="number").columns:
+        values = frame[column].dropna()
+        numbers = pd.to_numeric(values, errors="coerce")
+        if numbers.notna().any() and numbers.isna().any():
+            bad = values[numbers.isna()]
+            raise ValueError(
+                f"Column {column!r} of the gene table holds numbers but {len(bad)} value(s) are "
+                f"not a number, e.g. {bad.iloc[0]!r} in row {bad.index[0]}: fix those cells, "
+                "or pass embedding_column= for a table with one vector column."
+            )
 
 
 def _check_present(frame: pd.DataFrame, lacking: pd.Series, what: str, fix: str) -> None:

@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.lib
 import pyarrow.parquet as pq
 
+from sc_genept._checks import positive_int
 from sc_genept._utils import atomic_path
 
-from ._checks import positive_int
 from ._ids import strip_ensembl_version
 
 #: Version of the on-disk format written by :meth:`GeneEmbeddings.save`.

@@ -73,6 +73,22 @@ def read_ncbi_gene_info(
         Keep these ``type_of_gene`` values; ``None`` keeps all.
     """
     info = pd.read_csv(path, sep="\t", dtype=str).rename(columns={"#tax_id": "tax_id"})
+    needed = [
+        "Symbol",
+        "description",
+        "Other_designations",
+        "type_of_gene",
+        "GeneID",
+        "Full_name_from_nomenclature_authority",
+        "dbXrefs",
+    ]
+    lacking = [c for c in needed if c not in info.columns]
+    if lacking:
+        raise ValueError(
+            f"{Path(path).name} lacks the column(s) {lacking} of NCBI's gene_info file: pass "
+            "a gene_info TSV (e.g. Homo_sapiens.gene_info.gz from "
+            "ftp.ncbi.nlm.nih.gov/gene/DATA/GENE_INFO/)."
+        )
     if gene_types is not None:
         info = info[info["type_of_gene"].isin(gene_types)]
     summary = {}
@@ -98,8 +114,20 @@ def read_mygene_json(path: str | Path) -> pd.DataFrame:
     Each hit has ``symbol`` and optionally ``name``, ``summary`` and ``ensembl.gene``.
     Text: ``"SYMBOL: name. summary"``.
     """
-    data = json.loads(Path(path).read_text())
-    hits = data["hits"] if isinstance(data, dict) else data
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"{path.name} is not mygene.info JSON ({err}): pass a JSON list of hits, or "
+            '{"hits": [...]}, as mygene\'s querymany/getgenes return.'
+        ) from err
+    hits = data.get("hits") if isinstance(data, dict) else data
+    if not isinstance(hits, list) or not all(isinstance(h, dict) for h in hits):
+        raise ValueError(
+            f"{path.name} is not mygene.info JSON: expected a list of hits (objects with "
+            '"symbol"), or {"hits": [...]}.'
+        )
     rows = []
     for hit in hits:
         if not hit.get("symbol"):

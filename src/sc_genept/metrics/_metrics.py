@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
     from sc_genept.ontology import CellOntology
 
+from sc_genept._checks import positive_int
+
 
 def accuracy(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
     """Fraction of exact matches.
@@ -152,8 +154,15 @@ def expected_calibration_error(
     n_bins
         Number of bins.
     """
+    n_bins = positive_int("n_bins", n_bins)
     confidence = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=bool)
+    correct = np.asarray(correct, dtype=object)
+    if pd.isna(correct).any():  # bool(NaN) is True: a missing outcome would count as right
+        raise ValueError(
+            f"correct has {int(pd.isna(correct).sum())} missing values (NaN/None): score only "
+            "cells whose outcome is known."
+        )
+    correct = correct.astype(bool)
     if confidence.shape != correct.shape or confidence.ndim != 1:
         raise ValueError(
             f"confidence and correct must be 1-D and equally long: {confidence.shape} vs "
@@ -161,8 +170,6 @@ def expected_calibration_error(
         )
     if not np.all((confidence >= 0) & (confidence <= 1)):
         raise ValueError("confidence must be probabilities in [0, 1] (no NaN).")
-    if n_bins < 1:
-        raise ValueError(f"n_bins must be at least 1, got {n_bins}.")
     if not len(confidence):
         raise ValueError("confidence and correct are empty: there is nothing to calibrate.")
     bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
@@ -208,6 +215,11 @@ def evaluate(
     """
     from sc_genept.ontology import CellOntology
 
+    if ontology is not None and not isinstance(ontology, CellOntology):
+        raise TypeError(
+            f"ontology must be a CellOntology, got {type(ontology).__name__}: pass "
+            f"CellOntology.load({ontology!r}), or leave it out for the bundled CL."
+        )
     ontology = ontology or CellOntology.load()
     y_true, y_pred = _terms(y_true, y_pred, ontology)
     excluded = _excluded(exclude, y_true, ontology)

@@ -6,7 +6,6 @@ import difflib
 import inspect
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -26,15 +25,17 @@ from scvi.model.base import BaseModelClass
 from scvi.train import Trainer as ScviTrainer
 from scvi.train import TrainRunner
 
-from sc_genept.genes._checks import non_negative_int, positive_int, positive_number
+from sc_genept._checks import (
+    check_adata,
+    check_fraction,
+    non_negative_int,
+    positive_int,
+    positive_number,
+)
+from sc_genept._utils import warn_caller
 from sc_genept.model._folder import OWN_ONTOLOGY, ModelFolderError, read_folder, write_folder
 from sc_genept.model._module import GenePTClassifierModule, TrainingPlan
-from sc_genept.model._overlap import (
-    DEFAULT_MIN_GENE_OVERLAP,
-    check_fraction,
-    check_gene_overlap,
-    gene_overlap,
-)
+from sc_genept.model._overlap import DEFAULT_MIN_GENE_OVERLAP, check_gene_overlap, gene_overlap
 from sc_genept.ontology import CellOntology
 
 if TYPE_CHECKING:
@@ -378,9 +379,7 @@ class GenePTClassifier(BaseModelClass):
         )
         self.module.set_standardization(self._input_batches(self.adata, train_idx))
         if not val_idx.size and early_stopping:
-            warnings.warn(
-                "train_size=1 leaves no validation cells: early stopping is off.", stacklevel=2
-            )
+            warn_caller("train_size=1 leaves no validation cells: early stopping is off.")
             early_stopping = False
         class_weights = None
         if balance_classes:
@@ -688,11 +687,9 @@ class GenePTClassifier(BaseModelClass):
         for key, trained in self.embedding_provenance_.items():
             query = _provenance(adata, key)
             if trained and query is None:
-                warnings.warn(
+                warn_caller(
                     f"adata.uns[{key!r}] has no gene-table provenance, so it cannot be checked "
-                    "against the training data's; embed with sc.tl.genept_embed.",
-                    UserWarning,
-                    stacklevel=3,
+                    "against the training data's; embed with sc.tl.genept_embed."
                 )
             elif trained and query:
                 # tables written before content hashes were recorded compare without one
@@ -708,12 +705,10 @@ class GenePTClassifier(BaseModelClass):
         for key, trained in self.gene_sets_.items():
             query = _gene_set(adata, key)
             if query is None:
-                warnings.warn(
+                warn_caller(
                     f"adata.uns[{key!r}] does not record which genes obsm[{key!r}] was made of, "
                     "so it cannot be checked against the model's genes; embed with "
-                    "sc.tl.genept_embed(adata, genes=model.genes) or use sc.tl.genept_annotate.",
-                    UserWarning,
-                    stacklevel=3,
+                    "sc.tl.genept_embed(adata, genes=model.genes) or use sc.tl.genept_annotate."
                 )
                 continue
             extra = set(query["names"]) - set(trained["names"])
@@ -727,7 +722,7 @@ class GenePTClassifier(BaseModelClass):
                 )
             overlap = overlap or gene_overlap(trained, query["names"])
         if overlap:
-            check_gene_overlap(overlap, min_gene_overlap, stacklevel=4)
+            check_gene_overlap(overlap, min_gene_overlap)
         return adata
 
 
@@ -801,15 +796,6 @@ def _checkpoint_callbacks(trainer_kwargs: dict, checkpoint_dir: str | Path | Non
 
 def _input_keys(embedding_keys: Sequence[str]) -> list[str]:
     return [f"input_{i}" for i in range(len(embedding_keys))]
-
-
-def check_adata(adata, name: str = "adata") -> None:
-    """Refuse anything but an AnnData, before any attribute of it is read."""
-    if not isinstance(adata, AnnData):
-        raise TypeError(
-            f"{name} must be an AnnData (cells × genes), got {type(adata).__name__}: pass the "
-            "AnnData object itself."
-        )
 
 
 def _check_embedding(adata: AnnData, key: str) -> np.ndarray:

@@ -5,31 +5,14 @@ Kept free of torch so that :mod:`sc_genept.tl` can check a query before the mode
 
 from __future__ import annotations
 
-import numbers
-import warnings
-
 import numpy as np
+
+from sc_genept._utils import warn_caller
 
 #: Below this share of the model's genes a query is refused (callers can lower it).
 DEFAULT_MIN_GENE_OVERLAP = 0.1
 #: Below this share of the model's genes a query gets a warning.
 _GENE_OVERLAP_WARNING = 0.8
-
-
-def check_fraction(name: str, value, interval: str) -> float:
-    """``value`` as a float in ``interval`` (``"(0, 1]"``, ``"[0, 1)"`` or ``"[0, 1]"``).
-
-    Raises :class:`TypeError` for a non-number (a string, a bool) and :class:`ValueError`
-    outside the interval, NaN included, naming the argument and what it takes.
-    """
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a number in {interval}, got {value!r}.")
-    number = float(value)
-    above = number > 0 if interval[0] == "(" else number >= 0
-    below = number < 1 if interval[-1] == ")" else number <= 1
-    if not (above and below):  # NaN fails both
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}.")
-    return number
 
 
 def gene_overlap(gene_set: dict, genes) -> dict:
@@ -49,7 +32,7 @@ def gene_overlap(gene_set: dict, genes) -> dict:
     }
 
 
-def check_gene_overlap(overlap: dict, min_gene_overlap: float, *, stacklevel: int = 3) -> None:
+def check_gene_overlap(overlap: dict, min_gene_overlap: float) -> None:
     """Warn below 80 % of the model's genes, raise below ``min_gene_overlap``."""
     if not overlap:
         return
@@ -67,11 +50,9 @@ def check_gene_overlap(overlap: dict, min_gene_overlap: float, *, stacklevel: in
             "lower min_gene_overlap to predict anyway."
         )
     if found < _GENE_OVERLAP_WARNING:
-        warnings.warn(
+        warn_caller(
             f"{what} genept_annotate gives missing genes their reference mean, so the model "
             "sees a typical value, not the cell's own, and accuracy drops (on PBMCs it kept "
             "89 % of its macro-F1 with a quarter of the genes, 63 % with a tenth). A model "
-            "trained on the genes this query has (genept_annotate with reference=) does better.",
-            UserWarning,
-            stacklevel=stacklevel,
+            "trained on the genes this query has (genept_annotate with reference=) does better."
         )

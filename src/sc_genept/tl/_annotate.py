@@ -14,16 +14,12 @@ import numpy as np
 import pandas as pd
 from scanpy import logging as logg
 
+from sc_genept._checks import check_adata, check_fraction
 from sc_genept._utils import h5ad_safe
 from sc_genept.genes import GeneEmbeddings
 from sc_genept.genes import available as available_tables
 from sc_genept.genes import load as load_table
-from sc_genept.model._overlap import (
-    DEFAULT_MIN_GENE_OVERLAP,
-    check_fraction,
-    check_gene_overlap,
-    gene_overlap,
-)
+from sc_genept.model._overlap import DEFAULT_MIN_GENE_OVERLAP, check_gene_overlap, gene_overlap
 from sc_genept.tl._embed import cell_embedding, expression_record
 
 if TYPE_CHECKING:
@@ -204,7 +200,7 @@ def genept_annotate(
         )
         overlap = model.gene_overlap(embedded.uns[_EMBEDDING_KEY]["gene_set"]["names"])
         check_gene_overlap(overlap, min_gene_overlap)
-    with warnings.catch_warnings():  # the overlap was checked above, with the user's stack level
+    with warnings.catch_warnings():  # the overlap was checked and warned about above
         warnings.filterwarnings("ignore", message="The query has .* of the model's")
         prediction = model.predict(
             embedded, min_confidence=min_confidence, min_gene_overlap=min_gene_overlap
@@ -256,16 +252,8 @@ def _check_call(adata, model, reference, labels_key, inputs, key_added: str) -> 
     if reference is not None and labels_key is None:
         raise ValueError("reference= needs labels_key=: the obs column with its cell types.")
     for name, value in (("adata", adata), ("reference", reference)):
-        if value is not None and not isinstance(value, ad.AnnData):
-            raise TypeError(
-                f"{name} must be an AnnData (cells × genes), got {type(value).__name__}: pass "
-                "the AnnData object itself."
-            )
-        if value is not None and value.n_obs == 0:
-            raise ValueError(
-                f"{name} has no cells: pass an AnnData with cells (check the subsetting that "
-                "made it)."
-            )
+        if value is not None:
+            check_adata(value, name, empty_ok=False)
     if reference is not None and labels_key not in reference.obs:
         raise KeyError(
             f"No column {labels_key!r} in reference.obs; columns: "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -14,6 +13,7 @@ import pandas as pd
 from scanpy import logging as logg
 from scipy import sparse
 
+from sc_genept._checks import check_adata, positive_int
 from sc_genept._genept_w import ScaledDataError, genept_w
 from sc_genept._utils import h5ad_safe, warn_caller
 from sc_genept.genes import GeneEmbeddings, load, match_genes
@@ -148,6 +148,7 @@ def genept_embed(
     >>> adata.obsm["X_genept"].shape
     (700, 384)
     """
+    check_adata(adata, empty_ok=False)
     if copy and adata.isbacked:
         raise ValueError(
             "copy=True needs an in-memory AnnData; for backed data use copy=False (the "
@@ -211,6 +212,7 @@ def cell_embedding(
         Also return the (log-normalised) expression of the embedded genes, cells × genes
         in the order of ``record["gene_set"]["names"]``.
     """
+    check_adata(adata, empty_ok=False)
     _check_options(
         chunk_size=chunk_size, n_dims=n_dims, normalize=normalize, use_raw=use_raw, genes=genes
     )
@@ -416,13 +418,8 @@ def _has_negative(matrix, backed: bool) -> bool:
 
 def _check_options(*, chunk_size, n_dims, normalize, use_raw, genes) -> None:
     """Refuse nonsense options before any work, with what to pass instead."""
-    for name, value in (("chunk_size", chunk_size), ("n_dims", n_dims)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, Integral) or value < 1
-        ):
-            raise ValueError(
-                f"{name} must be a positive integer (or None for the default), got {value!r}."
-            )
+    positive_int("chunk_size", chunk_size, allow_none=True)
+    positive_int("n_dims", n_dims, allow_none=True)
     if not isinstance(normalize, bool | np.bool_):
         raise ValueError(f"normalize must be True or False, got {normalize!r}.")
     if use_raw not in (None, True, False):
