@@ -25,7 +25,7 @@ def build_table(
     progress: bool = True,
     confirm=None,
 ) -> GeneEmbeddings:
-    """Embed a texts table (see :mod:`sc_genept.genes.text`) into a gene table.
+    """Embed a texts table (see ``sc_genept.genes.text``) into a gene table.
 
     Parameters
     ----------

@@ -74,7 +74,7 @@ class EmbeddingError(RuntimeError):
 
 @runtime_checkable
 class Embedder(Protocol):
-    """What :func:`embed_texts` needs from an embedder."""
+    """What :func:`~sc_genept.genes.embed_texts` needs from an embedder."""
 
     #: Identifies the model in cache keys and table provenance (no secrets).
     model: str

@@ -24,12 +24,12 @@ _lock = threading.Lock()
 
 
 def available() -> list[str]:
-    """Names accepted by :func:`load` besides file paths."""
+    """Names accepted by :func:`~sc_genept.genes.load` besides file paths."""
     return sorted([*BUNDLED, *ALIASES])
 
 
 def load(name_or_path: str | Path = "default", *, with_texts: bool = False) -> GeneEmbeddings:
-    """Load a gene-embedding table by name (see :func:`available`) or from a file.
+    """Load a gene-embedding table by name (see :func:`~sc_genept.genes.available`) or from a file.
 
     Parameters
     ----------

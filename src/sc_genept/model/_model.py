@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import difflib
+import gc
 import inspect
 import json
+import logging
 import os
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
+import scanpy as sc
 import torch
 from anndata import AnnData
 from lightning.pytorch import Trainer
@@ -131,6 +136,7 @@ class GenePTClassifier(BaseModelClass):
         )
         self.loss_kind = loss
         self._attached = None  # query data given to load()
+        self.pretrained_name_ = None  # set by load_pretrained: which registry model
         input_keys = _input_keys(self.embedding_keys)
         self.input_widths = [int(self.summary_stats[f"n_{k}"]) for k in input_keys]
         self.module = GenePTClassifierModule(
@@ -287,7 +293,8 @@ class GenePTClassifier(BaseModelClass):
         ]
         fields.append(CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, _LABEL_COLUMN))
         manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        manager.register_fields(adata, **kwargs)
+        with _quiet_loggers(("scvi",), _verbosity() >= _DEBUG):  # "Generating sequential …"
+            manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
 
     # ---- training ----------------------------------------------------------------------
@@ -309,9 +316,15 @@ class GenePTClassifier(BaseModelClass):
         calibration_size: float = 0.1,
         seed: int = 0,
         checkpoint_dir: str | Path | None = None,
+        verbose: bool = False,
         **trainer_kwargs,
     ):
         """Train with Lightning on a stratified train/validation split.
+
+        Quiet by default, as scanpy is: training writes nothing but scanpy log lines
+        (``sc.settings.verbosity``), and one progress bar, updated once per epoch, when
+        the verbosity is ``"info"`` or more. Lightning's banners, tips, model summary and
+        warnings are held back for the call only (its loggers' levels are restored after).
 
         Parameters
         ----------
@@ -352,8 +365,12 @@ class GenePTClassifier(BaseModelClass):
             from it when it exists: training interrupted by a crash or a time limit
             continues where it stopped when ``train`` is called again with the same
             arguments. The folder holds only this user's own checkpoints.
+        verbose
+            Bring back Lightning's own output: its device banner, model summary, per-step
+            progress bar and warnings.
         **trainer_kwargs
-            Other :class:`lightning.pytorch.Trainer` arguments.
+            Other :class:`lightning.pytorch.Trainer` arguments; e.g.
+            ``enable_progress_bar=False`` hides the progress bar at any verbosity.
         """
         # every argument is checked before anything is changed or trained
         positive_int("max_epochs", max_epochs)
@@ -364,6 +381,8 @@ class GenePTClassifier(BaseModelClass):
         check_fraction("calibration_size", calibration_size, "[0, 1)")
         check_fraction("gene_dropout", gene_dropout, "[0, 1)")
         non_negative_int("early_stopping_patience", early_stopping_patience)
+        if not isinstance(verbose, bool | np.bool_):
+            raise TypeError(f"verbose must be True or False, got {verbose!r}.")
         _check_trainer_kwargs(trainer_kwargs)
         rng = np.random.default_rng(seed)
         torch.manual_seed(seed)  # batch order and dropout
@@ -411,19 +430,22 @@ class GenePTClassifier(BaseModelClass):
         elif val_idx.size:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         checkpoints = _checkpoint_callbacks(trainer_kwargs, checkpoint_dir)
-        runner = TrainRunner(
-            self,
-            training_plan=plan,
-            data_splitter=splitter,
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            **trainer_kwargs,
-        )
-        # added once scvi-tools' Trainer is built: asked for checkpoints, it would put its own
-        # SaveCheckpoint in place of Lightning's, which saves scvi-format model folders
-        runner.trainer.callbacks.extend(checkpoints)
-        result = runner()
+        _output_options(trainer_kwargs, verbose)
+        with _lightning_output(verbose):  # the device banner is logged when the Trainer is made
+            runner = _TrainRunner(
+                self,
+                training_plan=plan,
+                data_splitter=splitter,
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                verbose=verbose,
+                **trainer_kwargs,
+            )
+            # added once scvi-tools' Trainer is built: asked for checkpoints, it would put its
+            # own SaveCheckpoint in place of Lightning's, which saves scvi-format model folders
+            runner.trainer.callbacks.extend(checkpoints)
+            result = runner()
         if plan.best_state is not None:
             self.module.load_state_dict(plan.best_state)
         self.module.temperature.fill_(1.0)
@@ -554,7 +576,7 @@ class GenePTClassifier(BaseModelClass):
     def load(
         cls, dir_path: str | Path, adata: AnnData | None = None, *, device: str = "cpu"
     ) -> GenePTClassifier:
-        """Load a model folder written by :meth:`save`.
+        """Load a model folder written by :meth:`~sc_genept.model.GenePTClassifier.save`.
 
         The folder is read as data only: the weights from safetensors, the rest from JSON,
         both checked against the sha256 in ``manifest.json`` first. A folder with a missing,
@@ -618,6 +640,33 @@ class GenePTClassifier(BaseModelClass):
         if adata is not None:
             model._query(adata)
             model._attached = adata
+        return model
+
+    @classmethod
+    def load_pretrained(
+        cls, name: str, adata: AnnData | None = None, *, device: str = "cpu"
+    ) -> GenePTClassifier:
+        """Load a pretrained model by name (see :func:`~sc_genept.model.available_models`).
+
+        A bundled model is read from the installed package, offline. A remote one is
+        downloaded once (checked against the sha256 its registry entry holds, unpacked
+        refusing absolute paths, ``..`` and links) into the cache folder
+        (``$SC_GENEPT_CACHE``, else the user cache folder), then read from there. Either way
+        the folder is loaded by :meth:`load`, as data only.
+
+        Parameters
+        ----------
+        name
+            A name listed by :func:`~sc_genept.model.available_models`; an unknown name
+            raises a :class:`KeyError` that lists them.
+        adata, device
+            As in :meth:`load`.
+        """
+        from sc_genept.model._pretrained import fetch
+
+        folder = fetch(name)
+        model = cls.load(folder, adata, device=device)
+        model.pretrained_name_ = name
         return model
 
     # ---- internals ---------------------------------------------------------------------
@@ -792,6 +841,107 @@ def _checkpoint_callbacks(trainer_kwargs: dict, checkpoint_dir: str | Path | Non
     elif enable and not checkpoints:
         checkpoints.append(ModelCheckpoint())
     return checkpoints
+
+
+#: scanpy's verbosity levels (``sc.settings.verbosity``): 2 is "info", 4 is "debug".
+_INFO, _DEBUG = 2, 4
+#: Loggers whose INFO lines (device banner, LitLogger tip, "`Trainer.fit` stopped", model
+#: summary) are held back during a quiet training.
+_LIGHTNING_LOGGERS = (
+    "lightning.pytorch",
+    "lightning.fabric",
+    "pytorch_lightning",
+    "lightning_fabric",
+    "scvi",
+)
+#: Modules whose warnings a quiet training holds back (e.g. "The number of training batches
+#: is smaller than the logging interval", "does not have many workers").
+_LIGHTNING_MODULES = r"(lightning|pytorch_lightning|lightning_fabric|lightning_utilities|scvi)(\.|$)"
+
+
+def _verbosity() -> int:
+    return int(sc.settings.verbosity)
+
+
+def _output_options(trainer_kwargs: dict, verbose: bool) -> None:
+    """Progress bar and model summary: Lightning's own when ``verbose``, else scanpy-like.
+
+    Quiet: one bar (scvi-tools' per-epoch bar, refreshed once an epoch) at verbosity
+    "info" or more, and no model summary. Arguments the user gave are kept.
+    """
+    if verbose:
+        trainer_kwargs.setdefault("enable_progress_bar", True)
+        trainer_kwargs.setdefault("simple_progress_bar", False)  # Lightning's per-step bar
+        trainer_kwargs.setdefault("enable_model_summary", True)
+    else:
+        trainer_kwargs.setdefault("enable_progress_bar", _verbosity() >= _INFO)
+        trainer_kwargs.setdefault("simple_progress_bar", True)
+        trainer_kwargs.setdefault("enable_model_summary", False)
+
+
+@contextmanager
+def _quiet_loggers(names: Sequence[str], verbose: bool):
+    """Raise the loggers ``names`` to WARNING for the block, then restore their levels."""
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            if logger.getEffectiveLevel() < logging.WARNING:
+                logger.setLevel(logging.WARNING)
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+@contextmanager
+def _lightning_output(verbose: bool):
+    """Lightning's and scvi-tools' log lines and warnings held back for the block (unless verbose).
+
+    Only their INFO lines and their own warnings: errors still raise, and sc_genept's own
+    warnings still show. Logger levels and warning filters are restored after the block.
+    """
+    if verbose:
+        yield
+        return
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+
+    with _quiet_loggers(_LIGHTNING_LOGGERS, verbose), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=_LIGHTNING_MODULES)
+        warnings.filterwarnings("ignore", category=PossibleUserWarning)
+        yield
+
+
+class _TrainRunner(TrainRunner):
+    """scvi-tools' runner, without its ``print`` of an exception that is raised anyway.
+
+    ``verbose=True`` keeps scvi-tools' own behaviour.
+    """
+
+    def __init__(self, *args, verbose: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._verbose = verbose
+
+    def _run_training_core(self):
+        if self._verbose:
+            return super()._run_training_core()
+        try:
+            self.trainer.fit(self.training_plan, self.data_splitter, ckpt_path=self.ckpt_path)
+        except BaseException:
+            self._update_history()
+            gc.collect()
+            raise  # the caller sees the exception itself; nothing is printed
+        self._update_history()
+        self.model.train_indices = getattr(self.data_splitter, "train_idx", None)
+        self.model.test_indices = getattr(self.data_splitter, "test_idx", None)
+        self.model.validation_indices = getattr(self.data_splitter, "val_idx", None)
+        self.model.module.eval()
+        self.model.is_trained_ = True
+        self.model.to_device(self.device)
+        self.model.trainer = self.trainer
 
 
 def _input_keys(embedding_keys: Sequence[str]) -> list[str]:
