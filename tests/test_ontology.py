@@ -19,11 +19,20 @@ def test_names_synonyms_and_resolve(tiny_cl):
     assert tiny_cl.name(T) == "T cell"
     assert tiny_cl.synonyms(T) == ["T lymphocyte", "lymph"]
     assert tiny_cl.synonyms(CD4) == []  # RELATED synonyms are not exact
+    assert tiny_cl.synonyms(CD4, "related") == ["helper T cell"]
     assert tiny_cl.resolve("t LYMPHOCYTE") == T
     assert tiny_cl.resolve("leukocyte") == IMMUNE
     assert tiny_cl.resolve("cl_0000003") == CD4
     assert tiny_cl.resolve("lymph") is None  # shared by two terms: ambiguous
-    assert tiny_cl.resolve("helper T cell") is None
+    # a RELATED synonym counts, after names, exact synonyms and obsolete names
+    assert tiny_cl.match("helper T cell") == (
+        "CL:0000003",
+        "CD4 T cell",
+        "related synonym",
+        "helper T cell",
+    )
+    with pytest.raises(ValueError, match="scope must be"):
+        tiny_cl.synonyms(T, "CLOSE")
     with pytest.raises(KeyError, match="not a live term"):
         tiny_cl.name("CL:0000007")
 

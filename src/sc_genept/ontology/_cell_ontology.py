@@ -15,6 +15,8 @@ import pandas as pd
 
 from sc_genept._utils import warn_caller
 
+from ._names import RULES, Match, normalise, rule_keys
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
@@ -25,7 +27,9 @@ ATTRIBUTION = (
     "Cell Ontology (CL), https://obophenotype.github.io/cell-ontology/, licensed CC BY 4.0. "
     "Diehl et al. 2016, J Biomed Semantics 7:44."
 )
-_QUOTED = re.compile(r'^"((?:[^"\\]|\\.)*)"')
+_SYNONYM = re.compile(r'^"((?:[^"\\]|\\.)*)"\s+(EXACT|RELATED|BROAD|NARROW)\b')
+#: OBO synonym scopes besides EXACT, in the order :meth:`CellOntology.match` tries them.
+_OTHER_SCOPES = ("RELATED", "NARROW", "BROAD")
 _ESCAPE = re.compile(r"\\(.)")
 _CL_ID = re.compile(r"^CL:\d{7}$")
 _CL_URL = "http://purl.obolibrary.org/obo/cl/cl-basic.obo"
@@ -133,7 +137,9 @@ class CellOntology:
         terms
             ``{term_id: {"name": str, "parents": [term_id, …], "synonyms": [str, …]}}``,
             closed under ancestors: every parent is a key, and every term reaches
-            ``CL:0000000``. ``"synonyms"`` (exact synonyms) may be left out.
+            ``CL:0000000``. ``"synonyms"`` (exact synonyms) may be left out, and an entry
+            may add ``"other_synonyms": [[scope, str], …]`` (scope ``"RELATED"``,
+            ``"BROAD"`` or ``"NARROW"``).
         version
             CL release the terms come from, e.g. ``"2026-03-26"``.
         source
@@ -160,13 +166,24 @@ class CellOntology:
                 problems.append(f"{term_id} has no 'name' string")
                 continue
             parents, synonyms = entry.get("parents", []), entry.get("synonyms", [])
+            others = entry.get("other_synonyms", [])
             if isinstance(parents, str) or isinstance(synonyms, str):
                 problems.append(f"{term_id}: 'parents' and 'synonyms' must be lists, not strings")
+                continue
+            if any(
+                isinstance(o, str) or len(o) != 2 or str(o[0]).upper() not in _OTHER_SCOPES
+                for o in others
+            ):
+                problems.append(
+                    f"{term_id}: 'other_synonyms' must be [scope, synonym] pairs with scope "
+                    "RELATED, BROAD or NARROW"
+                )
                 continue
             graph.add_node(
                 term_id,
                 name=entry["name"],
-                synonym=[f'"{_obo_quote(s)}" EXACT []' for s in synonyms],
+                synonym=[f'"{_obo_quote(s)}" EXACT []' for s in synonyms]
+                + [f'"{_obo_quote(text)}" {scope.upper()} []' for scope, text in others],
             )
             for parent in parents:
                 if parent not in terms:
@@ -196,22 +213,27 @@ class CellOntology:
         Returns
         -------
         ``{term_id: {"name": str, "parents": [term_id, …], "synonyms": [str, …]}}``, sorted
-        by id and JSON-serialisable. ``CellOntology.from_dict(d, version=self.version)``
-        gives the same names, synonyms, ancestors and depths for these terms.
+        by id and JSON-serialisable; a term with related, broad or narrow synonyms also has
+        ``"other_synonyms": [[scope, str], …]``. ``CellOntology.from_dict(d,
+        version=self.version)`` gives the same names, synonyms, ancestors and depths for
+        these terms.
         """
         if isinstance(terms, str):
             terms = [terms]
         closed = set()
         for term in terms:
             closed |= self.ancestors(term, include_self=True)
-        return {
-            t: {
+        found = {}
+        for t in sorted(closed):
+            found[t] = {
                 "name": self.name(t),
                 "parents": sorted(self.parents(t)),
                 "synonyms": self.synonyms(t),
             }
-            for t in sorted(closed)
-        }
+            others = [[scope, s] for scope in _OTHER_SCOPES for s in self.synonyms(t, scope)]
+            if others:
+                found[t]["other_synonyms"] = others
+        return found
 
     # ---- terms -----------------------------------------------------------------------
 
@@ -237,28 +259,75 @@ class CellOntology:
         """Labels of several terms."""
         return [self.name(t) for t in term_ids]
 
-    def synonyms(self, term_id: str) -> list[str]:
-        """Exact synonyms of a term."""
+    def synonyms(self, term_id: str, scope: str = "EXACT") -> list[str]:
+        """Synonyms of a term: exact ones, or those of another OBO scope.
+
+        Parameters
+        ----------
+        scope
+            ``"EXACT"``, ``"RELATED"``, ``"BROAD"`` or ``"NARROW"``. The bundled CL has exact
+            synonyms only (that is all its source, cellxgene-ontology-guide, carries); an
+            official ``cl-basic.obo`` has all four.
+        """
+        scope = str(scope).upper()
+        if scope not in ("EXACT", *_OTHER_SCOPES):
+            raise ValueError(f"scope must be EXACT, RELATED, BROAD or NARROW, got {scope!r}")
         raw = self.graph.nodes[self._check(term_id)].get("synonym", [])
         return [
-            _ESCAPE.sub(r"\1", m.group(1)) for s in raw if " EXACT" in s and (m := _QUOTED.match(s))
+            _ESCAPE.sub(r"\1", m.group(1))
+            for s in raw
+            if (m := _SYNONYM.match(s)) and m.group(2) == scope
         ]
 
     def resolve(self, label: str) -> str | None:
-        """The term id for an id, a name or an exact synonym (case-insensitive); else ``None``.
+        """The term id for a label that names one CL term; else ``None``.
 
-        Names win over synonyms; a synonym shared by several terms resolves to none. An
-        obsolete CL id is followed through ``replaced_by`` to its live replacement, with a
-        warning that names both; an obsolete id without a live replacement resolves to
-        ``None`` (:meth:`explain` says what CL suggests instead).
+        ``resolve(label)`` is ``match(label).term_id``: see :meth:`match` for what a label
+        may be and how it is matched. An obsolete CL id is followed through
+        ``replaced_by`` to its live replacement, with a warning that names both.
         """
-        term, warning = self._resolve(label)
+        found = self.match(label)
+        return None if found is None else found.term_id
+
+    def match(self, label: str) -> Match | None:
+        """The CL term a label names, and how it was found; ``None`` if none or several.
+
+        Labels are compared in their normalised form (case, spacing, hyphens, underscores,
+        punctuation and Greek letters do not matter; marker signs do), and tried in order:
+
+        1. a CL id (``"CL:0000236"``, ``"cl_0000236"``); an obsolete id is followed through
+           ``replaced_by``, with a warning;
+        2. a term's name, then an exact synonym; then an obsolete term's name (followed
+           like an obsolete id); then a related, narrow or broad synonym, where the loaded
+           OBO file has them (the bundled CL has exact synonyms only);
+        3. the rewrite rules, each applied to the label and to every CL name and exact
+           synonym alike, and adding up in this order (:data:`~sc_genept.ontology.RULES`):
+           ``"marker form"`` ("CD14+" = "CD14-positive", "CD16-" = "CD16-negative"),
+           ``"bare marker"`` ("CD4 T cell" = "CD4+ T cell"), ``"plural"`` ("B cells"),
+           ``"abbreviation"`` (DC, NK, NKT, ILC, HSC: those CL uses in its own synonyms),
+           ``"cell suffix"`` ("Dendritic" = "dendritic cell"), ``"implied qualifier"``
+           ("CD4+ T cell" = "CD4-positive, alpha-beta T cell": CL has no plain CD4 T cell)
+           and ``"word order"`` ("memory CD4+ T cell").
+
+        The first step under which the label matches anything decides: one term (or one
+        term by name, where others match by synonym) is the match; several terms mean the
+        label is ambiguous and resolves to none: it is never a guess between terms.
+        :meth:`explain` lists the candidates.
+
+        Returns
+        -------
+        A :class:`~sc_genept.ontology.Match` ``(term_id, name, how, matched)``, e.g.
+        ``Match("CL:0001054", "CD14-positive monocyte", "marker form",
+        "CD14-positive monocyte")`` for ``"CD14+ Monocyte"``; ``None`` if nothing or
+        several terms match.
+        """
+        found, _, warning = self._lookup(label)
         if warning:
             warn_caller(warning)
-        return term
+        return found
 
     def map_labels(self, labels: Iterable[str]) -> tuple[pd.Series, list[str]]:
-        """Map free-text labels (ids, names or exact synonyms) to CL ids.
+        """Map free-text labels to CL ids, as :meth:`resolve` does, once per distinct label.
 
         Obsolete ids are followed to their replacement, with one warning each (see
         :meth:`resolve`). ``labels`` is not modified.
@@ -272,23 +341,25 @@ class CellOntology:
         labels = pd.Series(labels, dtype=object)
         lookup = {}
         for label in labels.dropna().unique():
-            lookup[label], warning = self._resolve(label)
+            found, _, warning = self._lookup(label)
+            lookup[label] = None if found is None else found.term_id
             if warning:
                 warn_caller(warning)
         ids = labels.map(lookup)
         return ids, sorted(str(u) for u, t in lookup.items() if t is None)
 
     def explain(self, label: object) -> str:
-        """One sentence on what ``label`` maps to, or why it maps to no live term.
+        """One sentence on what ``label`` maps to and how, or why it maps to no live term.
 
         Meant for error messages that list unmapped labels: it tells an obsolete id (and
-        its replacement, or the terms CL suggests to ``consider``) from an ambiguous synonym,
-        a missing value, an id this release lacks, and an unknown name (with close matches).
+        its replacement, or the terms CL suggests to ``consider``) from an ambiguous label
+        (listing the terms it could be, and the rule that made them meet), a missing value,
+        an id this release lacks, and an unknown name (with close matches).
 
         Parameters
         ----------
         label
-            A CL id, name or exact synonym, as passed to :meth:`resolve`.
+            A CL id, name, synonym or everyday name, as passed to :meth:`resolve`.
         """
         if label is None or (pd.api.types.is_scalar(label) and pd.isna(label)):
             return "a missing label (None/NaN): drop unlabelled cells or label them first"
@@ -299,21 +370,32 @@ class CellOntology:
                 "drop unlabelled cells or label them first"
             )
         key = text.upper().replace("_", ":")
-        if key in self.graph:
-            return f"{text!r} is {key} {self.name(key)!r} in CL {self.version}"
-        resolved = self._by_name.get(text.casefold()) or self._by_synonym.get(text.casefold())
-        if resolved is not None:
-            return f"{text!r} is {resolved} {self.name(resolved)!r} in CL {self.version}"
-        key = self._obsolete_by_name.get(text.casefold(), key)
         if key in self._obsolete:
             return self._explain_obsolete(key)
-        owners = self._synonym_owners.get(text.casefold(), set())
-        if len(owners) > 1:
-            listed = ", ".join(f"{t} {self.name(t)!r}" for t in sorted(owners))
+        found, candidates, _ = self._lookup(text)
+        if found is not None:
+            told = f"{text!r} is {found.term_id} {found.name!r} in CL {self.version}"
+            if found.how.startswith("obsolete"):
+                obsolete = self._obsolete_by_name[normalise(text)]
+                return f"{told}: {self._explain_obsolete(obsolete)}"
+            if found.how in ("id", "name", "synonym"):
+                return told
+            return f"{told} (by {found.how}: {found.matched!r})"
+        if candidates:
+            how, terms = candidates
+            listed = ", ".join(f"{t} {self.name(t)!r}" for t in sorted(terms))
+            if how == "synonym":
+                return (
+                    f"{text!r} is an exact synonym of several terms ({listed}): use the CL "
+                    "id of the one you mean"
+                )
             return (
-                f"{text!r} is an exact synonym of several terms ({listed}): use the CL id "
-                "of the one you mean"
+                f"{text!r} is ambiguous: by {how} it could be any of {listed}; use the CL "
+                "id (or the name) of the one you mean"
             )
+        obsolete = self._obsolete_by_name.get(normalise(text))
+        if obsolete is not None:
+            return self._explain_obsolete(obsolete)
         if _CL_ID.match(key):
             return (
                 f"{key} is not a term of CL {self.version} (from {self.source}): check the id, "
@@ -323,12 +405,12 @@ class CellOntology:
         if close:
             shown = " or ".join(repr(self._all_labels[c]) for c in close)
             return (
-                f"{text!r} is not a CL id, name or exact synonym in CL {self.version}; did "
-                f"you mean {shown}?"
+                f"{text!r} is not a CL id, name or synonym in CL {self.version}, nor one "
+                f"under the naming rules; did you mean {shown}?"
             )
         return (
-            f"{text!r} is not a CL id, name or exact synonym in CL {self.version}: map it to "
-            "a CL id first"
+            f"{text!r} is not a CL id, name or synonym in CL {self.version}, nor one under "
+            "the naming rules (CellOntology.match): map it to a CL id first"
         )
 
     # ---- hierarchy -------------------------------------------------------------------
@@ -403,24 +485,61 @@ class CellOntology:
             )
         return term_id
 
-    def _resolve(self, label) -> tuple[str | None, str | None]:
-        """:meth:`resolve` without the warning: the term, and what to warn about if anything."""
-        label = str(label).strip()
-        key = label.upper().replace("_", ":")
+    def _lookup(self, label) -> tuple[Match | None, tuple[str, frozenset[str]] | None, str | None]:
+        """:meth:`match` without the warning.
+
+        Returns the match (or ``None``), the step and candidate terms where several matched
+        (else ``None``), and what to warn about, if anything.
+        """
+        if label is None or (pd.api.types.is_scalar(label) and pd.isna(label)):
+            return None, None, None
+        text = str(label).strip()
+        key = text.upper().replace("_", ":")
         if key in self.graph:
-            return key, None
-        live = self._by_name.get(label.casefold()) or self._by_synonym.get(label.casefold())
-        key = self._obsolete_by_name.get(label.casefold(), key)
-        if live is None and key in self._obsolete:
-            replacement = self._replacement(key)
-            if replacement is None:
-                return None, None
-            told = key if key == label.upper().replace("_", ":") else f"{label!r} ({key})"
-            return replacement, (
-                f"{told} is obsolete in CL {self.version}; using its replacement "
-                f"{replacement} {self.name(replacement)!r}."
-            )
-        return live, None
+            return Match(key, self.name(key), "id", key), None, None
+        if key in self._obsolete:
+            return self._follow(key, key, "obsolete id")
+        normalised = normalise(text)
+        if not normalised or text.casefold() in _MISSING_AS_TEXT:
+            return None, None, None
+        # names, then exact synonyms, then obsolete names, then the other synonym scopes
+        for how, index in (("name", self._names_index), ("synonym", self._synonyms_index)):
+            found = index.get(normalised)
+            if found:
+                return self._pick(how, found)
+        obsolete = self._obsolete_by_name.get(normalised)
+        if obsolete is not None:
+            return self._follow(obsolete, f"{text!r} ({obsolete})", "obsolete name")
+        for scope, index in self._other_synonyms_index.items():
+            found = index.get(normalised)
+            if found:
+                return self._pick(f"{scope.lower()} synonym", found)
+        # the rewrite rules, adding up: the first one under which anything matches decides
+        for how, key, index in zip(RULES, rule_keys(normalised), self._rule_indices, strict=True):
+            found = index.get(key)
+            if found:
+                return self._pick(how, found)
+        return None, None, None
+
+    def _pick(self, how: str, found: dict[str, tuple[bool, str]]):
+        """The one term in ``found`` (``{term: (by_name, text)}``); names win over synonyms."""
+        by_name = [t for t, (is_name, _) in found.items() if is_name]
+        if len(found) == 1 or len(by_name) == 1:
+            term = next(iter(found)) if len(found) == 1 else by_name[0]
+            return Match(term, self.name(term), how, found[term][1]), None, None
+        return None, (how, frozenset(found)), None
+
+    def _follow(self, obsolete: str, told: str, how: str):
+        """An obsolete term's live replacement as a match, and the warning that says so."""
+        replacement = self._replacement(obsolete)
+        if replacement is None:
+            return None, None, None
+        warning = (
+            f"{told} is obsolete in CL {self.version}; using its replacement "
+            f"{replacement} {self.name(replacement)!r}."
+        )
+        name = self._obsolete[obsolete][0] if how == "obsolete name" else obsolete
+        return Match(replacement, self.name(replacement), how, name), None, warning
 
     def _replacement(self, term_id: str) -> str | None:
         """The live term an obsolete id is replaced by, following chains; else ``None``."""
@@ -475,21 +594,55 @@ class CellOntology:
     def _up_cache(self) -> dict[str, dict[str, int]]:
         return {}
 
-    @cached_property
-    def _by_name(self) -> dict[str, str]:
-        return {d["name"].casefold(): t for t, d in self.graph.nodes(data=True) if "name" in d}
+    def _labels_of(self, term: str) -> list[tuple[bool, str]]:
+        """A term's name and exact synonyms, each with whether it is the name."""
+        return [(True, self.name(term))] + [(False, s) for s in self.synonyms(term)]
 
     @cached_property
-    def _synonym_owners(self) -> dict[str, set[str]]:
-        owners: dict[str, set[str]] = {}
+    def _names_index(self) -> dict[str, dict[str, tuple[bool, str]]]:
+        """Terms by normalised name: ``{key: {term: (True, name)}}``."""
+        index: dict[str, dict] = {}
+        for term in self.graph:
+            name = self.name(term)
+            index.setdefault(normalise(name), {})[term] = (True, name)
+        return index
+
+    @cached_property
+    def _synonyms_index(self) -> dict[str, dict[str, tuple[bool, str]]]:
+        """Terms by normalised exact synonym: ``{key: {term: (False, synonym)}}``."""
+        index: dict[str, dict] = {}
         for term in self.graph:
             for synonym in self.synonyms(term):
-                owners.setdefault(synonym.casefold(), set()).add(term)
-        return owners
+                index.setdefault(normalise(synonym), {}).setdefault(term, (False, synonym))
+        return index
 
     @cached_property
-    def _by_synonym(self) -> dict[str, str]:
-        return {s: next(iter(t)) for s, t in self._synonym_owners.items() if len(t) == 1}
+    def _other_synonyms_index(self) -> dict[str, dict[str, dict[str, tuple[bool, str]]]]:
+        """Per other OBO scope, terms by normalised synonym."""
+        indices: dict[str, dict] = {}
+        for scope in _OTHER_SCOPES:
+            index: dict[str, dict] = {}
+            for term in self.graph:
+                for synonym in self.synonyms(term, scope):
+                    index.setdefault(normalise(synonym), {}).setdefault(term, (False, synonym))
+            if index:
+                indices[scope] = index
+        return indices
+
+    @cached_property
+    def _rule_indices(self) -> list[dict[str, dict[str, tuple[bool, str]]]]:
+        """Per rule of :data:`RULES`, terms by the key of their names and exact synonyms.
+
+        A term's name wins over its synonyms where both give the same key.
+        """
+        indices: list[dict[str, dict]] = [{} for _ in RULES]
+        for term in self.graph:
+            for is_name, text in self._labels_of(term):
+                for index, key in zip(indices, rule_keys(normalise(text)), strict=True):
+                    known = index.setdefault(key, {})
+                    if term not in known or (is_name and not known[term][0]):
+                        known[term] = (is_name, text)
+        return indices
 
     @cached_property
     def _all_labels(self) -> dict[str, str]:
@@ -499,11 +652,12 @@ class CellOntology:
 
     @cached_property
     def _obsolete_by_name(self) -> dict[str, str]:
-        """Obsolete ids by name, with and without CL's "obsolete " prefix, where unique."""
+        """Obsolete ids by normalised name, with and without CL's "obsolete " prefix, if unique."""
         owners: dict[str, set[str]] = {}
         for term, (name, _, _) in self._obsolete.items():
-            for key in {name.casefold(), name.casefold().removeprefix("obsolete ")} - {""}:
-                owners.setdefault(key, set()).add(term)
+            key = normalise(name)
+            for k in {key, key.removeprefix("obsolete ")} - {""}:
+                owners.setdefault(k, set()).add(term)
         return {k: next(iter(t)) for k, t in owners.items() if len(t) == 1}
 
 
