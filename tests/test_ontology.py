@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import sc_genept
-from sc_genept.datasets._pbmc import PBMC68K_TO_CL
+from sc_genept.datasets import pbmc68k_cell_types
 
 CELL, IMMUNE, T, CD4, CD8, B, NEURON = (f"CL:000000{i}" for i in range(7))
 
@@ -78,12 +78,23 @@ def test_bundled_cl(cl):
 
 
 def test_pbmc_labels_are_live_cl_terms(cl):
-    for label, term in PBMC68K_TO_CL.items():
+    table = pbmc68k_cell_types()
+    ids = table["cell_type_ontology_term_id"]
+    assert len(table) == 10
+    for label, term in ids.items():
         assert term in cl, label
+        assert cl.name(term) == table.loc[label, "cell_type"]
     # the two CD8 labels are nested: naive CD8 T is a CD8 alpha-beta T cell
-    assert cl.is_ancestor(
-        PBMC68K_TO_CL["CD8+ Cytotoxic T"], PBMC68K_TO_CL["CD8+/CD45RA+ Naive Cytotoxic"]
-    )
+    assert cl.is_ancestor(ids["CD8+ Cytotoxic T"], ids["CD8+/CD45RA+ Naive Cytotoxic"])
+    # built on resolve where the name alone finds the sorted population's term
+    for label in ("CD14+ Monocyte", "Dendritic"):
+        assert cl.resolve(label) == ids[label]
+        assert table.loc[label, "how"] == cl.match(label).how
+    # the others are decisions, each with a reason: "CD8+ Cytotoxic T" was sorted on CD8
+    # only, so not the cytotoxic T cell its name resolves to
+    decided = table[table["how"].str.startswith("decided: ")]
+    assert len(decided) == 8 and (decided["how"].str.len() > len("decided: ") + 10).all()
+    assert cl.resolve("CD8+ Cytotoxic T") == "CL:0000794" != ids["CD8+ Cytotoxic T"]
 
 
 def test_pbmc_dataset_has_cl_columns(pbmc, cl):
@@ -191,7 +202,7 @@ def test_to_dict_from_dict_round_trip(cl):
 
     from sc_genept.ontology import CellOntology
 
-    wanted = sorted(set(PBMC68K_TO_CL.values()))
+    wanted = sorted(set(pbmc68k_cell_types()["cell_type_ontology_term_id"]))
     data = json.loads(json.dumps(cl.to_dict(wanted)))
     sub = CellOntology.from_dict(data, version=cl.version, source="a saved model")
     assert sub.version == cl.version and set(wanted) <= set(sub.terms)
