@@ -11,14 +11,15 @@ from importlib.metadata import version
 from . import datasets, genes, metrics, tl
 from ._scanpy import register
 
-__all__ = ["datasets", "genes", "metrics", "model", "ontology", "tl"]
+__all__ = ["datasets", "genes", "metrics", "model", "ontology", "pl", "tl"]
 __version__ = version("sc-genept")
 
 register()
 
 
 def __getattr__(name: str):
-    # the model (torch, Lightning, scvi-tools) and the ontology (networkx) load on first use
-    if name in ("model", "ontology"):
+    # the model (torch, Lightning, scvi-tools), the ontology (networkx) and the plots load
+    # on first use
+    if name in ("model", "ontology", "pl"):
         return import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
