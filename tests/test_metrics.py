@@ -147,3 +147,36 @@ def test_unmapped_labels_say_which_and_why(tiny_cl, cl):
     with pytest.warns(UserWarning, match="CL:0000054 is obsolete"):
         table = metrics.evaluate(["CL:0000054"], ["osteoblast"], cl)
     assert table.loc["accuracy", "value"] == 1.0
+
+
+def test_everyday_names_score_like_ids_on_both_sides(cl):
+    # what people type, on both sides, scores as the CL ids CellOntology.match gives
+    y_true = ["CD4+ T cells", "B cells", "CD14+ Monocyte", "NK", "Dendritic", "CD8 T"]
+    y_pred = ["CD4 T", "B", "Monocytes", "NK cells", "pDCs", "CD4+ T cell"]
+    true_ids = ["CL:0000624", "CL:0000236", "CL:0001054", "CL:0000623", "CL:0000451", "CL:0000625"]
+    pred_ids = ["CL:0000624", "CL:0000236", "CL:0000576", "CL:0000623", "CL:0000784", "CL:0000624"]
+    expected = metrics.evaluate(true_ids, pred_ids, cl)
+    pd.testing.assert_frame_equal(metrics.evaluate(y_true, y_pred, cl), expected)
+    # pDC is under dendritic cell; monocyte is above CD14-positive monocyte
+    assert metrics.sctab_correct(y_true, y_pred, cl).tolist() == [1, 1, 0, 1, 1, 0]
+    assert expected.loc["accuracy", "value"] == pytest.approx(3 / 6)
+
+
+@pytest.mark.filterwarnings("ignore:Category .* has fewer than 3 cells")
+def test_the_classifier_maps_labels_as_the_metrics_do(cl):
+    # genept_annotate's reference labels go through GenePTClassifier.setup_anndata, which
+    # uses the same CellOntology.map_labels: the same names give the same terms
+    import anndata as ad
+    import numpy as np
+
+    from sc_genept.model import GenePTClassifier
+
+    labels = ["CD4+ T cells", "B cells", "CD14+ Monocyte", "NK", "Dendritic", "CD8 T"] * 2
+    ref = ad.AnnData(
+        np.zeros((len(labels), 3), dtype=np.float32),
+        obs=pd.DataFrame({"cell_type": labels}, index=[f"c{i}" for i in range(len(labels))]),
+    )
+    ref.obsm["X_genept"] = np.random.default_rng(0).normal(size=(len(labels), 4))
+    GenePTClassifier.setup_anndata(ref, labels_key="cell_type", embedding_keys=["X_genept"])
+    registered = ref.obs.drop(columns="cell_type").iloc[:, 0].astype(str).tolist()
+    assert registered == cl.map_labels(labels)[0].tolist()

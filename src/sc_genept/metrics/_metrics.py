@@ -5,8 +5,10 @@ empty) and refuses missing labels (``None``, ``NaN``, or their text forms such a
 ``"nan"``) with an error that says how many and where: an unlabelled cell has no right
 answer, and a missing prediction has no place in the hierarchy. Drop such cells first, or,
 to count an abstention as "no information", predict the root ``"CL:0000000"`` ("cell") for
-it. The flat metrics compare labels as given; the ontology-aware ones take CL ids, names or
-exact synonyms and map them with :meth:`~sc_genept.ontology.CellOntology.map_labels`.
+it. The flat metrics compare labels as given; the ontology-aware ones take CL ids, names,
+synonyms or everyday names ("CD14+ Monocyte", "B cells", "NK") and map them with
+:meth:`~sc_genept.ontology.CellOntology.map_labels`, as ``genept_annotate`` does its
+reference labels (see :meth:`~sc_genept.ontology.CellOntology.match`).
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ def sctab_correct(
 ) -> np.ndarray:
     """ScTab's rule: a prediction is right if it is the true term or one of its descendants.
 
-    Labels may be CL ids, names or exact synonyms.
+    Labels may be CL ids, names, synonyms or everyday names (see
+    :meth:`~sc_genept.ontology.CellOntology.match`).
     """
     y_true, y_pred = _terms(y_true, y_pred, ontology)
     return np.array([ontology.is_ancestor(t, p) for t, p in zip(y_true, y_pred, strict=True)])
@@ -84,8 +87,8 @@ def shared_top_terms(labels: Iterable[str], ontology: CellOntology) -> frozenset
     """Terms strictly above every label ("cell", "hematopoietic cell", …).
 
     Every cell gets them right, so they say nothing about a prediction. A term that is
-    itself one of the labels is never among them. Labels may be CL ids, names or exact
-    synonyms; none gives the empty set.
+    itself one of the labels is never among them. Labels may be CL ids, names, synonyms or
+    everyday names; none gives the empty set.
     """
     labels = set(_to_terms(_labels(labels, "labels"), ontology, "labels"))
     sets = [ontology.ancestors(t) for t in labels]
@@ -192,7 +195,8 @@ def evaluate(
     Parameters
     ----------
     y_true, y_pred
-        One label per cell: CL ids, names or exact synonyms, in any mix (mapped with
+        One label per cell: CL ids, names, synonyms or everyday names such as "CD4+ T
+        cells", in any mix (mapped with
         :meth:`~sc_genept.ontology.CellOntology.map_labels`; obsolete ids are followed to
         their replacement with a warning). Missing labels are refused: drop those cells.
     ontology
