@@ -9,6 +9,12 @@ package reads its bundled CL and any official ``cl-basic.obo`` through the same 
 (obonet). Distance-1 ancestors become ``is_a`` parents: in this JSON they merge CL's
 ``is_a`` with its internal ``part_of`` links, which is the hierarchy CELLxGENE uses.
 
+Synonyms: the JSON keeps CL's exact synonyms only (no related, broad or narrow ones), so
+the bundled file has ``EXACT`` synonym lines only; ``cell_class_list.json`` and
+``cell_subclass_list.json`` beside it are bare lists of CL ids, with no names to add.
+:meth:`sc_genept.ontology.CellOntology.match` uses the other scopes where an official
+``cl-basic.obo`` is loaded instead.
+
     python scripts/build_cell_ontology.py
 """
 
