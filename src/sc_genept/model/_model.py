@@ -19,7 +19,7 @@ import scanpy as sc
 import torch
 from anndata import AnnData
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from scanpy import logging as logg
 from scipy import sparse
 from scvi import REGISTRY_KEYS
@@ -420,7 +420,7 @@ class GenePTClassifier(BaseModelClass):
             external_indexing=[train_idx, val_idx, calibration_idx],
             batch_size=batch_size,
         )
-        if early_stopping:
+        if early_stopping and verbose:  # scvi-tools' callback, which prints why it stopped
             trainer_kwargs.update(
                 early_stopping=True,
                 early_stopping_monitor="validation_loss",
@@ -430,6 +430,15 @@ class GenePTClassifier(BaseModelClass):
         elif val_idx.size:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         checkpoints = _checkpoint_callbacks(trainer_kwargs, checkpoint_dir)
+        if early_stopping and not verbose:  # Lightning's own, which is silent when asked
+            trainer_kwargs["callbacks"].append(
+                EarlyStopping(
+                    monitor="validation_loss",
+                    patience=early_stopping_patience,
+                    mode="min",
+                    verbose=False,
+                )
+            )
         _output_options(trainer_kwargs, verbose)
         with _lightning_output(verbose):  # the device banner is logged when the Trainer is made
             runner = _TrainRunner(
@@ -662,12 +671,9 @@ class GenePTClassifier(BaseModelClass):
         adata, device
             As in :meth:`load`.
         """
-        from sc_genept.model._pretrained import fetch
+        from sc_genept.model._pretrained import load_model
 
-        folder = fetch(name)
-        model = cls.load(folder, adata, device=device)
-        model.pretrained_name_ = name
-        return model
+        return load_model(cls, name, adata, device=device)
 
     # ---- internals ---------------------------------------------------------------------
 
@@ -856,7 +862,9 @@ _LIGHTNING_LOGGERS = (
 )
 #: Modules whose warnings a quiet training holds back (e.g. "The number of training batches
 #: is smaller than the logging interval", "does not have many workers").
-_LIGHTNING_MODULES = r"(lightning|pytorch_lightning|lightning_fabric|lightning_utilities|scvi)(\.|$)"
+_LIGHTNING_MODULES = (
+    r"(lightning|pytorch_lightning|lightning_fabric|lightning_utilities|scvi)(\.|$)"
+)
 
 
 def _verbosity() -> int:
