@@ -11,9 +11,24 @@ _LAZY = {
     "decode": "._model",
     "GenePTClassifierModule": "._module",
     "ModelFolderError": "._folder",
+    "available_models": "._pretrained",
+    "register_pretrained": "._pretrained",
+    "unregister_pretrained": "._pretrained",
+    "PretrainedModel": "._pretrained",
+    "PretrainedModelError": "._pretrained",
 }
 
-__all__ = ["GenePTClassifier", "GenePTClassifierModule", "ModelFolderError", "decode"]
+__all__ = [
+    "GenePTClassifier",
+    "GenePTClassifierModule",
+    "ModelFolderError",
+    "PretrainedModel",
+    "PretrainedModelError",
+    "available_models",
+    "decode",
+    "register_pretrained",
+    "unregister_pretrained",
+]
 
 
 def __getattr__(name: str):

@@ -1,0 +1,551 @@
+"""Pretrained models by name: one bundled with the package, others fetched safely.
+
+A pretrained model is a model folder (see :mod:`sc_genept.model._folder`) with a registry
+entry that describes it: what it was trained on, its label set (CL terms), its gene table
+and its measured accuracy. The bundled entries live in ``data/models/registry.json`` (written
+by ``scripts/build_pretrained.py``) beside their folders; others are added with
+:func:`register_pretrained`.
+
+A remote model is an archive (``.zip``, ``.tar.gz`` or ``.tgz``) of its folder, known by
+URL and sha256. It is downloaded with pooch (hash-checked; kept in the cache folder, so it is
+fetched once), or, as a second source, from the Hugging Face hub (``huggingface_hub``, an
+optional dependency). The archive is unpacked member by member, refusing absolute paths,
+``..``, links and anything else that is not a plain file or folder, and the folder is then
+read only by :meth:`GenePTClassifier.load`, which checks its own sha256 manifest and never
+runs code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+import zipfile
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from importlib.resources import files
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+from scanpy import logging as logg
+
+#: Environment variable naming the cache folder of downloaded models.
+CACHE_ENV = "SC_GENEPT_CACHE"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_ARCHIVES = (".zip", ".tar.gz", ".tgz")
+#: Unpacked size a model archive may not exceed (a model is a few MB; this stops a zip bomb).
+MAX_UNPACKED_BYTES = 2 * 1024**3
+
+
+class PretrainedModelError(ValueError):
+    """A pretrained model could not be fetched, checked or unpacked."""
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    """A registry entry: where a pretrained model is and what it is.
+
+    ``folder`` (inside the package) for a bundled model; ``url`` and/or ``hf_repo`` +
+    ``hf_filename``, with ``sha256`` of the archive, for a remote one.
+    """
+
+    name: str
+    description: str = ""
+    training_data: str = ""
+    n_cells: int | None = None
+    labels: tuple[str, ...] = ()
+    label_names: tuple[str, ...] = ()
+    gene_table: str = ""
+    inputs: tuple[str, ...] = ()
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    evaluation: str = ""
+    hyperparameters: dict = field(default_factory=dict)
+    folder: str | None = None
+    manifest_sha256: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    hf_repo: str | None = None
+    hf_filename: str | None = None
+    hf_revision: str | None = None
+
+    @property
+    def source(self) -> str:
+        """Where it comes from: ``bundled``, the URL, or the hub file."""
+        if self.folder is not None:
+            return "bundled"
+        hub = f"hf://{self.hf_repo}/{self.hf_filename}" if self.hf_repo else None
+        return " or ".join(s for s in (self.url, hub) if s)
+
+
+_USER: dict[str, PretrainedModel] = {}
+
+
+def _models_dir() -> Path:
+    return Path(str(files("sc_genept") / "data" / "models"))
+
+
+def _bundled() -> dict[str, PretrainedModel]:
+    path = _models_dir() / "registry.json"
+    if not path.is_file():
+        return {}
+    entries = json.loads(path.read_text())
+    out = {}
+    for entry in entries:
+        entry = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()}
+        out[entry["name"]] = PretrainedModel(**entry)
+    return out
+
+
+def _registry() -> dict[str, PretrainedModel]:
+    return {**_bundled(), **_USER}
+
+
+def names() -> list[str]:
+    """The names of the pretrained models."""
+    return sorted(_registry())
+
+
+def is_pretrained(name) -> bool:
+    """Whether ``name`` is the name of a pretrained model."""
+    return isinstance(name, str) and name in _registry()
+
+
+def entry(name: str) -> PretrainedModel:
+    """The registry entry of ``name``; an unknown name raises a KeyError listing the names."""
+    registry = _registry()
+    if not isinstance(name, str) or name not in registry:
+        raise KeyError(
+            f"No pretrained model named {name!r}. Pretrained models: {sorted(registry)} "
+            "(sc_genept.model.available_models() describes them); a model you saved is "
+            "loaded from its folder with GenePTClassifier.load(folder)."
+        )
+    return registry[name]
+
+
+def available_models() -> pd.DataFrame:
+    """The pretrained models: one row each, with what they were trained on and how well they do.
+
+    Returns
+    -------
+    A frame indexed by ``name`` with ``description``, ``training_data``, ``n_cells``,
+    ``labels`` (the CL ids it predicts), ``label_names``, ``gene_table`` (the gene table
+    its inputs are embedded with), ``inputs``, ``accuracy`` and ``macro_f1`` (measured as
+    ``evaluation`` says), ``source`` (``bundled``, or where it is downloaded from) and
+    ``cached`` (whether it can be loaded without a download).
+
+    Examples
+    --------
+    >>> sc_genept.model.available_models()[["training_data", "accuracy"]]
+    >>> sc.tl.genept_annotate(adata, model="pbmc68k")
+    """
+    rows = []
+    for _, model in sorted(_registry().items()):
+        row = asdict(model)
+        row.pop("hyperparameters")
+        row["labels"], row["label_names"], row["inputs"] = (
+            list(model.labels),
+            list(model.label_names),
+            list(model.inputs),
+        )
+        row["source"] = model.source
+        row["cached"] = model.folder is not None or _unpacked(model).is_dir()
+        rows.append(row)
+    columns = [
+        "name",
+        "description",
+        "training_data",
+        "n_cells",
+        "labels",
+        "label_names",
+        "gene_table",
+        "inputs",
+        "accuracy",
+        "macro_f1",
+        "evaluation",
+        "source",
+        "cached",
+    ]
+    return pd.DataFrame(rows, columns=columns).set_index("name")
+
+
+def register_pretrained(
+    name: str,
+    *,
+    sha256: str,
+    url: str | None = None,
+    hf_repo: str | None = None,
+    hf_filename: str | None = None,
+    hf_revision: str | None = None,
+    overwrite: bool = False,
+    **card,
+) -> PretrainedModel:
+    """Add a remote pretrained model to the registry (for this Python session).
+
+    Parameters
+    ----------
+    name
+        The name to load it by (letters, digits, ``.``, ``_``, ``-``).
+    sha256
+        The sha256 of the archive: a download with another hash is refused.
+    url
+        Where the archive (``.zip``, ``.tar.gz`` or ``.tgz`` of a model folder) is.
+    hf_repo, hf_filename, hf_revision
+        The same archive on the Hugging Face hub (a model repository): tried when ``url``
+        fails, or alone. Needs ``huggingface_hub``.
+    overwrite
+        Replace an entry of the same name.
+    **card
+        What :func:`available_models` shows: ``description``, ``training_data``,
+        ``n_cells``, ``labels``, ``label_names``, ``gene_table``, ``inputs``,
+        ``accuracy``, ``macro_f1``, ``evaluation``.
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"name must be letters, digits, '.', '_' or '-' (starting with a letter or digit), "
+            f"got {name!r}."
+        )
+    if name in _registry() and not overwrite:
+        raise ValueError(f"A pretrained model named {name!r} exists; pass overwrite=True.")
+    if not isinstance(sha256, str) or not _SHA256.match(sha256.lower()):
+        raise ValueError(f"sha256 must be 64 hexadecimal digits, got {sha256!r}.")
+    if url is None and hf_repo is None:
+        raise ValueError("Pass url= and/or hf_repo= with hf_filename=: where the archive is.")
+    if (hf_repo is None) != (hf_filename is None):
+        raise ValueError("hf_repo= and hf_filename= go together.")
+    archive = url if url is not None else hf_filename
+    if not str(archive).lower().endswith(_ARCHIVES):
+        raise ValueError(
+            f"{archive!r} must be an archive of the model folder ending in one of {_ARCHIVES}."
+        )
+    known = {f.name for f in PretrainedModel.__dataclass_fields__.values()}
+    unknown = set(card) - known
+    if unknown:
+        raise TypeError(f"Unknown registry fields {sorted(unknown)}; known: {sorted(known)}.")
+    if "folder" in card or "manifest_sha256" in card:
+        raise TypeError("Only bundled models have a folder; a registered model has a url.")
+    card = {k: tuple(v) if isinstance(v, list) else v for k, v in card.items()}
+    model = PretrainedModel(
+        name=name,
+        url=url,
+        sha256=sha256.lower(),
+        hf_repo=hf_repo,
+        hf_filename=hf_filename,
+        hf_revision=hf_revision,
+        **card,
+    )
+    _USER[name] = model
+    return model
+
+
+def unregister_pretrained(name: str) -> None:
+    """Remove a model added with :func:`register_pretrained` (bundled ones stay)."""
+    _USER.pop(name, None)
+
+
+# ---- fetching --------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """Where downloaded models are kept: ``$SC_GENEPT_CACHE``, else pooch's user cache folder."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    import pooch
+
+    return Path(pooch.os_cache("sc_genept"))
+
+
+def fetch(name: str) -> Path:
+    """The folder of the pretrained model ``name``: bundled, cached, or downloaded now."""
+    model = entry(name)
+    if model.folder is not None:
+        folder = _models_dir() / model.folder
+        if not folder.is_dir():
+            raise PretrainedModelError(
+                f"The bundled model {name!r} is missing from the installed package ({folder}): "
+                "reinstall sc-genept."
+            )
+        if model.manifest_sha256 and _sha256_file(folder / "manifest.json") != (
+            model.manifest_sha256
+        ):
+            raise PretrainedModelError(
+                f"The bundled model {name!r} in {folder} is not the one the registry lists "
+                "(its manifest's sha256 differs): reinstall sc-genept."
+            )
+        return folder
+    target = _unpacked(model)
+    if target.is_dir():
+        return target
+    archive = _download(model)
+    _unpack(archive, target)
+    return target
+
+
+def load_model(cls, name: str, adata=None, *, device: str = "cpu"):
+    """``cls.load`` of the folder of ``name``; a damaged cached copy is unpacked again once."""
+    from sc_genept.model._folder import ModelFolderError
+
+    folder = fetch(name)
+    try:
+        model = cls.load(folder, adata, device=device)
+    except ModelFolderError:
+        if entry(name).folder is not None or not folder.is_dir():
+            raise
+        # the unpacked copy changed since it was unpacked: unpack the (hash-checked) archive again
+        logg.warning(f"the cached copy of {name!r} in {folder} is damaged; unpacking it again")
+        shutil.rmtree(folder)
+        model = cls.load(fetch(name), adata, device=device)
+    model.pretrained_name_ = name
+    return model
+
+
+def _unpacked(model: PretrainedModel) -> Path:
+    return cache_dir() / "models" / f"{model.name}-{model.sha256[:16]}"
+
+
+def _suffix(model: PretrainedModel) -> str:
+    archive = (model.url or model.hf_filename or "").lower()
+    return next(s for s in _ARCHIVES if archive.endswith(s))
+
+
+def _download(model: PretrainedModel) -> Path:
+    """The model's archive, hash-checked: from its URL (pooch), else from the hub."""
+    errors = []
+    if model.url is not None:
+        try:
+            return _pooch_download(model)
+        except PretrainedModelError:
+            raise  # a wrong hash is not fixed by another source
+        except Exception as err:  # network errors come in many types
+            errors.append(f"{model.url}: {type(err).__name__}: {err}")
+            if model.hf_repo is None:
+                raise PretrainedModelError(
+                    f"Could not download the pretrained model {model.name!r} from {model.url} "
+                    f"({type(err).__name__}: {err}). Check the connection and try again; a "
+                    "partial download is not kept."
+                ) from err
+            logg.warning(f"could not download {model.url}; trying the Hugging Face hub")
+    return _hub_download(model, errors)
+
+
+@contextmanager
+def _pooch_logger():
+    """Quiet pooch's per-download INFO line: shown at scanpy's verbosity "info" and above only."""
+    import pooch
+    import scanpy as sc
+
+    logger = pooch.get_logger()  # not registered with logging.getLogger
+    level = logger.level
+    if int(sc.settings.verbosity) < 2:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield int(sc.settings.verbosity) >= 2
+    finally:
+        logger.setLevel(level)
+
+
+def _pooch_download(model: PretrainedModel) -> Path:
+    import pooch
+
+    folder = cache_dir() / "archives"
+    fname = f"{model.name}-{model.sha256[:16]}{_suffix(model)}"
+    logg.info(f"fetching the pretrained model {model.name!r} from {model.url}")
+    with _pooch_logger() as show:
+        try:
+            path = pooch.retrieve(
+                model.url,
+                known_hash=f"sha256:{model.sha256}",
+                fname=fname,
+                path=folder,
+                progressbar=show and _has_tqdm(),
+            )
+        except ValueError as err:
+            if "hash" not in str(err).lower():
+                raise
+            raise PretrainedModelError(
+                f"The archive of the pretrained model {model.name!r} downloaded from "
+                f"{model.url} does not have the sha256 its registry entry holds "
+                f"({model.sha256}): the download is damaged or the file was changed. It was "
+                "deleted and nothing was unpacked; try again, or report it if it persists."
+            ) from err
+    return Path(path)
+
+
+def _hub_download(model: PretrainedModel, errors: list[str]) -> Path:
+    tried = f" (the URL failed: {errors[0]})" if errors else ""
+    if model.hf_repo is None:
+        raise PretrainedModelError(f"The pretrained model {model.name!r} has no source{tried}.")
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise PretrainedModelError(
+            f"The pretrained model {model.name!r} is on the Hugging Face hub "
+            f"({model.hf_repo}){tried}, which needs huggingface_hub: pip install "
+            "'sc-genept[hub]' (or pip install huggingface_hub)."
+        ) from None
+    logg.info(f"fetching the pretrained model {model.name!r} from hf://{model.hf_repo}")
+    path = Path(
+        hf_hub_download(
+            model.hf_repo,
+            model.hf_filename,
+            revision=model.hf_revision,
+            cache_dir=cache_dir() / "huggingface",
+        )
+    )
+    got = _sha256_file(path)
+    if got != model.sha256:
+        raise PretrainedModelError(
+            f"The archive of the pretrained model {model.name!r} from hf://{model.hf_repo}/"
+            f"{model.hf_filename} has sha256 {got}, not the registry's {model.sha256}: it "
+            "was changed or damaged, and nothing was unpacked."
+        )
+    return path
+
+
+def _has_tqdm() -> bool:
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ---- unpacking -------------------------------------------------------------------------------
+
+
+def _unpack(archive: Path, target: Path) -> None:
+    """Unpack a model archive into ``target`` (atomically), refusing anything but plain files."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        name = archive.name.lower()
+        if name.endswith(".zip"):
+            _unzip(archive, tmp)
+        elif name.endswith((".tar.gz", ".tgz")):
+            _untar(archive, tmp)
+        else:
+            raise PretrainedModelError(f"{archive.name} is not a .zip, .tar.gz or .tgz archive.")
+        folder = _model_root(tmp, archive)
+        try:
+            os.replace(folder, target)
+        except OSError:
+            if not target.is_dir():  # not another process that unpacked it first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _member_path(root: Path, name: str, archive: Path) -> Path:
+    """Where member ``name`` goes under ``root``; a name that would leave ``root`` is refused."""
+    posix = name.replace("\\", "/")
+    parts = PurePosixPath(posix).parts
+    if (
+        not posix
+        or posix.startswith("/")
+        or re.match(r"^[A-Za-z]:", posix)
+        or ".." in parts
+        or "\x00" in posix
+    ):
+        raise PretrainedModelError(
+            f"{archive.name} holds a member named {name!r}, outside the model folder "
+            "(absolute, or with '..'): the archive is refused and nothing was unpacked."
+        )
+    return root.joinpath(*[p for p in parts if p not in ("", ".")])
+
+
+def _refuse(archive: Path, name: str, kind: str):
+    raise PretrainedModelError(
+        f"{archive.name} holds {kind} {name!r}; a model archive holds plain files and folders "
+        "only, so it is refused and nothing was unpacked."
+    )
+
+
+def _check_size(archive: Path, total: int) -> None:
+    if total > MAX_UNPACKED_BYTES:
+        raise PretrainedModelError(
+            f"{archive.name} would unpack to {total / 1024**3:.1f} GiB, more than a model "
+            f"folder can be ({MAX_UNPACKED_BYTES / 1024**3:.0f} GiB): refused."
+        )
+
+
+def _unzip(archive: Path, root: Path) -> None:
+    try:
+        zf = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile as err:
+        raise PretrainedModelError(f"{archive.name} is not a readable zip file ({err}).") from err
+    with zf:
+        members = zf.infolist()
+        plan = []
+        for info in members:
+            path = _member_path(root, info.filename, archive)
+            kind = stat.S_IFMT(info.external_attr >> 16)  # 0: no type recorded, a file
+            if kind == stat.S_IFLNK:
+                _refuse(archive, info.filename, "a link")
+            if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+                _refuse(archive, info.filename, "a special file")
+            plan.append((info, path))
+        _check_size(archive, sum(info.file_size for info in members))
+        for info, path in plan:
+            if info.is_dir():
+                path.mkdir(parents=True, exist_ok=True)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(path, "xb") as dst:
+                shutil.copyfileobj(src, dst)
+
+
+def _untar(archive: Path, root: Path) -> None:
+    try:
+        tf = tarfile.open(archive, "r:*")
+    except tarfile.TarError as err:
+        raise PretrainedModelError(
+            f"{archive.name} is not a readable tar archive ({err})."
+        ) from err
+    with tf:
+        members = tf.getmembers()
+        plan = []
+        for member in members:
+            path = _member_path(root, member.name, archive)
+            if member.issym() or member.islnk():
+                _refuse(archive, member.name, "a link")
+            if not (member.isfile() or member.isdir()):
+                _refuse(archive, member.name, "a special file")
+            plan.append((member, path))
+        _check_size(archive, sum(m.size for m in members))
+        for member, path in plan:
+            if member.isdir():
+                path.mkdir(parents=True, exist_ok=True)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            src = tf.extractfile(member)
+            with src, open(path, "xb") as dst:
+                shutil.copyfileobj(src, dst)
+
+
+def _model_root(root: Path, archive: Path) -> Path:
+    """The model folder in an unpacked archive: its top level, or its one top-level folder."""
+    if (root / "manifest.json").is_file():
+        return root
+    entries = [p for p in root.iterdir() if not p.name.startswith(".")]
+    if len(entries) == 1 and entries[0].is_dir() and (entries[0] / "manifest.json").is_file():
+        return entries[0]
+    raise PretrainedModelError(
+        f"{archive.name} does not hold a model folder (manifest.json at its top, or in its one "
+        f"top-level folder); it holds {sorted(p.name for p in entries)[:10]}."
+    )
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
