@@ -15,7 +15,7 @@ import pandas as pd
 from scanpy import logging as logg
 
 from sc_genept._checks import check_adata, check_fraction
-from sc_genept._utils import h5ad_safe
+from sc_genept._utils import h5ad_safe, warn_caller
 from sc_genept.genes import GeneEmbeddings
 from sc_genept.genes import available as available_tables
 from sc_genept.genes import load as load_table
@@ -58,8 +58,10 @@ def genept_annotate(
 ) -> AnnData | None:
     """Annotate cells with Cell Ontology terms and confidences.
 
-    Either predict with a trained :class:`~sc_genept.model.GenePTClassifier` (an object
-    or a folder written by its ``save``), or transfer labels in one line: with
+    Either predict with a trained :class:`~sc_genept.model.GenePTClassifier` (an object,
+    a folder written by its ``save``, or the name of a pretrained model such as
+    ``"pbmc68k"``, see :func:`~sc_genept.model.available_models`), or transfer labels in
+    one line: with
     ``reference`` and ``labels_key``, a classifier is trained on the reference and applied
     to ``adata``. Cells are embedded with :func:`~sc_genept.tl.genept_embed` first where
     ``obsm["X_genept"]`` is missing.
@@ -73,7 +75,10 @@ def genept_annotate(
     adata
         The cells to annotate.
     model
-        A trained classifier, or the folder it was saved to.
+        A trained classifier, the folder it was saved to, or the name of a pretrained
+        model (:func:`~sc_genept.model.available_models`; the bundled ``"pbmc68k"`` works
+        offline). A string that is an existing path loads that folder; otherwise it must
+        be a pretrained model's name.
     reference
         Labelled cells to train on (instead of ``model``); it is not modified.
     labels_key
@@ -111,8 +116,10 @@ def genept_annotate(
     copy
         Return a copy instead of writing to ``adata``.
     **train_kwargs
-        Passed to :meth:`~sc_genept.model.GenePTClassifier.train` (e.g. ``max_epochs``);
-        only with ``reference`` (a given ``model`` is used as trained).
+        Passed to :meth:`~sc_genept.model.GenePTClassifier.train` (e.g. ``max_epochs``,
+        or ``verbose=True`` for Lightning's own output; by default training is quiet and
+        shows one per-epoch progress bar at ``sc.settings.verbosity = "info"``); only with
+        ``reference`` (a given ``model`` is used as trained).
 
     Returns
     -------
@@ -128,7 +135,9 @@ def genept_annotate(
         The single most probable term before thresholding.
     ``adata.uns[key_added]`` : dict
         ``params``, ``gene_overlap`` (how many of the model's genes ``adata`` has, and the
-        share of the reference's expression they carry), the model summary and the CL
+        share of the reference's expression they carry), the model summary, which model
+        was used (``model_source``: ``"pretrained"``, ``"folder"``, ``"object"`` or
+        ``"reference"``; ``pretrained_model``: the pretrained model's name) and the CL
         version.
     ``adata.obsm["X_genept"]``, ``adata.uns["X_genept"]``
         The embedding the model read (made of its genes), only if ``adata`` had no
@@ -163,6 +172,7 @@ def genept_annotate(
         if overlap["n_genes_found"] < overlap["n_model_genes"]:
             ref_embedded = reference_embed(genes=shared)
         model = _train_on(reference, ref_embedded, labels_key, **train_kwargs)
+        model_source = "reference"
     else:
         if train_kwargs or reference_layer is not None or reference_use_raw is not None:
             given = sorted(train_kwargs) + [
@@ -178,13 +188,16 @@ def genept_annotate(
                 "reference=. A given model is used as trained; to retrain it, call "
                 "model.train(...) first."
             )
+        model_source = "object"
         if not isinstance(model, GenePTClassifier):
             if not isinstance(model, str | os.PathLike):
                 raise TypeError(
-                    "model must be a GenePTClassifier or the folder its save() wrote (a str or "
-                    f"Path), got {type(model).__name__}."
+                    "model must be a GenePTClassifier, the folder its save() wrote (a str or "
+                    f"Path) or a pretrained model's name, got {type(model).__name__}."
                 )
-            model = GenePTClassifier.load(model)
+            model, model_source = _load_model(model)
+        elif model.pretrained_name_ is not None:
+            model_source = "pretrained"
         gene_set = model.gene_set
         embedded = _embedded(
             adata,
@@ -225,6 +238,8 @@ def genept_annotate(
             "gene_embeddings": embedded.uns[_EMBEDDING_KEY]["gene_embeddings"],
             "gene_overlap": overlap or None,
             "model": str(model._model_summary_string),
+            "model_source": model_source,
+            "pretrained_model": model.pretrained_name_,
             "ontology_version": model.ontology.version,
         }
     )
@@ -241,6 +256,29 @@ def genept_annotate(
         f"(min_confidence={min_confidence})\n    added obs[{key_added!r}] and related columns"
     )
     return adata if copy else None
+
+
+def _load_model(model: str | os.PathLike) -> tuple[GenePTClassifier, str]:
+    """A saved folder (an existing path) or a pretrained model (a registry name)."""
+    from sc_genept.model import GenePTClassifier, ModelFolderError
+    from sc_genept.model import _pretrained as pretrained
+
+    is_name = pretrained.is_pretrained(model)
+    if Path(model).exists() or not isinstance(model, str):
+        if is_name:
+            warn_caller(
+                f"model={model!r} is both a path here and a pretrained model's name: loading "
+                f"the folder. For the pretrained model, call "
+                f"GenePTClassifier.load_pretrained({model!r})."
+            )
+        return GenePTClassifier.load(model), "folder"
+    if is_name:
+        return GenePTClassifier.load_pretrained(model), "pretrained"
+    raise ModelFolderError(
+        f"{model} is not a folder: pass the folder that GenePTClassifier.save wrote, or the name "
+        f"of a pretrained model: {pretrained.names()} (sc_genept.model.available_models() "
+        "describes them)."
+    )
 
 
 def _check_call(adata, model, reference, labels_key, inputs, key_added: str) -> None:
