@@ -1,0 +1,361 @@
+"""Pretrained models: the bundled one offline, remote ones over a real socket with pooch."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import shutil
+import stat
+import sys
+import tarfile
+import threading
+import zipfile
+from functools import partial
+from pathlib import Path
+
+import pytest
+import scanpy as sc
+
+import sc_genept
+from sc_genept.model import (
+    GenePTClassifier,
+    ModelFolderError,
+    PretrainedModelError,
+    available_models,
+    register_pretrained,
+    unregister_pretrained,
+)
+from sc_genept.model import _pretrained as pretrained
+
+BUNDLED = "pbmc68k"
+LABELS = "cell_type_ontology_term_id"
+MODEL_FOLDER = Path(sc_genept.__file__).parent / "data" / "models" / BUNDLED
+
+
+# ---- the bundled model ---------------------------------------------------------------------
+
+
+def test_available_models_describe_the_bundled_model(cl, pbmc):
+    table = available_models()
+    assert BUNDLED in table.index
+    row = table.loc[BUNDLED]
+    assert row["source"] == "bundled" and bool(row["cached"])
+    assert row["n_cells"] == 700
+    assert "pbmc68k_reduced" in row["training_data"]
+    assert sorted(row["labels"]) == sorted(set(pbmc.obs[LABELS].astype(str)))
+    assert all(cl.name(t) == n for t, n in zip(row["labels"], row["label_names"], strict=True))
+    assert sc_genept.genes.load("default").sha256 in row["gene_table"]
+    assert row["inputs"] == ["X_genept", "X_genept_expression"]
+    assert 0.5 < row["accuracy"] <= 1 and 0.4 < row["macro_f1"] <= 1
+    assert "5-fold" in row["evaluation"]
+
+
+def test_bundled_model_folder_is_small_and_loads_as_data():
+    size = sum(p.stat().st_size for p in MODEL_FOLDER.iterdir())
+    assert size < 2_000_000, size
+    assert sorted(p.name for p in MODEL_FOLDER.iterdir()) == [
+        "manifest.json",
+        "model.json",
+        "model.safetensors",
+    ]
+    model = GenePTClassifier.load_pretrained(BUNDLED)
+    assert model.pretrained_name_ == BUNDLED
+    assert model.is_trained_
+    assert model.embedding_keys == ["X_genept", "X_genept_expression"]
+
+
+def test_one_liner_annotates_with_the_bundled_model(pbmc, monkeypatch, tmp_path):
+    monkeypatch.setenv(pretrained.CACHE_ENV, str(tmp_path / "cache"))
+    sc.tl.genept_annotate(pbmc, model=BUNDLED)
+    record = pbmc.uns["genept_cell_type"]
+    assert record["pretrained_model"] == BUNDLED
+    assert record["model_source"] == "pretrained"
+    finest = pbmc.obs["genept_cell_type_finest_ontology_term_id"].astype(str)
+    assert (finest == pbmc.obs[LABELS].astype(str)).mean() > 0.7  # its own training cells
+    assert not (tmp_path / "cache").exists()  # nothing downloaded
+
+
+def test_a_loaded_pretrained_model_object_is_recorded_too(pbmc):
+    model = GenePTClassifier.load_pretrained(BUNDLED)
+    out = sc.tl.genept_annotate(pbmc[:50].copy(), model, copy=True)
+    assert out.uns["genept_cell_type"]["pretrained_model"] == BUNDLED
+
+
+def test_the_bundled_registry_entry_pins_the_folder(tmp_path, monkeypatch):
+    # a package whose model folder is not the one the registry lists is refused
+    models = tmp_path / "sc_genept" / "data" / "models"
+    shutil.copytree(MODEL_FOLDER.parent, models)
+    manifest = models / BUNDLED / "manifest.json"
+    manifest.write_text(manifest.read_text() + " ")
+    monkeypatch.setattr(pretrained, "_models_dir", lambda: models)
+    with pytest.raises(PretrainedModelError, match="not the one the registry lists"):
+        GenePTClassifier.load_pretrained(BUNDLED)
+
+
+def test_unknown_name_lists_the_pretrained_models(pbmc, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(KeyError, match=r"No pretrained model named 'pbmc86k'.*\['pbmc68k'"):
+        GenePTClassifier.load_pretrained("pbmc86k")
+    with pytest.raises(ModelFolderError, match=r"pbmc86k is not a folder.*\['pbmc68k'"):
+        sc.tl.genept_annotate(pbmc, model="pbmc86k")
+
+
+def test_an_existing_path_is_a_folder_even_when_it_is_a_name(pbmc, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    GenePTClassifier.load_pretrained(BUNDLED).save(tmp_path / BUNDLED)
+    with pytest.warns(UserWarning, match="both a path here and a pretrained model's name"):
+        out = sc.tl.genept_annotate(pbmc[:20].copy(), model=BUNDLED, copy=True)
+    assert out.uns["genept_cell_type"]["model_source"] == "folder"
+    assert "pretrained_model" not in out.uns["genept_cell_type"]
+
+
+# ---- remote models: a real HTTP server on 127.0.0.1 ----------------------------------------
+
+
+class _Server:
+    def __init__(self, root: Path):
+        self.root, self.requests = root, []
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                server.requests.append(self.path)
+
+        self.httpd = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), partial(Handler, directory=str(root))
+        )
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / "served"
+    root.mkdir()
+    srv = _Server(root)
+    yield srv
+    srv.httpd.shutdown()
+    srv.httpd.server_close()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(pretrained.CACHE_ENV, str(folder))
+    return folder
+
+
+@pytest.fixture
+def registered():
+    names = []
+
+    def register(name, **kwargs):
+        names.append(name)
+        return register_pretrained(name, **kwargs)
+
+    yield register
+    for name in names:
+        unregister_pretrained(name)
+
+
+def _zip(members: dict[str, bytes], *, links: dict[str, str] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        for name, target in (links or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+    return buffer.getvalue()
+
+
+def _tar(members: dict[str, bytes], *, special: list[tarfile.TarInfo] = ()) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        for info in special:
+            tf.addfile(info)
+    return buffer.getvalue()
+
+
+def _model_files(prefix: str = "model/") -> dict[str, bytes]:
+    return {prefix + p.name: p.read_bytes() for p in MODEL_FOLDER.iterdir()}
+
+
+def _serve(server, name: str, data: bytes) -> tuple[str, str]:
+    (server.root / name).write_bytes(data)
+    return server.url(name), hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("archive", "make"),
+    [
+        ("model.zip", lambda: _zip(_model_files())),
+        ("model.tar.gz", lambda: _tar(_model_files())),
+        ("flat.zip", lambda: _zip(_model_files(prefix=""))),
+    ],
+)
+def test_remote_model_is_downloaded_once_checked_and_loaded(
+    archive, make, server, cache, registered, pbmc
+):
+    url, sha = _serve(server, archive, make())
+    registered("remote", url=url, sha256=sha, training_data="test", accuracy=0.5)
+    assert available_models().loc["remote", "source"] == url
+    assert not available_models().loc["remote", "cached"]
+
+    model = GenePTClassifier.load_pretrained("remote")
+    assert model.pretrained_name_ == "remote" and model.is_trained_
+    assert server.requests == [f"/{archive}"]
+    unpacked = cache / "models" / f"remote-{sha[:16]}"
+    assert sorted(p.name for p in unpacked.iterdir()) == [
+        "manifest.json",
+        "model.json",
+        "model.safetensors",
+    ]
+    assert available_models().loc["remote", "cached"]
+
+    # the one-liner uses the cached copy: no second request
+    out = sc.tl.genept_annotate(pbmc[:30].copy(), model="remote", copy=True)
+    assert out.uns["genept_cell_type"]["pretrained_model"] == "remote"
+    assert server.requests == [f"/{archive}"]
+
+
+def test_wrong_sha256_is_refused_and_nothing_is_kept(server, cache, registered):
+    url, sha = _serve(server, "model.zip", _zip(_model_files()))
+    wrong = hashlib.sha256(b"another archive").hexdigest()
+    registered("remote", url=url, sha256=wrong)
+    with pytest.raises(PretrainedModelError, match="does not have the sha256 its registry entry"):
+        GenePTClassifier.load_pretrained("remote")
+    assert server.requests == ["/model.zip"]  # it was downloaded, over the socket
+    assert not (cache / "models").exists()  # and nothing unpacked
+    assert not list((cache / "archives").glob("remote*"))  # nor kept
+
+
+def test_a_changed_cached_copy_is_unpacked_again(server, cache, registered):
+    url, sha = _serve(server, "model.zip", _zip(_model_files()))
+    registered("remote", url=url, sha256=sha)
+    GenePTClassifier.load_pretrained("remote")
+    meta = cache / "models" / f"remote-{sha[:16]}" / "model.json"
+    meta.write_text(meta.read_text().replace("GenePTClassifier", "Edited", 1))
+    model = GenePTClassifier.load_pretrained("remote")  # from the verified archive again
+    assert model.is_trained_
+    assert server.requests == ["/model.zip"]
+
+
+def _link(name: str, target: str, kind=tarfile.SYMTYPE) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info
+
+
+def _fifo(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.FIFOTYPE
+    return info
+
+
+UNSAFE = [
+    pytest.param("evil.zip", lambda: _zip({**_model_files(), "../escaped": b"x"}), id="zip-dotdot"),
+    pytest.param(
+        "evil.zip", lambda: _zip({**_model_files(), "/tmp/escaped": b"x"}), id="zip-absolute"
+    ),
+    pytest.param(
+        "evil.zip",
+        lambda: _zip(_model_files(), links={"model/link": "/etc/passwd"}),
+        id="zip-symlink",
+    ),
+    pytest.param(
+        "evil.tar.gz", lambda: _tar({**_model_files(), "model/../../x": b"x"}), id="tar-dotdot"
+    ),
+    pytest.param(
+        "evil.tar.gz", lambda: _tar({**_model_files(), "/abs/x": b"x"}), id="tar-absolute"
+    ),
+    pytest.param(
+        "evil.tar.gz",
+        lambda: _tar(_model_files(), special=[_link("model/link", "/etc/passwd")]),
+        id="tar-symlink",
+    ),
+    pytest.param(
+        "evil.tar.gz",
+        lambda: _tar(_model_files(), special=[_link("model/hard", "/etc/passwd", tarfile.LNKTYPE)]),
+        id="tar-hardlink",
+    ),
+    pytest.param(
+        "evil.tar.gz", lambda: _tar(_model_files(), special=[_fifo("model/fifo")]), id="tar-fifo"
+    ),
+]
+
+
+@pytest.mark.parametrize(("archive", "make"), UNSAFE)
+def test_unsafe_archives_are_refused_before_anything_is_written(
+    archive, make, server, cache, registered, tmp_path
+):
+    url, sha = _serve(server, archive, make())  # the hash is right: the content is not
+    registered("remote", url=url, sha256=sha)
+    with pytest.raises(PretrainedModelError, match="refused and nothing was unpacked"):
+        GenePTClassifier.load_pretrained("remote")
+    assert not (cache / "models" / f"remote-{sha[:16]}").exists()
+    leftovers = list((cache / "models").iterdir()) if (cache / "models").exists() else []
+    assert leftovers == []
+    assert not (cache / "escaped").exists() and not (tmp_path / "escaped").exists()
+
+
+def test_an_archive_without_a_model_folder_says_so(server, cache, registered):
+    url, sha = _serve(server, "empty.zip", _zip({"readme.txt": b"hello"}))
+    registered("remote", url=url, sha256=sha)
+    with pytest.raises(PretrainedModelError, match=r"does not hold a model folder.*readme\.txt"):
+        GenePTClassifier.load_pretrained("remote")
+
+
+def test_a_server_that_is_down_says_what_failed(cache, registered):
+    registered("remote", url="http://127.0.0.1:9/model.zip", sha256="0" * 64)
+    with pytest.raises(PretrainedModelError, match=r"Could not download .*127\.0\.0\.1:9"):
+        GenePTClassifier.load_pretrained("remote")
+
+
+def test_hub_source_without_huggingface_hub_gives_the_install_hint(cache, registered, monkeypatch):
+    registered(
+        "remote",
+        url="http://127.0.0.1:9/model.zip",
+        sha256="0" * 64,
+        hf_repo="sc-genept/models",
+        hf_filename="model.zip",
+    )
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not installed
+    with pytest.raises(
+        PretrainedModelError, match=r"the URL failed.*pip install 'sc-genept\[hub\]'"
+    ):
+        GenePTClassifier.load_pretrained("remote")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"name": "a/b", "url": "http://x/m.zip"}, ValueError, "name must be letters"),
+        ({"sha256": "abc"}, ValueError, "sha256 must be 64 hexadecimal digits"),
+        ({"url": None}, ValueError, "Pass url= and/or hf_repo="),
+        ({"url": "http://x/m.pt"}, ValueError, r"must be an archive .*\.zip"),
+        ({"colour": "red"}, TypeError, r"Unknown registry fields \['colour'\]"),
+        ({"name": BUNDLED}, ValueError, "exists; pass overwrite=True"),
+    ],
+)
+def test_register_refuses_a_bad_entry(kwargs, error, match):
+    arguments = {"name": "remote", "url": "http://x/m.zip", "sha256": "0" * 64, **kwargs}
+    with pytest.raises(error, match=match):
+        register_pretrained(**arguments)
+    unregister_pretrained("remote")
+
+
+def test_registry_file_is_plain_json():
+    entries = json.loads((MODEL_FOLDER.parent / "registry.json").read_text())
+    assert [e["name"] for e in entries] == [BUNDLED]
+    assert entries[0]["folder"] == BUNDLED
