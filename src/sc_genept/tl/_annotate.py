@@ -192,8 +192,8 @@ def genept_annotate(
         if not isinstance(model, GenePTClassifier):
             if not isinstance(model, str | os.PathLike):
                 raise TypeError(
-                    "model must be a GenePTClassifier, the folder its save() wrote (a str or "
-                    f"Path) or a pretrained model's name, got {type(model).__name__}."
+                    "model must be a GenePTClassifier or the folder its save() wrote (a str or "
+                    f"Path), or a pretrained model's name, got {type(model).__name__}."
                 )
             model, model_source = _load_model(model)
         elif model.pretrained_name_ is not None:
