@@ -143,7 +143,14 @@ def test_an_error_in_training_is_raised_not_printed(pbmc_embedded, verbosity, ca
 
 
 def test_verbose_true_brings_lightning_output_back(pbmc, verbosity, capfd, caplog):
-    _annotate(pbmc, verbose=True)
+    # Lightning's logger as a fresh process has it (other tests, e.g. the CLI's, change it)
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        _annotate(pbmc, verbose=True)
+    finally:
+        logger.setLevel(level)
     out, err = capfd.readouterr()
     shown = out + err + caplog.text
     assert "GPU available" in shown
