@@ -272,9 +272,9 @@ class GenePTClassifier(BaseModelClass):
                 "; …" if len(unmapped) > 10 else ""
             )
             raise ValueError(
-                f"{len(unmapped)} labels in obs[{labels_key!r}] are not CL ids, names or "
-                f"unambiguous exact synonyms in {cl!r}: {unmapped[:20]} ({why}). Map them to "
-                "CL ids (e.g. with CellOntology.resolve) first."
+                f"{len(unmapped)} labels in obs[{labels_key!r}] match no single term of {cl!r} "
+                f"(as CL id, name, synonym or everyday form): {unmapped[:20]} ({why}). Map them "
+                "to CL ids (CellOntology.explain says why each fails) first."
             )
         labels = sorted(set(ids))
         if len(labels) < 2:
