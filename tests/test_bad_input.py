@@ -663,7 +663,7 @@ ANNOTATE = [
             labels_key=LABELS,
         ),
         ValueError,
-        r"1 labels in obs\[.*\] are not CL ids.*'T-ish cell'.*Map them to CL ids",
+        r"1 labels in obs\[.*\] match no single term.*'T-ish cell'.*Map them to CL ids",
         id="reference-unknown-label",
     ),
     pytest.param(
@@ -843,7 +843,7 @@ CLASSIFIER = [
     pytest.param(
         lambda e: _setup(e.changed("ref", _labels(lambda a: ["Tcell"] + list(a.obs[LABELS][1:])))),
         ValueError,
-        r"are not CL ids, names .*'Tcell'.*Map them to CL ids",
+        r"match no single term .*'Tcell'.*did you mean 'T-cell'.*Map them to CL ids",
         id="setup-unknown-label",
     ),
     pytest.param(
@@ -1803,7 +1803,7 @@ CLI = [
         r"--out .*texts\.csv is a file; pass a folder",
         id="demo-out-is-a-file",
     ),
-    pytest.param(["--help"], 0, "out", r"usage: sc-genept .*\{demo,genes\}", id="help"),
+    pytest.param(["--help"], 0, "out", r"usage: sc-genept .*\{demo,annotate,genes\}", id="help"),
     pytest.param(
         ["genes", "embed", "--help"],
         0,

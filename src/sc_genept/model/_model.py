@@ -274,7 +274,7 @@ class GenePTClassifier(BaseModelClass):
             raise ValueError(
                 f"{len(unmapped)} labels in obs[{labels_key!r}] match no single term of {cl!r} "
                 f"(as CL id, name, synonym or everyday form): {unmapped[:20]} ({why}). Map them "
-                "to CL ids (CellOntology.explain says why each fails) first."
+                "to CL ids first."
             )
         labels = sorted(set(ids))
         if len(labels) < 2:
