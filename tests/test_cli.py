@@ -70,6 +70,7 @@ def test_every_help_is_plain_text(capsys):
         assert exit_.value.code == 0
         assert out.startswith(f"usage: {name}"), out
         assert not MARKUP.search(out), (name, MARKUP.search(out), out)
+        assert "%%" not in out, (name, out)  # a doubled percent sign printed as written
         # every option says what it does
         for action in parser._actions:
             if not isinstance(action, argparse._SubParsersAction):

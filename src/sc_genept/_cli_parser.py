@@ -151,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="embed scanpy's bundled PBMCs, plot a UMAP, annotate 20 %% from the other 80 %%",
         description="Embed scanpy's bundled PBMCs (pbmc68k_reduced), plot a UMAP of the "
-        "embedding, and annotate 20 %% of the cells with a classifier trained on the other "
-        "80 %%.",
+        "embedding, and annotate 20 % of the cells with a classifier trained on the other "
+        "80 %.",  # descriptions are printed as written; only help strings are %-formatted
     )
     demo.add_argument(
         "--out",

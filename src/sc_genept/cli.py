@@ -70,6 +70,7 @@ def demo(out: Path, *, max_epochs: int = 200) -> Path:
     sc.tl.umap(adata, random_state=0)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "umap_genept.png"
+    sc_genept.pl.set_term_colors(adata, "cell_type")  # one colour per CL term, as in sc_genept.pl
     fig = sc.pl.umap(
         adata,
         color="cell_type",

@@ -37,7 +37,7 @@ class Cache:
     Parameters
     ----------
     root
-        Cache folder; default :func:`default_cache_dir`.
+        Cache folder; default ``$SC_GENEPT_CACHE`` or ``~/.cache/sc_genept``.
     namespace
         Sub-folder (``"embeddings"``, ``"chat"``).
     """

@@ -208,7 +208,10 @@ class OpenAIEmbedder:
 
     @property
     def expected_dimensions(self) -> int | None:
-        """Length of every vector: ``dimensions``, else the model's own when known (see ``OPENAI_DIMENSIONS``)."""
+        """The length every vector must have.
+
+        ``dimensions``, else the model's own when known (see ``OPENAI_DIMENSIONS``).
+        """
         return self.dimensions if self.dimensions is not None else OPENAI_DIMENSIONS.get(self.model)
 
     def _body(self, texts) -> dict:

@@ -158,7 +158,7 @@ class GeneEmbeddings:
 
     @property
     def sha256(self) -> str:
-        """Content hash of the symbols and vectors: the table's identity, whatever its name."""
+        """The content hash of the symbols and vectors, the table's identity whatever its name."""
         if getattr(self, "_sha256", None) is None:
             digest = hashlib.sha256("\n".join(self.symbols).encode())
             digest.update(np.ascontiguousarray(self.embeddings, dtype=np.float32).tobytes())

@@ -78,7 +78,7 @@ class PretrainedModel:
 
     @property
     def source(self) -> str:
-        """Where it comes from: ``bundled``, the URL, or the hub file."""
+        """Where the model comes from (``bundled``, the URL, or the hub file)."""
         if self.folder is not None:
             return "bundled"
         hub = f"hf://{self.hf_repo}/{self.hf_filename}" if self.hf_repo else None

@@ -54,7 +54,7 @@ class CellOntology:
     ----------
     graph
         Directed graph with an edge ``child → parent`` per ``is_a`` link and node
-        attributes ``name`` and ``synonym`` (as :func:`obonet.read_obo` returns); nodes with
+        attributes ``name`` and ``synonym`` (as ``obonet.read_obo`` returns); nodes with
         ``is_obsolete`` set may carry ``replaced_by`` and ``consider``.
     version
         Release of the ontology, e.g. ``"2026-03-26"``.
@@ -102,7 +102,7 @@ class CellOntology:
         ----------
         source
             ``"bundled"``: CL 2026-03-26 as pinned by CELLxGENE (``cellxgene-ontology-guide``),
-            CC BY 4.0. Otherwise a path or URL understood by :func:`obonet.read_obo`
+            CC BY 4.0. Otherwise a path or URL understood by ``obonet.read_obo``
             (``.gz``/``.bz2``/``.xz`` allowed), e.g.
             ``"http://purl.obolibrary.org/obo/cl/cl-basic.obo"``. A :class:`CellOntology`
             is returned as it is.
@@ -214,8 +214,7 @@ class CellOntology:
         -------
         ``{term_id: {"name": str, "parents": [term_id, …], "synonyms": [str, …]}}``, sorted
         by id and JSON-serialisable; a term with related, broad or narrow synonyms also has
-        ``"other_synonyms": [[scope, str], …]``. ``CellOntology.from_dict(d,
-        version=self.version)`` gives the same names, synonyms, ancestors and depths for
+        ``"other_synonyms": [[scope, str], …]``. ``CellOntology.from_dict(d, version=self.version)`` gives the same names, synonyms, ancestors and depths for
         these terms.
         """
         if isinstance(terms, str):
@@ -301,7 +300,7 @@ class CellOntology:
            like an obsolete id); then a related, narrow or broad synonym, where the loaded
            OBO file has them (the bundled CL has exact synonyms only);
         3. the rewrite rules, each applied to the label and to every CL name and exact
-           synonym alike, and adding up in this order (:data:`~sc_genept.ontology.RULES`):
+           synonym alike, and adding up in this order (``sc_genept.ontology.RULES``):
            ``"marker form"`` ("CD14+" = "CD14-positive", "CD16-" = "CD16-negative"),
            ``"bare marker"`` ("CD4 T cell" = "CD4+ T cell"), ``"plural"`` ("B cells"),
            ``"abbreviation"`` (DC, NK, NKT, ILC, HSC: those CL uses in its own synonyms),
@@ -631,7 +630,7 @@ class CellOntology:
 
     @cached_property
     def _rule_indices(self) -> list[dict[str, dict[str, tuple[bool, str]]]]:
-        """Per rule of :data:`RULES`, terms by the key of their names and exact synonyms.
+        """Per rule of ``RULES``, terms by the key of their names and exact synonyms.
 
         A term's name wins over its synonyms where both give the same key.
         """

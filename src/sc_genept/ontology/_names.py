@@ -1,7 +1,7 @@
 """How a cell-type name that a person typed is compared with CL's names and synonyms.
 
 One normalisation (:func:`normalise`) is applied to both sides: the label, and every CL
-name and synonym. Then each rewrite rule of :data:`RULES` is a further function of that
+name and synonym. Then each rewrite rule of ``RULES`` is a further function of that
 normalised text, again applied to both sides, and the rules add up: the key of the
 third rule is ``rule3(rule2(rule1(normalise(text))))``. Each rule only merges names that
 were apart before, so the terms a label matches can only grow from one rule to the next;
@@ -32,7 +32,7 @@ class Match(NamedTuple):
         ``"related synonym"``/``"broad synonym"``/``"narrow synonym"`` (other OBO synonym
         scopes, where the loaded file has them), ``"obsolete id"``/``"obsolete name"``
         (followed through ``replaced_by``), or the name of the rewrite rule in
-        :data:`RULES` under which it matched (earlier rules apply too).
+        ``RULES`` under which it matched (earlier rules apply too).
     matched
         The CL id, name or synonym that the label matched, as CL writes it.
     """
@@ -161,7 +161,7 @@ RULES = {
 
 
 def rule_keys(normalised: str) -> list[str]:
-    """The key of ``normalised`` under each rule of :data:`RULES`, cumulatively, in order."""
+    """The key of ``normalised`` under each rule of ``RULES``, cumulatively, in order."""
     keys = []
     for rule in RULES.values():
         normalised = rule(normalised)

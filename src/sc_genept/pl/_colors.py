@@ -43,7 +43,7 @@ def term_colors(
     side by side) and take scanpy's default palette in that order (``default_20`` up to 20
     terms, else ``default_102``; its greys left out, as greys mark uncalled cells). The same
     set of terms gets the same colours whatever their order or repeats, in every plot of
-    :mod:`sc_genept.pl`; :func:`set_term_colors` hands them to ``sc.pl.umap``.
+    ``sc_genept.pl``; :func:`set_term_colors` hands them to ``sc.pl.umap``.
 
     Parameters
     ----------
@@ -84,7 +84,7 @@ def set_term_colors(
     """Write ``uns[f"{key}_colors"]``: ``sc.pl.umap`` then uses :func:`term_colors`' colours.
 
     ``sc.pl.umap(adata, color=key)`` then colours each term as the plots of
-    :mod:`sc_genept.pl` do.
+    ``sc_genept.pl`` do.
 
     With several keys (e.g. the true labels and ``genept_cell_type``), the terms of all of
     them are coloured together, so a term has one colour in every column: truth and

@@ -128,7 +128,7 @@ def genept_embed(
     ValueError
         For options out of range (``chunk_size``, ``n_dims``, ...) and data that cannot
         be embedded (no gene matches, NaN values, counts mixed with normalised values).
-        :class:`~sc_genept._genept_w.ScaledDataError` (a ``ValueError``) when the matrix
+        ``ScaledDataError`` (a ``ValueError``) when the matrix
         has negative values. ``adata`` is left as it was.
 
     Warns
@@ -380,7 +380,7 @@ def _choose_expression(adata: AnnData, use_raw: bool | None, layer: str | None) 
     ``layer`` → that layer; ``use_raw=True`` → ``.raw``; ``use_raw=False`` → ``.X``;
     ``use_raw=None`` → ``.X``, or ``.raw`` when ``.X`` has negative values (scaled) and
     ``.raw`` exists. Raises ``ValueError``/``KeyError`` when the asked-for matrix is
-    missing, and :class:`ScaledDataError` when ``use_raw=None`` finds ``.X`` scaled with
+    missing, and ``ScaledDataError`` when ``use_raw=None`` finds ``.X`` scaled with
     no ``.raw`` to fall back to. For backed ``.X`` only its first rows are checked; the
     blocked pass still refuses negative values anywhere.
     """
