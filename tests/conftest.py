@@ -12,6 +12,16 @@ from scipy import sparse
 import sc_genept
 from sc_genept.genes import GeneEmbeddings, Provenance
 
+#: The obs columns genept_annotate writes under its default key, in order.
+COLUMNS = [
+    "genept_cell_type",
+    "genept_cell_type_ontology_term_id",
+    "genept_cell_type_confidence",
+    "genept_cell_type_finest",
+    "genept_cell_type_finest_ontology_term_id",
+    "genept_cell_type_finest_probability",
+]
+
 
 @pytest.fixture(scope="session")
 def default_table() -> GeneEmbeddings:

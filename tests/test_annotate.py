@@ -3,20 +3,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
-from conftest import largest_block
+from conftest import COLUMNS, largest_block
 
 import sc_genept
 from sc_genept.model import GenePTClassifier
 
 FAST = {"max_epochs": 40, "enable_progress_bar": False}
-COLUMNS = [
-    "genept_cell_type",
-    "genept_cell_type_ontology_term_id",
-    "genept_cell_type_confidence",
-    "genept_cell_type_finest",
-    "genept_cell_type_finest_ontology_term_id",
-    "genept_cell_type_finest_probability",
-]
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pytest
+from conftest import COLUMNS
 
 import sc_genept
 from sc_genept import cli
@@ -167,16 +168,6 @@ def h5ads(tmp_path):
     adata[~is_query].copy().write_h5ad(paths["ref"])
     adata[is_query].copy().write_h5ad(paths["query"])
     return paths
-
-
-COLUMNS = [
-    "genept_cell_type",
-    "genept_cell_type_ontology_term_id",
-    "genept_cell_type_confidence",
-    "genept_cell_type_finest",
-    "genept_cell_type_finest_ontology_term_id",
-    "genept_cell_type_finest_probability",
-]
 
 
 def _check_annotated(out: Path, query: Path, key: str = "genept_cell_type") -> ad.AnnData:

@@ -205,15 +205,20 @@ def _clean_env(tmp_path) -> dict[str, str]:
     }
 
 
-def test_pretrained_one_liner_in_a_clean_process_prints_nothing_but_its_own(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
+def _run_clean(script: str, tmp_path) -> subprocess.CompletedProcess:
+    """``script`` in a fresh Python with a clean environment (new HOME, no network)."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
         env=_clean_env(tmp_path),
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def test_pretrained_one_liner_in_a_clean_process_prints_nothing_but_its_own(tmp_path):
+    result = _run_clean(SCRIPT, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "pretrained: pbmc68k",
@@ -233,14 +238,7 @@ def test_pretrained_one_liner_in_a_clean_process_prints_nothing_but_its_own(tmp_
 
 def test_info_verbosity_in_a_clean_process_prints_scanpy_lines(tmp_path):
     script = "import scanpy as sc\nsc.settings.verbosity = 'info'\n" + SCRIPT
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        env=_clean_env(tmp_path),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = _run_clean(script, tmp_path)
     assert result.returncode == 0, result.stderr
     _no_banner(result.stderr)
     assert "GenePT annotation of 700 cells" in result.stderr
