@@ -1328,8 +1328,16 @@ GENES = [
             id=f"OpenAIEmbedder-{next(iter(kwargs))}={next(iter(kwargs.values()))!r}",
         )
         for kwargs, error, match in (
-            ({"dimensions": 0}, ValueError, r"dimensions must be ≥ 1 \(or None for the default\), got 0"),
-            ({"dimensions": "256"}, TypeError, r"dimensions must be a whole number ≥ 1 \(or None for the default\), got '256'"),
+            (
+                {"dimensions": 0},
+                ValueError,
+                r"dimensions must be ≥ 1 \(or None for the default\), got 0",
+            ),
+            (
+                {"dimensions": "256"},
+                TypeError,
+                r"dimensions must be a whole number ≥ 1 \(or None for the default\), got '256'",
+            ),
             (
                 {"dimensions": 4096},
                 ValueError,
