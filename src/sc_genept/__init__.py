@@ -19,18 +19,13 @@ from ._scanpy import register_when_scanpy_loads
 __all__ = ["datasets", "genes", "metrics", "model", "ontology", "pl", "tl"]
 __version__ = version("sc-genept")
 
-#: Submodules that need anndata, pandas or scanpy: imported on first attribute access.
-_SUBMODULES = ("datasets", "genes", "metrics", "tl")
-
 register_when_scanpy_loads()
 
 
 def __getattr__(name: str):
-    if name in _SUBMODULES:
-        return import_module(f".{name}", __name__)
-    # the model (torch, Lightning, scvi-tools), the ontology (networkx) and the plots load
-    # on first use
-    if name in ("model", "ontology", "pl"):
+    # every submodule loads on first use: they need anndata, pandas or scanpy, and the
+    # model torch, Lightning and scvi-tools, the ontology networkx
+    if name in __all__:
         return import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
