@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import difflib
-import gc
 import inspect
 import json
-import logging
 import os
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
-import scanpy as sc
 import torch
 from anndata import AnnData
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 from scanpy import logging as logg
 from scipy import sparse
 from scvi import REGISTRY_KEYS
@@ -28,7 +23,6 @@ from scvi.data.fields import CategoricalObsField, ObsmField
 from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
 from scvi.train import Trainer as ScviTrainer
-from scvi.train import TrainRunner
 
 from sc_genept._checks import (
     check_adata,
@@ -41,6 +35,15 @@ from sc_genept._utils import warn_caller
 from sc_genept.model._folder import OWN_ONTOLOGY, ModelFolderError, read_folder, write_folder
 from sc_genept.model._module import GenePTClassifierModule, TrainingPlan
 from sc_genept.model._overlap import DEFAULT_MIN_GENE_OVERLAP, check_gene_overlap, gene_overlap
+from sc_genept.model._training import (
+    DEBUG,
+    QuietTrainRunner,
+    checkpoint_callbacks,
+    lightning_output,
+    output_options,
+    quiet_loggers,
+    scanpy_verbosity,
+)
 from sc_genept.ontology import CellOntology
 
 if TYPE_CHECKING:
@@ -293,7 +296,7 @@ class GenePTClassifier(BaseModelClass):
         ]
         fields.append(CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, _LABEL_COLUMN))
         manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        with _quiet_loggers(("scvi",), _verbosity() >= _DEBUG):  # "Generating sequential …"
+        with quiet_loggers(("scvi",), scanpy_verbosity() >= DEBUG):  # "Generating sequential …"
             manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
 
@@ -429,7 +432,7 @@ class GenePTClassifier(BaseModelClass):
             )
         elif val_idx.size:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        checkpoints = _checkpoint_callbacks(trainer_kwargs, checkpoint_dir)
+        checkpoints = checkpoint_callbacks(trainer_kwargs, checkpoint_dir)
         if early_stopping and not verbose:  # Lightning's own, which is silent when asked
             trainer_kwargs["callbacks"].append(
                 EarlyStopping(
@@ -439,9 +442,9 @@ class GenePTClassifier(BaseModelClass):
                     verbose=False,
                 )
             )
-        _output_options(trainer_kwargs, verbose)
-        with _lightning_output(verbose):  # the device banner is logged when the Trainer is made
-            runner = _TrainRunner(
+        output_options(trainer_kwargs, verbose)
+        with lightning_output(verbose):  # the device banner is logged when the Trainer is made
+            runner = QuietTrainRunner(
                 self,
                 training_plan=plan,
                 data_splitter=splitter,
@@ -816,140 +819,6 @@ def decode(
         },
         index=probs.index,
     )
-
-
-def _checkpoint_callbacks(trainer_kwargs: dict, checkpoint_dir: str | Path | None) -> list:
-    """Lightning ``ModelCheckpoint`` callbacks the user asked for, taken out of ``trainer_kwargs``.
-
-    ``checkpoint_dir`` adds one that saves ``last.ckpt`` there every epoch and resumes from
-    it when it exists; ``enable_checkpointing=True`` alone adds Lightning's default one.
-    """
-    callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
-    checkpoints = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
-    trainer_kwargs["callbacks"] = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
-    enable = trainer_kwargs.pop("enable_checkpointing", False)
-    if checkpoint_dir is not None:
-        folder = Path(checkpoint_dir)
-        checkpoints.append(
-            ModelCheckpoint(
-                dirpath=folder,
-                filename="last",
-                monitor=None,
-                save_top_k=1,
-                every_n_epochs=1,
-                enable_version_counter=False,
-            )
-        )
-        last = folder / "last.ckpt"
-        if last.exists():
-            logg.info(f"resuming training from {last}")
-            trainer_kwargs["ckpt_path"] = str(last)
-    elif enable and not checkpoints:
-        checkpoints.append(ModelCheckpoint())
-    return checkpoints
-
-
-#: scanpy's verbosity levels (``sc.settings.verbosity``): 2 is "info", 4 is "debug".
-_INFO, _DEBUG = 2, 4
-#: Loggers whose INFO lines (device banner, LitLogger tip, "`Trainer.fit` stopped", model
-#: summary) are held back during a quiet training.
-_LIGHTNING_LOGGERS = (
-    "lightning.pytorch",
-    "lightning.fabric",
-    "pytorch_lightning",
-    "lightning_fabric",
-    "scvi",
-)
-#: Modules whose warnings a quiet training holds back (e.g. "The number of training batches
-#: is smaller than the logging interval", "does not have many workers").
-_LIGHTNING_MODULES = (
-    r"(lightning|pytorch_lightning|lightning_fabric|lightning_utilities|scvi)(\.|$)"
-)
-
-
-def _verbosity() -> int:
-    return int(sc.settings.verbosity)
-
-
-def _output_options(trainer_kwargs: dict, verbose: bool) -> None:
-    """Progress bar and model summary: Lightning's own when ``verbose``, else scanpy-like.
-
-    Quiet: one bar (scvi-tools' per-epoch bar, refreshed once an epoch) at verbosity
-    "info" or more, and no model summary. Arguments the user gave are kept.
-    """
-    if verbose:
-        trainer_kwargs.setdefault("enable_progress_bar", True)
-        trainer_kwargs.setdefault("simple_progress_bar", False)  # Lightning's per-step bar
-        trainer_kwargs.setdefault("enable_model_summary", True)
-    else:
-        trainer_kwargs.setdefault("enable_progress_bar", _verbosity() >= _INFO)
-        trainer_kwargs.setdefault("simple_progress_bar", True)
-        trainer_kwargs.setdefault("enable_model_summary", False)
-
-
-@contextmanager
-def _quiet_loggers(names: Sequence[str], verbose: bool):
-    """Raise the loggers ``names`` to WARNING for the block, then restore their levels."""
-    if verbose:
-        yield
-        return
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    try:
-        for logger in loggers:
-            if logger.getEffectiveLevel() < logging.WARNING:
-                logger.setLevel(logging.WARNING)
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
-
-@contextmanager
-def _lightning_output(verbose: bool):
-    """Lightning's and scvi-tools' log lines and warnings held back for the block (unless verbose).
-
-    Only their INFO lines and their own warnings: errors still raise, and sc_genept's own
-    warnings still show. Logger levels and warning filters are restored after the block.
-    """
-    if verbose:
-        yield
-        return
-    from lightning.fabric.utilities.warnings import PossibleUserWarning
-
-    with _quiet_loggers(_LIGHTNING_LOGGERS, verbose), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module=_LIGHTNING_MODULES)
-        warnings.filterwarnings("ignore", category=PossibleUserWarning)
-        yield
-
-
-class _TrainRunner(TrainRunner):
-    """scvi-tools' runner, without its ``print`` of an exception that is raised anyway.
-
-    ``verbose=True`` keeps scvi-tools' own behaviour.
-    """
-
-    def __init__(self, *args, verbose: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._verbose = verbose
-
-    def _run_training_core(self):
-        if self._verbose:
-            return super()._run_training_core()
-        try:
-            self.trainer.fit(self.training_plan, self.data_splitter, ckpt_path=self.ckpt_path)
-        except BaseException:
-            self._update_history()
-            gc.collect()
-            raise  # the caller sees the exception itself; nothing is printed
-        self._update_history()
-        self.model.train_indices = getattr(self.data_splitter, "train_idx", None)
-        self.model.test_indices = getattr(self.data_splitter, "test_idx", None)
-        self.model.validation_indices = getattr(self.data_splitter, "val_idx", None)
-        self.model.module.eval()
-        self.model.is_trained_ = True
-        self.model.to_device(self.device)
-        self.model.trainer = self.trainer
 
 
 def _input_keys(embedding_keys: Sequence[str]) -> list[str]:

@@ -1,0 +1,158 @@
+"""How a GenePTClassifier trains: Lightning checkpoints, and output that follows scanpy.
+
+scvi-tools' Trainer, asked for checkpoints, puts its own ``SaveCheckpoint`` in place of
+Lightning's (it saves scvi-format model folders), so Lightning's ``ModelCheckpoint`` is
+added after the Trainer is built. Lightning's banners, tips, model summary and warnings
+are held back for a quiet call only, and restored after it.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import scanpy as sc
+from lightning.pytorch.callbacks import ModelCheckpoint
+from scanpy import logging as logg
+from scvi.train import TrainRunner
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+
+def checkpoint_callbacks(trainer_kwargs: dict, checkpoint_dir: str | Path | None) -> list:
+    """Lightning ``ModelCheckpoint`` callbacks the user asked for, taken out of ``trainer_kwargs``.
+
+    ``checkpoint_dir`` adds one that saves ``last.ckpt`` there every epoch and resumes from
+    it when it exists; ``enable_checkpointing=True`` alone adds Lightning's default one.
+    """
+    callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
+    checkpoints = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
+    trainer_kwargs["callbacks"] = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+    enable = trainer_kwargs.pop("enable_checkpointing", False)
+    if checkpoint_dir is not None:
+        folder = Path(checkpoint_dir)
+        checkpoints.append(
+            ModelCheckpoint(
+                dirpath=folder,
+                filename="last",
+                monitor=None,
+                save_top_k=1,
+                every_n_epochs=1,
+                enable_version_counter=False,
+            )
+        )
+        last = folder / "last.ckpt"
+        if last.exists():
+            logg.info(f"resuming training from {last}")
+            trainer_kwargs["ckpt_path"] = str(last)
+    elif enable and not checkpoints:
+        checkpoints.append(ModelCheckpoint())
+    return checkpoints
+
+
+#: scanpy's verbosity levels (``sc.settings.verbosity``): 2 is "info", 4 is "debug".
+INFO, DEBUG = 2, 4
+#: Loggers whose INFO lines (device banner, LitLogger tip, "`Trainer.fit` stopped", model
+#: summary) are held back during a quiet training.
+_LIGHTNING_LOGGERS = (
+    "lightning.pytorch",
+    "lightning.fabric",
+    "pytorch_lightning",
+    "lightning_fabric",
+    "scvi",
+)
+#: Modules whose warnings a quiet training holds back (e.g. "The number of training batches
+#: is smaller than the logging interval", "does not have many workers").
+_LIGHTNING_MODULES = (
+    r"(lightning|pytorch_lightning|lightning_fabric|lightning_utilities|scvi)(\.|$)"
+)
+
+
+def scanpy_verbosity() -> int:
+    return int(sc.settings.verbosity)
+
+
+def output_options(trainer_kwargs: dict, verbose: bool) -> None:
+    """Progress bar and model summary: Lightning's own when ``verbose``, else scanpy-like.
+
+    Quiet: one bar (scvi-tools' per-epoch bar, refreshed once an epoch) at verbosity
+    "info" or more, and no model summary. Arguments the user gave are kept.
+    """
+    if verbose:
+        trainer_kwargs.setdefault("enable_progress_bar", True)
+        trainer_kwargs.setdefault("simple_progress_bar", False)  # Lightning's per-step bar
+        trainer_kwargs.setdefault("enable_model_summary", True)
+    else:
+        trainer_kwargs.setdefault("enable_progress_bar", scanpy_verbosity() >= INFO)
+        trainer_kwargs.setdefault("simple_progress_bar", True)
+        trainer_kwargs.setdefault("enable_model_summary", False)
+
+
+@contextmanager
+def quiet_loggers(names: Sequence[str], verbose: bool):
+    """Raise the loggers ``names`` to WARNING for the block, then restore their levels."""
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            if logger.getEffectiveLevel() < logging.WARNING:
+                logger.setLevel(logging.WARNING)
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+@contextmanager
+def lightning_output(verbose: bool):
+    """Lightning's and scvi-tools' log lines and warnings held back for the block (unless verbose).
+
+    Only their INFO lines and their own warnings: errors still raise, and sc_genept's own
+    warnings still show. Logger levels and warning filters are restored after the block.
+    """
+    if verbose:
+        yield
+        return
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+
+    with quiet_loggers(_LIGHTNING_LOGGERS, verbose), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=_LIGHTNING_MODULES)
+        warnings.filterwarnings("ignore", category=PossibleUserWarning)
+        yield
+
+
+class QuietTrainRunner(TrainRunner):
+    """scvi-tools' runner, without its ``print`` of an exception that is raised anyway.
+
+    ``verbose=True`` keeps scvi-tools' own behaviour.
+    """
+
+    def __init__(self, *args, verbose: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._verbose = verbose
+
+    def _run_training_core(self):
+        if self._verbose:
+            return super()._run_training_core()
+        try:
+            self.trainer.fit(self.training_plan, self.data_splitter, ckpt_path=self.ckpt_path)
+        except BaseException:
+            self._update_history()
+            gc.collect()
+            raise  # the caller sees the exception itself; nothing is printed
+        self._update_history()
+        self.model.train_indices = getattr(self.data_splitter, "train_idx", None)
+        self.model.test_indices = getattr(self.data_splitter, "test_idx", None)
+        self.model.validation_indices = getattr(self.data_splitter, "val_idx", None)
+        self.model.module.eval()
+        self.model.is_trained_ = True
+        self.model.to_device(self.device)
+        self.model.trainer = self.trainer
