@@ -13,6 +13,7 @@ import pandas as pd
 from scanpy import logging as logg
 from scipy import sparse
 
+from sc_genept import _dask
 from sc_genept._checks import check_adata, positive_int
 from sc_genept._genept_w import ScaledDataError, genept_w
 from sc_genept._utils import h5ad_safe, warn_caller
@@ -177,10 +178,15 @@ def genept_embed(
         adata.obsm[f"{key_added}_expression"] = embedded.expression
         adata.uns[f"{key_added}_expression"] = expression_record(record)
     genes = record["genes"]
+    covered = record.get("fraction_counts_covered")
+    covering = (
+        "embedding lazily (Dask) the expression in"
+        if covered is None
+        else f"covering {covered:.1%} of the expression in"
+    )
     logg.info(
         f"GenePT-w: {genes['n_genes_matched']} of {genes['n_genes']} genes matched "
-        f"({genes['fraction_genes_matched']:.1%}), covering "
-        f"{record['fraction_counts_covered']:.1%} of the expression in {record['source']}\n"
+        f"({genes['fraction_genes_matched']:.1%}), {covering} {record['source']}\n"
         f"    added 'obsm[{key_added!r}]' ({embedding.shape[1]} dims) and 'uns[{key_added!r}]'"
     )
     return adata if copy else None
@@ -242,6 +248,26 @@ def cell_embedding(
     imputed = _missing_genes(genes, found, missing_values)
     var_index = match.var_index[order]
     duplicates = _duplicate_columns(names, var_index, source, gene_symbols)
+    if _dask.is_dask(matrix):
+        return _lazy_embedding(
+            adata,
+            matrix,
+            source,
+            table,
+            match,
+            var_index,
+            rows,
+            n_in_set,
+            found,
+            imputed,
+            duplicates,
+            params=_params(
+                gene_embeddings, layer, use_raw, gene_symbols, normalize, table, chunk_size
+            ),
+            normalize=normalize,
+            chunk_size=chunk_size,
+            expression=expression,
+        )
     try:
         result = genept_w(
             matrix,
@@ -271,17 +297,9 @@ def cell_embedding(
             "matched genes; their embedding is a zero vector."
         )
     record = {
-        "params": {
-            "gene_embeddings": str(gene_embeddings)
-            if not isinstance(gene_embeddings, GeneEmbeddings)
-            else repr(gene_embeddings),
-            "layer": layer,
-            "use_raw": use_raw,
-            "gene_symbols": gene_symbols,
-            "normalize": normalize,
-            "n_dims": table.n_dims,
-            "chunk_size": chunk_size,
-        },
+        "params": _params(
+            gene_embeddings, layer, use_raw, gene_symbols, normalize, table, chunk_size
+        ),
         "source": source,
         "gene_embeddings": table.describe(),
         "genes": {
@@ -302,6 +320,86 @@ def cell_embedding(
     if expression:  # columns in the order of the record's (sorted) names
         values = result.expression[:, np.argsort(found, kind="stable")]
     return CellEmbedding(result.embedding, h5ad_safe(record), values)
+
+
+def _params(gene_embeddings, layer, use_raw, gene_symbols, normalize, table, chunk_size) -> dict:
+    """The ``params`` entry of the ``uns`` record."""
+    return {
+        "gene_embeddings": str(gene_embeddings)
+        if not isinstance(gene_embeddings, GeneEmbeddings)
+        else repr(gene_embeddings),
+        "layer": layer,
+        "use_raw": use_raw,
+        "gene_symbols": gene_symbols,
+        "normalize": normalize,
+        "n_dims": table.n_dims,
+        "chunk_size": chunk_size,
+    }
+
+
+def _lazy_embedding(
+    adata,
+    matrix,
+    source,
+    table,
+    match,
+    var_index,
+    rows,
+    n_in_set,
+    found,
+    imputed,
+    duplicates,
+    *,
+    params,
+    normalize,
+    chunk_size,
+    expression,
+) -> CellEmbedding:
+    """:func:`cell_embedding` of a Dask matrix: a lazy embedding, and what ``uns`` can know.
+
+    Statistics that need a pass over the data (``fraction_counts_covered``,
+    ``n_cells_empty``, the gene set's ``mean_expression`` and
+    ``fraction_of_matched_expression``) are None, so left out of the record.
+    """
+    if expression:
+        raise NotImplementedError(
+            f"expression=True is not supported when {source} is a Dask array. Embed without "
+            "it (expression=False), or load the matrix into memory first (e.g. "
+            "adata.X = adata.X.compute(), or adata.to_memory()) to also get the expression."
+        )
+    matrix = _dask.full_width(matrix, source)
+    vectors = table.embeddings[rows[:n_in_set]]
+    log_normalized = _dask.first_chunk_log_normalized(
+        matrix, var_index, vectors, normalize=normalize, duplicates=duplicates
+    )
+    embedding = _dask.embed_lazily(
+        matrix,
+        var_index,
+        vectors,
+        normalize=normalize,
+        block_rows=chunk_size,
+        offset=_imputed_sum(table, imputed) if imputed else None,
+        duplicates=duplicates,
+        log_normalized=log_normalized,
+        scaled_message=_scaled_message(adata, source, "\0"),
+    )
+    record = {
+        "params": params,
+        "source": source,
+        "gene_embeddings": table.describe(),
+        "genes": {
+            **match.summary(),
+            "n_duplicate_columns_summed": 0 if duplicates is None else len(duplicates[0]),
+        },
+        "gene_set": gene_set_record(
+            found, None, fraction_of_matched_expression=None, n_imputed=len(imputed)
+        ),
+        "fraction_counts_covered": None,
+        "log_normalized": log_normalized,
+        "n_cells_empty": None,
+        "lazy": True,
+    }
+    return CellEmbedding(embedding, h5ad_safe(record), None)
 
 
 @dataclass
@@ -330,13 +428,17 @@ def gene_set_record(
     """The ``uns`` record of the genes an embedding is made of, sorted by name."""
     names = np.asarray(names, dtype=object)
     order = np.argsort(names, kind="stable")
-    names, mean_expression = names[order], np.asarray(mean_expression, dtype=np.float64)[order]
+    names = names[order]
+    if mean_expression is not None:  # None: not known without a pass over the data (Dask)
+        mean_expression = np.asarray(mean_expression, dtype=np.float64)[order].astype(np.float32)
+    if fraction_of_matched_expression is not None:
+        fraction_of_matched_expression = round(float(fraction_of_matched_expression), 6)
     return {
         "n_genes": len(names),
         "sha256": gene_set_hash(names),
         "names": names.astype(str),
-        "mean_expression": mean_expression.astype(np.float32),
-        "fraction_of_matched_expression": round(float(fraction_of_matched_expression), 6),
+        "mean_expression": mean_expression,
+        "fraction_of_matched_expression": fraction_of_matched_expression,
         "n_imputed": n_imputed,
     }
 
@@ -410,8 +512,10 @@ def _choose_expression(adata: AnnData, use_raw: bool | None, layer: str | None) 
 
 def _has_negative(matrix, backed: bool) -> bool:
     """Whether ``matrix`` has a negative value (backed: in its first rows only)."""
-    if backed:
+    if backed or _dask.is_dask(matrix):
         matrix = matrix[: min(_SCALED_PROBE_ROWS, matrix.shape[0])]
+    if _dask.is_dask(matrix):
+        matrix = matrix.compute()  # the first rows: one chunk is read
     values = matrix.data if sparse.issparse(matrix) else np.asarray(matrix)
     return bool(values.size and values.min() < 0)
 
