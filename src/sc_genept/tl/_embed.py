@@ -57,7 +57,8 @@ def genept_embed(
     Parameters
     ----------
     adata
-        Annotated data matrix (cells × genes). May be backed (``backed="r"``).
+        Annotated data matrix (cells × genes). May be backed (``backed="r"``), and its
+        ``X`` (or ``layer``) may be a Dask array (see Notes).
     gene_embeddings
         The gene table: ``"default"`` (GO text embedded with all-MiniLM-L6-v2, bundled),
         another name from :func:`sc_genept.genes.available`, a parquet file written by
@@ -111,7 +112,7 @@ def genept_embed(
     Returns ``None`` if ``copy=False``, else a copy of ``adata``. Sets the following fields:
 
     ``adata.obsm[key_added]`` : :class:`numpy.ndarray` (dtype ``float32``)
-        Unit-length cell embeddings, ``n_obs × n_dims``; zero for cells that express none
+        (a ``dask.array.Array`` for Dask input). Unit-length cell embeddings, ``n_obs × n_dims``; zero for cells that express none
         of the matched genes.
     ``adata.uns[key_added]`` : :class:`dict`
         ``params`` (the arguments), ``gene_embeddings`` (the table's provenance),
@@ -131,6 +132,8 @@ def genept_embed(
         be embedded (no gene matches, NaN values, counts mixed with normalised values).
         ``ScaledDataError`` (a ``ValueError``) when the matrix
         has negative values. ``adata`` is left as it was.
+    NotImplementedError
+        ``expression=True`` with a Dask matrix.
 
     Warns
     -----
@@ -139,6 +142,24 @@ def genept_embed(
         matched genes are duplicated (their columns are summed); when a sparse matrix is
         not CSR (it is copied to CSR for the call); and when few genes match, they cover
         little of the expression, or cells express none of them.
+
+    Notes
+    -----
+    **Dask.** When the matrix is a Dask array (dense, or of ``scipy.sparse`` CSR chunks,
+    chunked along cells; one chunked along genes is rechunked to the full gene width, with
+    a logged note), ``obsm[key_added]`` is a lazy Dask array: each chunk of cells is
+    embedded, when computed, by the same blocked pass as in-memory data, with per-cell
+    normalisation, so no chunk depends on another and the matrix is never gathered. Only
+    the first chunk is read up front (counts or normalised values; with ``use_raw=None``,
+    its first rows also tell whether ``X`` is scaled). Negative values (and NaN, or counts
+    mixed with normalised values) elsewhere raise ``ScaledDataError`` (resp.
+    ``ValueError``) when the chunk holding them is computed, naming its rows.
+    ``uns[key_added]`` records what is known without a pass over the data (``params``,
+    ``genes``, ``gene_set`` names and hash, ``log_normalized`` from the first chunk) and
+    ``lazy: True``; ``fraction_counts_covered``, ``n_cells_empty`` and the gene set's
+    ``mean_expression`` and ``fraction_of_matched_expression`` are None, so left out (and
+    the coverage and empty-cell warnings are not given). ``expression=True`` raises
+    ``NotImplementedError``: load the matrix into memory for it.
 
     Examples
     --------
