@@ -491,3 +491,23 @@ def test_backed_csr_is_read_block_by_block_and_never_written(
     assert path.stat().st_mtime_ns == mtime
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
     np.testing.assert_allclose(backed.obsm["X_genept"], embed(counts), atol=1e-5)
+
+
+def test_memory_is_bounded_by_the_output_and_a_block():
+    """Peak numpy allocation: the output plus per-block temporaries, no cells × dims copy
+    (row norms over the whole output used to make one)."""
+    import tracemalloc
+
+    from sc_genept._genept_w import genept_w
+
+    n_cells, n_genes, n_dims = 20_000, 500, 384
+    counts = sparse.random(n_cells, n_genes, density=0.05, format="csr", random_state=0)
+    counts.data = np.ceil(counts.data * 10).astype(np.float32)
+    vectors = np.random.default_rng(0).normal(size=(n_genes, n_dims)).astype(np.float32)
+    tracemalloc.start()
+    result = genept_w(counts, np.arange(n_genes), vectors, normalize=True, block_rows=256)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1.25 * result.embedding.nbytes, peak / result.embedding.nbytes
+    norms = np.linalg.norm(result.embedding, axis=1)
+    np.testing.assert_allclose(norms[norms > 0], 1, rtol=1e-5)

@@ -38,6 +38,23 @@ class NonFiniteDataError(ValueError):
 _LOG_SCALE_MAX = 50
 
 
+def _row_norms(x: np.ndarray) -> np.ndarray:
+    """Euclidean norm of each row, without a rows × columns temporary."""
+    return np.sqrt(np.einsum("ij,ij->i", x, x))
+
+
+def _normalise_rows(rows: np.ndarray, offset) -> None:
+    """In place: add ``offset`` (if any) to every row, then scale each row to unit length.
+
+    Rows that stay zero stay zero.
+    """
+    if offset is not None:
+        rows += np.asarray(offset, dtype=np.float32)
+    norms = _row_norms(rows)[:, None]
+    np.divide(rows, norms, out=rows, where=norms > 0)
+    rows[norms[:, 0] == 0] = 0.0
+
+
 @dataclass
 class WeightedSum:
     """Result of :func:`genept_w`."""
@@ -133,6 +150,7 @@ def genept_w(
     detected = None  # integer counts or not, when normalize=True
     normalize = None if normalize else False  # None: undecided until a block has values
     expression_blocks = []
+    empty = np.zeros(n_obs, dtype=bool)
     starts = range(0, n_obs, block_rows)
     bar = tqdm(starts, desc="GenePT-w", unit="block", disable=len(starts) < _PROGRESS_MIN_BLOCKS)
     for start in bar:
@@ -163,14 +181,11 @@ def genept_w(
         if return_expression:
             expression_blocks.append(block.matched_csr(n_embedded))
         dense = block.matched_dense(buffer[: block.n_rows])
-        np.matmul(dense, gene_vectors, out=out[start : start + block.n_rows])
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    empty = norms[:, 0] == 0
-    if offset is not None:
-        out += np.asarray(offset, dtype=np.float32)
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-    np.divide(out, norms, out=out, where=norms > 0)
-    out[norms[:, 0] == 0] = 0.0
+        rows = out[start : start + block.n_rows]
+        np.matmul(dense, gene_vectors, out=rows)
+        # normalised block by block: memory stays bounded by the block, not the dataset
+        empty[start : start + block.n_rows] = _row_norms(rows) == 0
+        _normalise_rows(rows, offset)
     return WeightedSum(
         embedding=out,
         n_empty=int(empty.sum()),
