@@ -110,3 +110,14 @@ def test_dask_on_local_cluster(client, counts, as_sparse):
     # the chunks ran on the two worker processes
     assert client.who_has(future) and len(client.scheduler_info()["workers"]) == 2
     np.testing.assert_allclose(computed, expected, atol=1e-6)
+
+
+def test_dask_float16_output(counts):
+    expected = sc_genept.tl.genept_embed(counts, dtype="float16", copy=True)
+    lazy = counts.copy()
+    lazy.X, _ = counted(counts.X, as_sparse=True)
+    sc_genept.tl.genept_embed(lazy, dtype="float16")
+    assert lazy.obsm["X_genept"].dtype == np.float16
+    np.testing.assert_allclose(
+        lazy.obsm["X_genept"].compute().astype(np.float32), expected.obsm["X_genept"], atol=1e-4
+    )

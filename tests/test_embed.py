@@ -511,3 +511,15 @@ def test_memory_is_bounded_by_the_output_and_a_block():
     assert peak < 1.25 * result.embedding.nbytes, peak / result.embedding.nbytes
     norms = np.linalg.norm(result.embedding, axis=1)
     np.testing.assert_allclose(norms[norms > 0], 1, rtol=1e-5)
+
+
+def test_float16_output_halves_memory_and_agrees(counts):
+    """dtype="float16": the embedding is half the memory and within float16 rounding."""
+    full = sc_genept.tl.genept_embed(counts, copy=True)
+    half = sc_genept.tl.genept_embed(counts, dtype="float16", copy=True, chunk_size=7)
+    embedding = half.obsm["X_genept"]
+    assert embedding.dtype == np.float16 and half.uns["X_genept"]["params"]["dtype"] == "float16"
+    np.testing.assert_allclose(embedding.astype(np.float32), full.obsm["X_genept"], atol=2e-3)
+    assert embedding.nbytes * 2 == full.obsm["X_genept"].nbytes
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float16'"):
+        sc_genept.tl.genept_embed(counts, dtype="float64")

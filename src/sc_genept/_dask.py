@@ -54,6 +54,7 @@ def embed_lazily(
     duplicates,
     log_normalized: bool | None,
     scaled_message: str,
+    dtype: type = np.float32,
 ):
     """Cells × dims Dask array of the GenePT-w embedding of ``matrix``'s row chunks."""
     import dask.array as da
@@ -63,9 +64,9 @@ def embed_lazily(
     return da.map_blocks(
         _embed_chunk,
         matrix,
-        dtype=np.float32,
+        dtype=dtype,
         chunks=(matrix.chunks[0], (n_dims,)),
-        meta=np.empty((0, 0), dtype=np.float32),
+        meta=np.empty((0, 0), dtype=dtype),
         var_index=np.asarray(var_index),
         gene_vectors=gene_vectors,
         normalize=normalize,
@@ -74,6 +75,7 @@ def embed_lazily(
         duplicates=duplicates,
         log_normalized=log_normalized,
         scaled_message=scaled_message,
+        out_dtype=dtype,
     )
 
 
@@ -88,6 +90,7 @@ def _embed_chunk(
     duplicates,
     log_normalized,
     scaled_message,
+    out_dtype,
     block_info=None,
 ):
     """One chunk's embedding, by :func:`genept_w`; errors name the chunk's rows."""
@@ -101,6 +104,7 @@ def _embed_chunk(
             block_rows=block_rows,
             offset=offset,
             duplicates=duplicates,
+            out_dtype=out_dtype,
         )
     except ScaledDataError as err:
         detail = f"{err} of the Dask chunk of rows {start}–{stop}"

@@ -85,6 +85,7 @@ def genept_w(
     offset: np.ndarray | None = None,
     return_expression: bool = False,
     duplicates: tuple[np.ndarray, np.ndarray] | None = None,
+    out_dtype: type = np.float32,
 ) -> WeightedSum:
     """Embed every row (cell) of ``matrix``.
 
@@ -106,6 +107,9 @@ def genept_w(
         the matrix dtype (a float16 or integer sum could overflow).
     block_rows
         Rows per block; default from :func:`default_block_rows`.
+    out_dtype
+        Of the embedding returned; each block is computed and normalised in float32 and
+        rounded once (``float16`` halves the memory of the result).
     offset
         ``(d,)`` vector added to every cell's sum before normalisation: the contribution of
         genes the data lacks, imputed (e.g. their mean expression in a reference times
@@ -142,7 +146,13 @@ def genept_w(
             "X.tocsr(), write_h5ad) or load it into memory with adata.to_memory()."
         )
 
-    out = np.empty((n_obs, gene_vectors.shape[1]), dtype=np.float32)
+    out = np.empty((n_obs, gene_vectors.shape[1]), dtype=out_dtype)
+    # a block is made in float32; into ``out`` directly when that is float32 too
+    block_out = (
+        None
+        if out.dtype == np.float32
+        else np.empty((min(block_rows, n_obs), gene_vectors.shape[1]), dtype=np.float32)
+    )
     n_embedded = len(gene_vectors)
     buffer = np.empty((min(block_rows, n_obs), n_embedded), dtype=np.float32)
     matched_total = all_total = 0.0
@@ -181,11 +191,13 @@ def genept_w(
         if return_expression:
             expression_blocks.append(block.matched_csr(n_embedded))
         dense = block.matched_dense(buffer[: block.n_rows])
-        rows = out[start : start + block.n_rows]
+        rows = out[start : start + block.n_rows] if block_out is None else block_out[: block.n_rows]
         np.matmul(dense, gene_vectors, out=rows)
         # normalised block by block: memory stays bounded by the block, not the dataset
         empty[start : start + block.n_rows] = _row_norms(rows) == 0
         _normalise_rows(rows, offset)
+        if block_out is not None:
+            out[start : start + block.n_rows] = rows
     return WeightedSum(
         embedding=out,
         n_empty=int(empty.sum()),
