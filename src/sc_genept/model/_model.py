@@ -20,7 +20,6 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, ObsmField
-from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
 from scvi.train import Trainer as ScviTrainer
 
@@ -32,17 +31,21 @@ from sc_genept._checks import (
     positive_number,
 )
 from sc_genept._utils import warn_caller
+from sc_genept.model._data import CellData, InMemoryCells, check_cell_data
 from sc_genept.model._folder import OWN_ONTOLOGY, ModelFolderError, read_folder, write_folder
 from sc_genept.model._module import GenePTClassifierModule, TrainingPlan
 from sc_genept.model._overlap import DEFAULT_MIN_GENE_OVERLAP, check_gene_overlap, gene_overlap
 from sc_genept.model._training import (
     DEBUG,
+    KeepThreads,
     QuietTrainRunner,
     checkpoint_callbacks,
     lightning_output,
     output_options,
     quiet_loggers,
     scanpy_verbosity,
+    torch_threads,
+    training_threads,
 )
 from sc_genept.ontology import CellOntology
 
@@ -311,6 +314,7 @@ class GenePTClassifier(BaseModelClass):
         weight_decay: float = 1e-4,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
+        strategy: str = "auto",
         train_size: float = 0.9,
         early_stopping: bool = True,
         early_stopping_patience: int = 15,
@@ -319,6 +323,8 @@ class GenePTClassifier(BaseModelClass):
         calibration_size: float = 0.1,
         seed: int = 0,
         checkpoint_dir: str | Path | None = None,
+        datamodule: CellData | None = None,
+        num_threads: int | None = None,
         verbose: bool = False,
         **trainer_kwargs,
     ):
@@ -335,11 +341,16 @@ class GenePTClassifier(BaseModelClass):
             Upper bound on passes over the training cells.
         batch_size
             Cells per step; batches are drawn from all training cells, reshuffled every
-            epoch (no dataset-ordered batches).
+            epoch (no dataset-ordered batches). The cells' inputs are read into memory
+            once, as float32, and batches are taken from there.
         lr, weight_decay
             AdamW settings.
-        accelerator, devices
-            Passed to Lightning: ``"auto"`` uses a GPU when there is one.
+        accelerator, devices, strategy
+            Passed to Lightning: ``"auto"`` uses a GPU when there is one; e.g.
+            ``devices=4, strategy="ddp"`` trains on 4 GPUs (or, with ``accelerator="cpu"``,
+            4 processes), each on its own shard of the training cells per epoch. A
+            multi-process strategy re-runs the calling script in each process (see
+            Lightning's docs); every process ends with the trained model.
         train_size
             Share of each label's cells (after the calibration cells are set aside) used
             for training; the rest validates (for early stopping and to keep the best
@@ -368,6 +379,19 @@ class GenePTClassifier(BaseModelClass):
             from it when it exists: training interrupted by a crash or a time limit
             continues where it stopped when ``train`` is called again with the same
             arguments. The folder holds only this user's own checkpoints.
+        datamodule
+            Train on these cells instead of the registered AnnData's: a Lightning data
+            module with the members of :class:`~sc_genept.model._data.CellData` (e.g. one
+            that streams from TileDB-SOMA). Its split, batches, label counts and
+            calibration cells are used; ``batch_size``, ``train_size`` and
+            ``calibration_size`` are then its own business.
+        num_threads
+            torch's CPU threads for the call (restored after it). Default: one per
+            :data:`CELLS_PER_THREAD` cells of a batch, at least 1 and at most the CPUs this
+            process may use (``os.sched_getaffinity``) shared among the processes training
+            on this machine. Small batches run fastest on one thread, and a thread count
+            taken from the number of cores makes training crawl when other programs keep
+            those cores busy.
         verbose
             Bring back Lightning's own output: its device banner, model summary, per-step
             progress bar and warnings.
@@ -384,70 +408,86 @@ class GenePTClassifier(BaseModelClass):
         check_fraction("calibration_size", calibration_size, "[0, 1)")
         check_fraction("gene_dropout", gene_dropout, "[0, 1)")
         non_negative_int("early_stopping_patience", early_stopping_patience)
+        if num_threads is not None:
+            positive_int("num_threads", num_threads)
         if not isinstance(verbose, bool | np.bool_):
             raise TypeError(f"verbose must be True or False, got {verbose!r}.")
         _check_trainer_kwargs(trainer_kwargs)
-        rng = np.random.default_rng(seed)
-        torch.manual_seed(seed)  # batch order and dropout
-        self.module.gene_dropout = gene_dropout
-        if not self.is_trained_:
-            self.module.reset_parameters(seed)
-        codes = self._label_codes()
-        # calibration cells are held out from everything else: cells that chose the best
-        # epoch would make the model look surer than it is on new data
-        fit_idx, calibration_idx = _stratified_split(codes, 1 - calibration_size, rng)
-        train_idx, val_idx = (
-            fit_idx[part] for part in _stratified_split(codes[fit_idx], train_size, rng)
-        )
-        self.module.set_standardization(self._input_batches(self.adata, train_idx))
-        if not val_idx.size and early_stopping:
-            warn_caller("train_size=1 leaves no validation cells: early stopping is off.")
-            early_stopping = False
-        class_weights = None
-        if balance_classes:
-            counts = np.bincount(codes[train_idx], minlength=len(self.terms)).astype(np.float32)
-            class_weights = torch.as_tensor(
-                np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
-            )
-        plan = TrainingPlan(
-            self.module,
-            _input_keys(self.embedding_keys),
-            lr=lr,
-            weight_decay=weight_decay,
-            hierarchical=self.loss_kind == "hierarchical",
-            class_weights=class_weights,
-        )
-        splitter = DataSplitter(
-            self.adata_manager,
-            # calibration cells go in the test slot, which training never reads
-            external_indexing=[train_idx, val_idx, calibration_idx],
-            batch_size=batch_size,
-        )
-        if early_stopping and verbose:  # scvi-tools' callback, which prints why it stopped
-            trainer_kwargs.update(
-                early_stopping=True,
-                early_stopping_monitor="validation_loss",
-                early_stopping_patience=early_stopping_patience,
-                early_stopping_mode="min",
-            )
-        elif val_idx.size:
-            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        checkpoints = checkpoint_callbacks(trainer_kwargs, checkpoint_dir)
-        if early_stopping and not verbose:  # Lightning's own, which is silent when asked
-            trainer_kwargs["callbacks"].append(
-                EarlyStopping(
-                    monitor="validation_loss",
-                    patience=early_stopping_patience,
-                    mode="min",
-                    verbose=False,
+        input_keys = _input_keys(self.embedding_keys)
+        if datamodule is not None:
+            check_cell_data(datamodule, self.terms, input_keys)
+        threads = num_threads or training_threads(batch_size, accelerator, devices)
+        with torch_threads(threads):
+            if datamodule is None:
+                datamodule = InMemoryCells(
+                    self._training_inputs(),
+                    self._label_codes(),
+                    self.terms,
+                    input_keys,
+                    train_size=train_size,
+                    calibration_size=calibration_size,
+                    batch_size=batch_size,
+                    seed=seed,
                 )
+            torch.manual_seed(seed)  # dropout
+            self.module.gene_dropout = gene_dropout
+            if not self.is_trained_:
+                self.module.reset_parameters(seed)
+            self.module.set_standardization(datamodule.standardization_batches())
+            validates = _has_batches(datamodule.val_dataloader())
+            if not validates and early_stopping:
+                warn_caller("train_size=1 leaves no validation cells: early stopping is off.")
+                early_stopping = False
+            plan = TrainingPlan(
+                self.module,
+                input_keys,
+                lr=lr,
+                weight_decay=weight_decay,
+                hierarchical=self.loss_kind == "hierarchical",
+                class_weights=_class_weights(datamodule.label_counts())
+                if balance_classes
+                else None,
             )
+            trainer_kwargs["strategy"] = strategy
+            trainer_kwargs["callbacks"] = [
+                *(trainer_kwargs.get("callbacks") or []),
+                KeepThreads(threads),
+            ]
+            _stopping_options(
+                trainer_kwargs, early_stopping, early_stopping_patience, validates, verbose
+            )
+            result = self._fit(
+                plan,
+                datamodule,
+                max_epochs,
+                accelerator,
+                devices,
+                checkpoint_dir,
+                verbose,
+                trainer_kwargs,
+            )
+            self._calibrate(datamodule.calibration_set())
+        return result
+
+    def _fit(
+        self,
+        plan,
+        datamodule,
+        max_epochs,
+        accelerator,
+        devices,
+        checkpoint_dir,
+        verbose,
+        trainer_kwargs,
+    ):
+        """Run Lightning, then keep the best weights the validation found."""
+        checkpoints = checkpoint_callbacks(trainer_kwargs, checkpoint_dir)
         output_options(trainer_kwargs, verbose)
         with lightning_output(verbose):  # the device banner is logged when the Trainer is made
             runner = QuietTrainRunner(
                 self,
                 training_plan=plan,
-                data_splitter=splitter,
+                data_splitter=datamodule,
                 max_epochs=max_epochs,
                 accelerator=accelerator,
                 devices=devices,
@@ -460,19 +500,23 @@ class GenePTClassifier(BaseModelClass):
             result = runner()
         if plan.best_state is not None:
             self.module.load_state_dict(plan.best_state)
+        return result
+
+    def _calibrate(self, calibration: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """Fit the temperature on the held-out cells (none: confidences stay uncalibrated)."""
         self.module.temperature.fill_(1.0)
-        if calibration_idx.size:
+        if calibration is not None and len(calibration[1]):
+            inputs, codes = calibration
             temperature = self.module.calibrate(
-                torch.as_tensor(self._inputs(self.adata, np.sort(calibration_idx))),
-                torch.as_tensor(codes[np.sort(calibration_idx)]),
+                torch.as_tensor(inputs),
+                torch.as_tensor(codes),
                 hierarchical=self.loss_kind == "hierarchical",
             )
             logg.info(
-                f"confidences calibrated on {calibration_idx.size} held-out cells: "
+                f"confidences calibrated on {len(codes)} held-out cells: "
                 f"temperature {temperature:.2f}"
             )
         self.module.eval()
-        return result
 
     # ---- prediction --------------------------------------------------------------------
 
@@ -687,6 +731,18 @@ class GenePTClassifier(BaseModelClass):
             .astype(int)
         )
 
+    def _training_inputs(self, size: int = 4096) -> list[np.ndarray]:
+        """Each input of the training data as one dense float32 array, read in blocks."""
+        n_cells = self.adata.n_obs
+        parts = [np.empty((n_cells, width), np.float32) for width in self.input_widths]
+        bounds = np.cumsum(self.input_widths)[:-1]
+        for start, x in zip(
+            range(0, n_cells, size), self._input_batches(self.adata, size=size), strict=True
+        ):
+            for part, block in zip(parts, np.split(x, bounds, axis=1), strict=True):
+                part[start : start + len(x)] = block
+        return parts
+
     def _inputs(self, adata: AnnData, rows=slice(None), sources=None) -> np.ndarray:
         """The model's input for ``rows`` of ``adata``: its representations side by side.
 
@@ -888,6 +944,39 @@ def _check_trainer_kwargs(trainer_kwargs: dict) -> None:
             )
 
 
+def _stopping_options(
+    trainer_kwargs: dict, early_stopping: bool, patience: int, validates: bool, verbose: bool
+) -> None:
+    """Early stopping on the validation loss: scvi-tools' callback when verbose, else Lightning's."""
+    if early_stopping and verbose:  # scvi-tools' callback, which prints why it stopped
+        trainer_kwargs.update(
+            early_stopping=True,
+            early_stopping_monitor="validation_loss",
+            early_stopping_patience=patience,
+            early_stopping_mode="min",
+        )
+        return
+    if validates:
+        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+    if early_stopping:  # Lightning's own, which is silent when asked
+        trainer_kwargs["callbacks"].append(
+            EarlyStopping(monitor="validation_loss", patience=patience, mode="min", verbose=False)
+        )
+
+
+def _class_weights(counts: np.ndarray) -> torch.Tensor:
+    """Each label's weight: inverse to its training cells (0 for a label without any)."""
+    counts = np.asarray(counts, dtype=np.float32)
+    return torch.as_tensor(np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0))
+
+
+def _has_batches(loader) -> bool:
+    """Whether a data module's ``val_dataloader()`` answer holds any batch."""
+    if loader is None:
+        return False
+    return len(loader) > 0 if hasattr(loader, "__len__") else True
+
+
 def _gene_columns(query_genes: dict | None, model_genes: dict) -> np.ndarray | None:
     """The model column of each query gene, or ``None`` when the genes are the model's own."""
     names = list(model_genes["names"])
@@ -926,17 +1015,6 @@ def _provenance(adata: AnnData, key: str) -> dict | None:
         if isinstance(info, dict) and "gene_embeddings" in info
         else None
     )
-
-
-def _stratified_split(codes: np.ndarray, train_size: float, rng: np.random.Generator):
-    if not 0 < train_size <= 1:
-        raise ValueError(f"train_size must be in (0, 1], got {train_size}.")
-    train, val = [], []
-    for code in np.unique(codes):
-        idx = rng.permutation(np.flatnonzero(codes == code))
-        n_train = max(1, int(np.ceil(train_size * len(idx))))
-        train.append(idx[:n_train]), val.append(idx[n_train:])
-    return rng.permutation(np.concatenate(train)), np.sort(np.concatenate(val)).astype(int)
 
 
 def _to_plain(value):

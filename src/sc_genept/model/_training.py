@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import scanpy as sc
-from lightning.pytorch.callbacks import ModelCheckpoint
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from scanpy import logging as logg
 from scvi.train import TrainRunner
 
@@ -156,3 +158,56 @@ class QuietTrainRunner(TrainRunner):
         self.model.is_trained_ = True
         self.model.to_device(self.device)
         self.model.trainer = self.trainer
+
+
+#: Cells of a batch per torch CPU thread (see :func:`training_threads`): measured with
+#: ``benchmarks/scale/train.py``, a second thread pays off only for large batches.
+CELLS_PER_THREAD = 1024
+
+
+def training_threads(batch_size: int, accelerator: str, devices) -> int:
+    """Torch CPU threads for training: one per ``CELLS_PER_THREAD`` cells of a batch.
+
+    At least 1; at most the CPUs this process may run on (``os.sched_getaffinity``, not
+    the machine's core count) shared among the training processes on this machine.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    share = max(1, (cpus or 1) // _local_processes(accelerator, devices))
+    return max(1, min(share, batch_size // CELLS_PER_THREAD))
+
+
+def _local_processes(accelerator: str, devices) -> int:
+    """How many training processes Lightning starts on this machine for ``devices``."""
+    if isinstance(devices, list | tuple):
+        return max(1, len(devices))
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return max(1, torch.cuda.device_count()) if gpu and devices in (-1, "auto") else 1
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Torch's intra-op thread count set to ``n`` for the block, then restored."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class KeepThreads(Callback):
+    """Sets torch's thread count again once Lightning has started its processes.
+
+    Lightning's multi-process launchers set it to cores / processes themselves (and
+    ``OMP_NUM_THREADS`` in the environment); the count ``train`` chose wins.
+    """
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        torch.set_num_threads(self.n)
