@@ -477,6 +477,30 @@ EMBED = [
         r"copy=True needs an in-memory AnnData; .*adata\.to_memory\(\)",
         id="copy-of-backed",
     ),
+    pytest.param(
+        lambda e: sc.tl.genept_embed(e.counts, device="tpu"),
+        ValueError,
+        r"device='tpu' cannot be used here .*Use 'cpu', or 'auto'",
+        id="device-unknown",
+    ),
+    pytest.param(
+        lambda e: sc.tl.genept_embed(e.counts, device=0),
+        ValueError,
+        r"device must be 'auto', 'cpu' or a torch device such as 'cuda', got 0",
+        id="device-not-a-string",
+    ),
+    pytest.param(
+        lambda e: sc.tl.genept_embed(e.counts, out_file=e.tmp / "embedding.zarr"),
+        ValueError,
+        r"out_file must end in \.npy",
+        id="out-file-not-npy",
+    ),
+    pytest.param(
+        lambda e: sc.tl.genept_embed(e.counts, out_file=e.tmp / "nowhere" / "e.npy"),
+        FileNotFoundError,
+        r"out_file's folder .*nowhere' does not exist; create it first",
+        id="out-file-folder-missing",
+    ),
 ]
 
 

@@ -4,20 +4,24 @@ Works block by block over the rows of in-memory dense and CSR matrices and of ba
 dense and CSR ones, so memory stays bounded by the block size: an in-memory CSR matrix is
 read through views of its arrays (whatever its index dtypes), never copied whole. Other
 in-memory sparse formats are converted to CSR once, with a warning that says so; backed
-CSC is refused (each block would read all of it). Each block's matched genes are made dense
-and multiplied with one BLAS call: at single-cell densities (~10 % non-zero) multithreaded
-dense GEMM beats scipy's single-threaded sparse × dense product several-fold.
+CSC is refused (each block would read all of it). Each block's matched genes are
+multiplied with their vectors by the kernel of :mod:`sc_genept._kernels` (a cache-tiled
+sparse kernel on all cores, one BLAS call, or torch on a GPU), then normalised, and the
+block goes to its sink (memory, or a ``.npy`` file): memory is bounded by the block.
 """
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
 from tqdm.auto import tqdm
 
-from sc_genept._utils import warn_caller
+from sc_genept import _kernels
+from sc_genept._kernels import SparseBlock
+from sc_genept._utils import atomic_path, warn_caller
 
 #: Library size every cell is scaled to before log1p (fixed, so a cell's embedding does not
 #: depend on which other cells are in the dataset or the block).
@@ -86,6 +90,9 @@ def genept_w(
     return_expression: bool = False,
     duplicates: tuple[np.ndarray, np.ndarray] | None = None,
     out_dtype: type = np.float32,
+    kernel: str = "auto",
+    device: str = "cpu",
+    sink: ArraySink | NpyFileSink | None = None,
 ) -> WeightedSum:
     """Embed every row (cell) of ``matrix``.
 
@@ -110,6 +117,14 @@ def genept_w(
     out_dtype
         Of the embedding returned; each block is computed and normalised in float32 and
         rounded once (``float16`` halves the memory of the result).
+    kernel, device
+        How each block is multiplied with ``gene_vectors`` (see :mod:`sc_genept._kernels`):
+        ``"auto"`` (the faster of ``"sparse"`` and ``"dense"`` on CPU, by measurement),
+        one of those, or ``"torch"`` on the torch ``device`` (e.g. ``"cuda"``). A device
+        other than ``"cpu"`` implies ``"torch"``.
+    sink
+        Where the embedding goes: in memory (default) or a ``.npy`` file
+        (:class:`NpyFileSink`), block by block.
     offset
         ``(d,)`` vector added to every cell's sum before normalisation: the contribution of
         genes the data lacks, imputed (e.g. their mean expression in a reference times
@@ -146,15 +161,15 @@ def genept_w(
             "X.tocsr(), write_h5ad) or load it into memory with adata.to_memory()."
         )
 
-    out = np.empty((n_obs, gene_vectors.shape[1]), dtype=out_dtype)
-    # a block is made in float32; into ``out`` directly when that is float32 too
-    block_out = (
-        None
-        if out.dtype == np.float32
-        else np.empty((min(block_rows, n_obs), gene_vectors.shape[1]), dtype=np.float32)
-    )
+    sink = sink or ArraySink(n_obs, gene_vectors.shape[1], out_dtype)
     n_embedded = len(gene_vectors)
-    buffer = np.empty((min(block_rows, n_obs), n_embedded), dtype=np.float32)
+    product = _Product(
+        gene_vectors,
+        columns.var_index[:n_embedded],
+        kernel=kernel,
+        device=device,
+        block_rows=block_rows,
+    )
     matched_total = all_total = 0.0
     gene_totals = np.zeros(len(var_index), dtype=np.float64)
     detected = None  # integer counts or not, when normalize=True
@@ -162,44 +177,47 @@ def genept_w(
     expression_blocks = []
     empty = np.zeros(n_obs, dtype=bool)
     starts = range(0, n_obs, block_rows)
-    bar = tqdm(starts, desc="GenePT-w", unit="block", disable=len(starts) < _PROGRESS_MIN_BLOCKS)
-    for start in bar:
-        block = _Block.read(matrix, start, min(start + block_rows, n_obs), columns)
-        if normalize is None and block.is_integer is not None:  # first block with values decides
-            normalize = block.is_integer
-            detected = block.is_integer
-            deciding = f"{start}–{start + block.n_rows}"
-            if not detected and block.max() > _LOG_SCALE_MAX:
-                warn_caller(
-                    f"The values are not integer counts but reach {block.max():.0f}: this looks "
-                    "normalised but not log-transformed, and is embedded as it is. Pass raw "
-                    "counts (layer=...) to have them normalised, or log1p the data first."
+    with sink:  # a file sink drops its partial file on an error
+        bar = tqdm(
+            starts, desc="GenePT-w", unit="block", disable=len(starts) < _PROGRESS_MIN_BLOCKS
+        )
+        for start in bar:
+            block = _Block.read(matrix, start, min(start + block_rows, n_obs), columns)
+            if (
+                normalize is None and block.is_integer is not None
+            ):  # first block with values decides
+                normalize = block.is_integer
+                detected = block.is_integer
+                deciding = f"{start}–{start + block.n_rows}"
+                if not detected and block.max() > _LOG_SCALE_MAX:
+                    warn_caller(
+                        f"The values are not integer counts but reach {block.max():.0f}: this looks "
+                        "normalised but not log-transformed, and is embedded as it is. Pass raw "
+                        "counts (layer=...) to have them normalised, or log1p the data first."
+                    )
+            if None not in (detected, block.is_integer) and block.is_integer != detected:
+                kinds = ("integer counts", "non-integer (normalised) values")
+                first, this = (kinds[0], kinds[1]) if detected else (kinds[1], kinds[0])
+                raise ValueError(
+                    f"Rows {deciding} hold {first} but rows {start}–{start + block.n_rows} hold "
+                    f"{this}: the matrix mixes raw counts with normalised values. Pass "
+                    "normalize=False to embed the values as they are, or a layer that is all counts."
                 )
-        if None not in (detected, block.is_integer) and block.is_integer != detected:
-            kinds = ("integer counts", "non-integer (normalised) values")
-            first, this = (kinds[0], kinds[1]) if detected else (kinds[1], kinds[0])
-            raise ValueError(
-                f"Rows {deciding} hold {first} but rows {start}–{start + block.n_rows} hold "
-                f"{this}: the matrix mixes raw counts with normalised values. Pass "
-                "normalize=False to embed the values as they are, or a layer that is all counts."
-            )
-        all_total += block.library_size.sum()
-        matched_total += block.matched_sum
-        if normalize:
-            block.log_normalize()
-        block.add_gene_totals(gene_totals)
-        if return_expression:
-            expression_blocks.append(block.matched_csr(n_embedded))
-        dense = block.matched_dense(buffer[: block.n_rows])
-        rows = out[start : start + block.n_rows] if block_out is None else block_out[: block.n_rows]
-        np.matmul(dense, gene_vectors, out=rows)
-        # normalised block by block: memory stays bounded by the block, not the dataset
-        empty[start : start + block.n_rows] = _row_norms(rows) == 0
-        _normalise_rows(rows, offset)
-        if block_out is not None:
-            out[start : start + block.n_rows] = rows
+            all_total += block.library_size.sum()
+            matched_total += block.matched_sum
+            if normalize:
+                block.log_normalize()
+            block.add_gene_totals(gene_totals)
+            if return_expression:
+                expression_blocks.append(block.matched_csr(n_embedded))
+            rows = sink.rows(start, block.n_rows)
+            product(block, rows)
+            # normalised block by block: memory stays bounded by the block, not the dataset
+            empty[start : start + block.n_rows] = _row_norms(rows) == 0
+            _normalise_rows(rows, offset)
+            sink.commit(start, rows)
     return WeightedSum(
-        embedding=out,
+        embedding=sink.result(),
         n_empty=int(empty.sum()),
         fraction_counts_covered=matched_total / all_total if all_total else 0.0,
         log_normalized=bool(normalize),
@@ -368,16 +386,16 @@ class _Block:
             (values.astype(np.float32), (row_of, slot)), shape=(self.n_rows, n_columns)
         )
 
-    def matched_dense(self, buffer: np.ndarray) -> np.ndarray:
-        """The first ``buffer.shape[1]`` matched genes' values, dense float32, in ``buffer``."""
-        n_columns = buffer.shape[1]
+    def product_input(self, n_columns: int, column_of_slot: np.ndarray):
+        """The first ``n_columns`` matched genes' values, as the product kernels take them.
+
+        Dense rows: a float32 rows × genes array. Sparse rows: a :class:`SparseBlock` whose
+        columns are ``column_of_slot[slot]``.
+        """
         if self._row_of is None:
-            buffer[:] = self.matched[:, :n_columns]
-        else:
-            buffer.fill(0)
-            row_of, slot, values = self._first(n_columns)
-            buffer[row_of, slot] = values
-        return buffer
+            return np.ascontiguousarray(self.matched[:, :n_columns], dtype=np.float32)
+        row_of, slot, values = self._first(n_columns)
+        return SparseBlock.from_entries(row_of, column_of_slot[slot], values, self.n_rows)
 
     def _first(self, n_columns: int):
         """Stored (row, slot, value) of the first ``n_columns`` matched genes (sparse rows)."""
@@ -385,3 +403,137 @@ class _Block:
             return self._row_of, self._slot, self.matched
         first = self._slot < n_columns
         return self._row_of[first], self._slot[first], self.matched[first]
+
+
+class _Product:
+    """Multiplies blocks with the gene vectors by the kernel asked for, or the faster one.
+
+    The vectors are put in the order of the matrix columns they belong to, so that a CSR
+    row's genes reach the tiled kernel in increasing order (its gene tiles are walked in
+    order).
+    """
+
+    def __init__(
+        self,
+        gene_vectors: np.ndarray,
+        columns: np.ndarray,
+        *,
+        kernel: str,
+        device: str,
+        block_rows: int,
+    ):
+        kernels = ("auto", "sparse", "dense", "torch")
+        if kernel not in kernels:
+            raise ValueError(f"kernel must be one of {kernels}, got {kernel!r}.")
+        # slot -> position of its matrix column among the embedded genes' columns
+        self.order = np.argsort(columns, kind="stable")
+        self.position = np.empty(len(columns), dtype=np.int64)
+        self.position[self.order] = np.arange(len(columns))
+        self.gene_vectors = np.ascontiguousarray(gene_vectors[self.order])
+        self.kernel = "torch" if device != "cpu" else kernel
+        self.block_rows = block_rows
+        self._buffer = None
+        self.torch = (
+            _kernels.TorchProduct(self.gene_vectors, device) if self.kernel == "torch" else None
+        )
+
+    def __call__(self, block: _Block, out: np.ndarray) -> None:
+        columns = block.product_input(len(self.gene_vectors), self.position)
+        if not isinstance(columns, SparseBlock):  # dense rows, genes in slot order
+            columns = columns[:, self.order]
+        if self.torch is not None:
+            self.torch(columns, out)
+        elif not isinstance(columns, SparseBlock):
+            np.matmul(columns, self.gene_vectors, out=out)
+        elif self.kernel == "auto":
+            self.kernel = _kernels.choose(columns, self.gene_vectors, out, self._dense_buffer)
+        else:
+            _kernels.run(self.kernel, columns, self.gene_vectors, out, self._dense_buffer)
+
+    def _dense_buffer(self) -> np.ndarray:
+        if self._buffer is None:
+            self._buffer = np.empty((self.block_rows, len(self.gene_vectors)), np.float32)
+        return self._buffer
+
+
+class _Sink:
+    """Where :func:`genept_w` puts each finished block; a context for the whole pass."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if error is not None:
+            self.abort()
+
+    def abort(self) -> None:
+        """Undo what an unfinished pass left (nothing, in memory)."""
+
+
+class ArraySink(_Sink):
+    """The embedding in memory; blocks are computed in place when it is float32."""
+
+    def __init__(self, n_rows: int, n_dims: int, dtype):
+        self.array = np.empty((n_rows, n_dims), dtype=dtype)
+        self._scratch = None
+
+    def rows(self, start: int, n_rows: int) -> np.ndarray:
+        """A float32 array to compute rows ``start:start + n_rows`` into."""
+        if self.array.dtype == np.float32:
+            return self.array[start : start + n_rows]
+        if self._scratch is None or len(self._scratch) < n_rows:
+            self._scratch = np.empty((n_rows, self.array.shape[1]), dtype=np.float32)
+        return self._scratch[:n_rows]
+
+    def commit(self, start: int, rows: np.ndarray) -> None:
+        if rows.base is not self.array and rows is not self.array:
+            self.array[start : start + len(rows)] = rows  # rounded once, e.g. to float16
+
+    def result(self) -> np.ndarray:
+        return self.array
+
+
+class NpyFileSink(_Sink):
+    """The embedding written to a ``.npy`` file block by block, then memory-mapped.
+
+    Blocks are appended with plain writes (they go to the page cache, not to this
+    process's memory), so memory stays bounded by one block however many cells there are.
+    The file appears complete or not at all (written under a temporary name).
+    """
+
+    def __init__(self, path, n_rows: int, n_dims: int, dtype):
+        self.path, self.dtype = path, np.dtype(dtype)
+        self._shape = (n_rows, n_dims)
+        self._scratch = np.empty((0, n_dims), dtype=np.float32)
+        self._written = 0
+        self._stack = ExitStack()
+        temporary = self._stack.enter_context(atomic_path(path))
+        self._file = self._stack.enter_context(open(temporary, "wb"))
+        np.lib.format.write_array_header_1_0(
+            self._file, {"descr": self.dtype.str, "fortran_order": False, "shape": self._shape}
+        )
+
+    def rows(self, start: int, n_rows: int) -> np.ndarray:
+        if len(self._scratch) < n_rows:
+            self._scratch = np.empty((n_rows, self._shape[1]), dtype=np.float32)
+        return self._scratch[:n_rows]
+
+    def commit(self, start: int, rows: np.ndarray) -> None:
+        if start != self._written:
+            raise RuntimeError("blocks must be written in order")
+        self._file.write(rows.astype(self.dtype, copy=False).tobytes())
+        self._written += len(rows)
+
+    def result(self) -> np.ndarray:
+        """The embedding: a read-only memory map of the finished file, as a plain ndarray."""
+        if self._written != self._shape[0]:
+            raise RuntimeError(f"{self._written} of {self._shape[0]} rows were written")
+        self._stack.close()  # the file is closed, then moved into place
+        # a plain ndarray over the mapping: AnnData can write it (not a np.memmap) and
+        # pages are read from the file only when used
+        return np.load(self.path, mmap_mode="r").view(np.ndarray)
+
+    def abort(self) -> None:
+        """Close and drop the partial file (after an error)."""
+        error = RuntimeError("embedding aborted")
+        self._stack.__exit__(RuntimeError, error, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from scipy import sparse
 
 from sc_genept import _dask
 from sc_genept._checks import check_adata, positive_int
-from sc_genept._genept_w import ScaledDataError, genept_w
+from sc_genept._genept_w import NpyFileSink, ScaledDataError, genept_w
 from sc_genept._utils import h5ad_safe, warn_caller
 from sc_genept.genes import GeneEmbeddings, load, match_genes
 
@@ -45,6 +46,8 @@ def genept_embed(
     key_added: str = "X_genept",
     chunk_size: int | None = None,
     dtype: Literal["float32", "float16"] = "float32",
+    device: str = "auto",
+    out_file: str | Path | None = None,
     copy: bool = False,
 ) -> AnnData | None:
     """Embed cells with GenePT-w: the expression-weighted sum of their genes' text embeddings.
@@ -108,6 +111,17 @@ def genept_embed(
     dtype
         Of the embedding: ``"float16"`` halves its memory (computed in float32, each
         block rounded once it is normalised; values agree with float32 to ~1e-3).
+    device
+        Where the product with the gene table runs. ``"auto"`` (default): a CUDA GPU when
+        torch sees one, else the CPU. ``"cpu"``: a cache-tiled sparse kernel on all cores
+        (or one BLAS call on dense data, whichever measures faster on the first block).
+        Any other torch device (``"cuda"``, ``"cuda:1"``): torch, block by block, the gene
+        table moved there once. Normalisation always runs on the CPU.
+    out_file
+        Write the embedding block by block to this ``.npy`` file (replaced atomically) and
+        put a read-only memory map of it in ``obsm``: for atlases whose embedding does not
+        fit in memory (memory stays bounded by one block). ``np.load(out_file,
+        mmap_mode="r")`` reopens it. Not for Dask data.
     copy
         Return a copy instead of writing to ``adata``.
 
@@ -115,8 +129,9 @@ def genept_embed(
     -------
     Returns ``None`` if ``copy=False``, else a copy of ``adata``. Sets the following fields:
 
-    ``adata.obsm[key_added]`` : :class:`numpy.ndarray` (dtype ``float32``)
-        (a ``dask.array.Array`` for Dask input). Unit-length cell embeddings, ``n_obs × n_dims``; zero for cells that express none
+    ``adata.obsm[key_added]`` : :class:`numpy.ndarray` (dtype ``dtype``)
+        (memory-mapped from ``out_file`` when given; a ``dask.array.Array`` for Dask
+        input). Unit-length cell embeddings, ``n_obs × n_dims``; zero for cells that express none
         of the matched genes.
     ``adata.uns[key_added]`` : :class:`dict`
         ``params`` (the arguments), ``gene_embeddings`` (the table's provenance),
@@ -194,6 +209,8 @@ def genept_embed(
         chunk_size=chunk_size,
         expression=expression,
         dtype=dtype,
+        device=device,
+        out_file=out_file,
     )
     embedding, record = embedded.embedding, embedded.record
     _warn_overwrite(adata, [key_added, *([f"{key_added}_expression"] if expression else [])])
@@ -232,6 +249,8 @@ def cell_embedding(
     chunk_size: int | None = None,
     expression: bool = False,
     dtype: Literal["float32", "float16"] = "float32",
+    device: str = "auto",
+    out_file: str | Path | None = None,
 ) -> CellEmbedding:
     """The GenePT-w embedding of ``adata`` and its ``uns`` record, without writing anything.
 
@@ -251,6 +270,7 @@ def cell_embedding(
     )
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}.")
+    _check_output(device, out_file)
     table = (
         gene_embeddings if isinstance(gene_embeddings, GeneEmbeddings) else load(gene_embeddings)
     )
@@ -274,44 +294,65 @@ def cell_embedding(
     order = np.argsort(~in_set, kind="stable")
     rows, n_in_set = match.table_index[order], int(in_set.sum())
     found = table.symbols[rows[:n_in_set]]
-    imputed = _missing_genes(genes, found, missing_values)
     var_index = match.var_index[order]
-    duplicates = _duplicate_columns(names, var_index, source, gene_symbols)
+    plan = _GenePlan(
+        table=table,
+        match=match,
+        var_index=var_index,
+        vectors=table.embeddings[rows[:n_in_set]],
+        found=found,
+        imputed=_missing_genes(genes, found, missing_values),
+        duplicates=_duplicate_columns(names, var_index, source, gene_symbols),
+    )
+    params = {
+        "gene_embeddings": str(gene_embeddings)
+        if not isinstance(gene_embeddings, GeneEmbeddings)
+        else repr(gene_embeddings),
+        "layer": layer,
+        "use_raw": use_raw,
+        "gene_symbols": gene_symbols,
+        "normalize": normalize,
+        "n_dims": table.n_dims,
+        "chunk_size": chunk_size,
+        "dtype": dtype,
+        "device": device,
+        "out_file": None if out_file is None else str(out_file),
+    }
     if _dask.is_dask(matrix):
+        if out_file is not None:
+            raise ValueError(
+                f"out_file is for in-memory or backed data; {source} is a Dask array, whose "
+                "embedding is lazy: write it with dask (e.g. adata.obsm[key].to_zarr(...))."
+            )
         return _lazy_embedding(
             adata,
             matrix,
             source,
-            table,
-            match,
-            var_index,
-            rows,
-            n_in_set,
-            found,
-            imputed,
-            duplicates,
-            params=_params(
-                gene_embeddings, layer, use_raw, gene_symbols, normalize, table, chunk_size, dtype
-            ),
+            plan,
+            params=params,
             normalize=normalize,
             chunk_size=chunk_size,
             expression=expression,
             dtype=dtype,
         )
+    sink = None if out_file is None else NpyFileSink(out_file, adata.n_obs, table.n_dims, dtype)
     try:
         result = genept_w(
             matrix,
-            var_index,
-            table.embeddings[rows[:n_in_set]],
+            plan.var_index,
+            plan.vectors,
             normalize=normalize,
             block_rows=chunk_size,
-            offset=_imputed_sum(table, imputed) if imputed else None,
+            offset=plan.offset,
             return_expression=expression,
-            duplicates=duplicates,
+            duplicates=plan.duplicates,
             out_dtype=np.dtype(dtype),
+            device=_resolve_device(device),
+            sink=sink,
         )
     except ScaledDataError as err:
         raise ScaledDataError(_scaled_message(adata, source, err)) from None
+    n_in_set = len(plan.vectors)
     set_totals = result.gene_totals[:n_in_set]
     matched_total = result.gene_totals.sum()
     share = set_totals.sum() / matched_total if matched_total else 0.0
@@ -328,20 +369,14 @@ def cell_embedding(
             "matched genes; their embedding is a zero vector."
         )
     record = {
-        "params": _params(
-            gene_embeddings, layer, use_raw, gene_symbols, normalize, table, chunk_size, dtype
-        ),
+        "params": params,
         "source": source,
-        "gene_embeddings": table.describe(),
-        "genes": {
-            **match.summary(),
-            "n_duplicate_columns_summed": 0 if duplicates is None else len(duplicates[0]),
-        },
+        **plan.record(),
         "gene_set": gene_set_record(
             found,
             set_totals / max(adata.n_obs, 1),
             fraction_of_matched_expression=share,
-            n_imputed=len(imputed),
+            n_imputed=len(plan.imputed),
         ),
         "fraction_counts_covered": round(float(result.fraction_counts_covered), 6),
         "log_normalized": result.log_normalized,
@@ -353,42 +388,51 @@ def cell_embedding(
     return CellEmbedding(result.embedding, h5ad_safe(record), values)
 
 
-def _params(
-    gene_embeddings, layer, use_raw, gene_symbols, normalize, table, chunk_size, dtype
-) -> dict:
-    """The ``params`` entry of the ``uns`` record."""
-    return {
-        "gene_embeddings": str(gene_embeddings)
-        if not isinstance(gene_embeddings, GeneEmbeddings)
-        else repr(gene_embeddings),
-        "layer": layer,
-        "use_raw": use_raw,
-        "gene_symbols": gene_symbols,
-        "normalize": normalize,
-        "n_dims": table.n_dims,
-        "chunk_size": chunk_size,
-        "dtype": dtype,
-    }
+def _check_output(device, out_file) -> None:
+    """``device`` names a device; ``out_file`` is a ``.npy`` path whose folder exists."""
+    if not isinstance(device, str) or not device:
+        raise ValueError(
+            f"device must be 'auto', 'cpu' or a torch device such as 'cuda', got {device!r}."
+        )
+    if out_file is not None:
+        path = Path(out_file)
+        if path.suffix != ".npy":
+            raise ValueError(
+                f"out_file must end in .npy (a NumPy array file), got {str(out_file)!r}."
+            )
+        if not path.parent.is_dir():
+            raise FileNotFoundError(
+                f"out_file's folder {str(path.parent)!r} does not exist; create it first."
+            )
+
+
+def _resolve_device(device: str) -> str:
+    """``"cpu"`` or a torch device; ``"auto"`` is CUDA when torch sees a GPU.
+
+    torch is imported for ``"auto"`` only when it already is, or an NVIDIA driver is
+    present: importing it costs a second, which a CPU-only embedding does not need.
+    """
+    if device != "auto":
+        if device != "cpu":
+            import torch
+
+            try:
+                torch.empty(0, device=device)
+            except (RuntimeError, AssertionError) as err:
+                raise ValueError(
+                    f"device={device!r} cannot be used here ({err}). Use 'cpu', or 'auto' to "
+                    "take a GPU when there is one."
+                ) from None
+        return device
+    if "torch" not in sys.modules and not Path("/proc/driver/nvidia/version").exists():
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _lazy_embedding(
-    adata,
-    matrix,
-    source,
-    table,
-    match,
-    var_index,
-    rows,
-    n_in_set,
-    found,
-    imputed,
-    duplicates,
-    *,
-    params,
-    normalize,
-    chunk_size,
-    expression,
-    dtype,
+    adata, matrix, source, plan: _GenePlan, *, params, normalize, chunk_size, expression, dtype
 ) -> CellEmbedding:
     """:func:`cell_embedding` of a Dask matrix: a lazy embedding, and what ``uns`` can know.
 
@@ -403,18 +447,17 @@ def _lazy_embedding(
             "adata.X = adata.X.compute(), or adata.to_memory()) to also get the expression."
         )
     matrix = _dask.full_width(matrix, source)
-    vectors = table.embeddings[rows[:n_in_set]]
     log_normalized = _dask.first_chunk_log_normalized(
-        matrix, var_index, vectors, normalize=normalize, duplicates=duplicates
+        matrix, plan.var_index, plan.vectors, normalize=normalize, duplicates=plan.duplicates
     )
     embedding = _dask.embed_lazily(
         matrix,
-        var_index,
-        vectors,
+        plan.var_index,
+        plan.vectors,
         normalize=normalize,
         block_rows=chunk_size,
-        offset=_imputed_sum(table, imputed) if imputed else None,
-        duplicates=duplicates,
+        offset=plan.offset,
+        duplicates=plan.duplicates,
         log_normalized=log_normalized,
         scaled_message=_scaled_message(adata, source, "\0"),
         dtype=np.dtype(dtype),
@@ -422,13 +465,9 @@ def _lazy_embedding(
     record = {
         "params": params,
         "source": source,
-        "gene_embeddings": table.describe(),
-        "genes": {
-            **match.summary(),
-            "n_duplicate_columns_summed": 0 if duplicates is None else len(duplicates[0]),
-        },
+        **plan.record(),
         "gene_set": gene_set_record(
-            found, None, fraction_of_matched_expression=None, n_imputed=len(imputed)
+            plan.found, None, fraction_of_matched_expression=None, n_imputed=len(plan.imputed)
         ),
         "fraction_counts_covered": None,
         "log_normalized": log_normalized,
@@ -436,6 +475,39 @@ def _lazy_embedding(
         "lazy": True,
     }
     return CellEmbedding(embedding, h5ad_safe(record), None)
+
+
+@dataclass
+class _GenePlan:
+    """Which columns of the matrix are embedded, with which vectors: one per call."""
+
+    table: GeneEmbeddings
+    match: Any
+    #: Matched columns, the gene set's first (only they are embedded).
+    var_index: np.ndarray
+    #: Embeddings of the gene set's genes, row-aligned with the first ``var_index``.
+    vectors: np.ndarray
+    #: Table symbols of the gene set's genes.
+    found: np.ndarray
+    imputed: dict
+    duplicates: tuple[np.ndarray, np.ndarray] | None
+
+    @property
+    def offset(self) -> np.ndarray | None:
+        """The imputed genes' contribution to every cell, if any are imputed."""
+        return _imputed_sum(self.table, self.imputed) if self.imputed else None
+
+    def record(self) -> dict:
+        """The ``gene_embeddings`` and ``genes`` entries of the ``uns`` record."""
+        return {
+            "gene_embeddings": self.table.describe(),
+            "genes": {
+                **self.match.summary(),
+                "n_duplicate_columns_summed": 0
+                if self.duplicates is None
+                else len(self.duplicates[0]),
+            },
+        }
 
 
 @dataclass
