@@ -198,8 +198,15 @@ class TrainingPlan(pl.LightningModule):
         loss = self.module.loss(
             logits, labels, hierarchical=self.hierarchical, class_weights=self.class_weights
         )
+        # averaged over DDP ranks at the epoch's end: all ranks stop at, and keep, the same epoch
         self.log(
-            f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x)
+            f"{stage}_loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(x),
+            sync_dist=True,
         )
         return loss
 
