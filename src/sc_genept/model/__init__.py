@@ -16,6 +16,7 @@ _LAZY = {
     "unregister_pretrained": "._pretrained",
     "PretrainedModel": "._pretrained",
     "PretrainedModelError": "._pretrained",
+    "SomaCells": "._soma",
 }
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "ModelFolderError",
     "PretrainedModel",
     "PretrainedModelError",
+    "SomaCells",
     "available_models",
     "decode",
     "register_pretrained",

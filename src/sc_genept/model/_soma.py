@@ -1,0 +1,691 @@
+"""Streaming training data from a TileDB-SOMA experiment (the CELLxGENE census format).
+
+:class:`SomaCells` is a Lightning data module over the cells of a SOMA experiment that pass
+an ``obs`` filter: it reads labels from ``obs`` alone (the per-label cap and the splits are
+decided there, before any expression is read), then streams the expression in shuffled
+blocks through tiledbsoma-ml and embeds each mini-batch with GenePT-w on the fly (or reads
+a stored embedding). :meth:`GenePTClassifier.train <sc_genept.model.GenePTClassifier.train>`
+consumes it through ``datamodule=``.
+
+Why tiledbsoma-ml and not annbatch: annbatch needs Python ≥ 3.12 (sc_genept supports 3.11)
+and reads AnnData stores (zarr/h5ad shards it writes itself), so a census user would first
+copy the data out of SOMA; tiledbsoma-ml reads the census where it is, with a value filter,
+shuffles it in chunks of contiguous cells (global randomness at block-read speed) and
+partitions it across DDP ranks and DataLoader workers itself.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch import LightningDataModule
+from scipy import sparse
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from sc_genept._checks import check_fraction, positive_int
+from sc_genept._genept_w import genept_w
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+    from sc_genept.genes import GeneEmbeddings
+
+_INSTALL = "pip install 'sc-genept[soma]'"
+#: Cells read (and embedded) at a time outside the training stream.
+_READ_ROWS = 4096
+
+
+def _soma():
+    """The modules tiledbsoma and tiledbsoma_ml, or an ImportError naming the install."""
+    try:
+        import tiledbsoma
+        import tiledbsoma_ml
+    except ImportError as err:
+        raise ImportError(
+            f"Training from a SOMA experiment needs tiledbsoma and tiledbsoma-ml ({err.name} "
+            f"is missing): {_INSTALL}"
+        ) from err
+    return tiledbsoma, tiledbsoma_ml
+
+
+@dataclass(frozen=True)
+class _Locator:
+    """Where an array of cells lives (``X`` or ``obsm``), as tiledbsoma-ml's ``XLocator``.
+
+    Its own class, so that a stored embedding can be read too; picklable into DataLoader
+    worker processes.
+    """
+
+    uri: str
+    measurement_name: str
+    layer_name: str
+    tiledb_timestamp_ms: int
+    tiledb_config: dict
+    #: ``"X"`` (expression) or ``"obsm"`` (a stored embedding).
+    collection: str = "X"
+
+    @classmethod
+    def create(cls, exp, measurement_name: str, layer_name: str, collection: str) -> _Locator:
+        return cls(
+            exp.uri,
+            measurement_name,
+            layer_name,
+            exp.tiledb_timestamp_ms,
+            dict(exp.context.tiledb_config),
+            collection,
+        )
+
+    @contextmanager
+    def open(self):
+        """``(array, obs)``, as tiledbsoma-ml's ``XLocator.open`` yields them."""
+        tiledbsoma, _ = _soma()
+        context = tiledbsoma.SOMATileDBContext(tiledb_config=self.tiledb_config)
+        with tiledbsoma.Experiment.open(
+            self.uri, tiledb_timestamp=self.tiledb_timestamp_ms, context=context
+        ) as exp:
+            yield exp.ms[self.measurement_name][self.collection][self.layer_name], exp.obs
+
+
+class SomaCells(LightningDataModule):
+    """Cells of a TileDB-SOMA experiment, streamed to :class:`~sc_genept.model.GenePTClassifier`.
+
+    The cells are those ``obs_value_filter`` selects (e.g. primary data of one tissue and
+    assay in the CELLxGENE census), at most ``max_cells_per_label`` of each label, drawn
+    at random with ``seed`` from ``obs`` alone. They are split once, per label, into
+    training, validation and calibration cells. Training batches come from tiledbsoma-ml:
+    every epoch the training cells are cut into blocks of ``shuffle_chunk_size``
+    contiguous cells, the blocks shuffled (a new order every epoch, from ``seed``), read
+    ``io_batch_size`` cells at a time and shuffled again cell by cell, so each batch mixes
+    cells from all over the experiment rather than from one dataset. Under DDP and with
+    DataLoader workers each process reads its own share (tiledbsoma-ml partitions by
+    rank, from ``torch.distributed`` or the ``RANK``/``WORLD_SIZE`` variables).
+
+    Each batch is embedded on the fly with GenePT-w from the counts of ``layer``, as
+    :func:`~sc_genept.tl.genept_embed` embeds the same cells, or read from a stored
+    embedding (``embedding``).
+
+    Parameters
+    ----------
+    experiment
+        URI of a SOMA experiment, or an open :class:`tiledbsoma.Experiment` (e.g.
+        ``census["census_data"]["homo_sapiens"]``).
+    labels_key
+        ``obs`` column of Cell Ontology ids (or names) to train on, e.g.
+        ``"cell_type_ontology_term_id"``.
+    obs_value_filter
+        SOMA value filter on ``obs``, e.g. ``"is_primary_data == True and tissue_general
+        == 'blood'"``. Default: all cells.
+    measurement_name
+        Measurement holding the expression (``"RNA"`` in the census).
+    layer
+        ``X`` layer to embed (``"raw"`` counts in the census; ``"data"`` in experiments
+        written by :func:`tiledbsoma.io.from_anndata`).
+    embedding
+        Name of an ``obsm`` array of the measurement holding a stored embedding (cells ×
+        dimensions) to read instead of embedding ``layer``.
+    embedding_record
+        With ``embedding``: the ``uns`` record of the :func:`~sc_genept.tl.genept_embed`
+        run that made it (``adata.uns["X_genept"]``), so the model knows its genes.
+    gene_embeddings
+        Gene table to embed with: a name, a path or a
+        :class:`~sc_genept.genes.GeneEmbeddings`.
+    var_names
+        ``var`` column of gene names or Ensembl ids. Default: ``"feature_name"`` (census)
+        if there is one, else ``"var_id"`` (:func:`tiledbsoma.io.from_anndata`).
+    genes
+        Embed on these table genes only (e.g. a trained model's
+        :attr:`~sc_genept.model.GenePTClassifier.genes`). Default: every table gene the
+        experiment has.
+    normalize
+        As in :func:`~sc_genept.tl.genept_embed`: raw counts are library-size normalised
+        and log1p'd, normalised values are used as they are.
+    max_cells_per_label
+        Cap on the cells of each label (balance: a common type no longer drowns the rare
+        ones). Default: no cap.
+    validation_size, calibration_size
+        Share of each label's cells set aside for validation (early stopping) and for
+        temperature calibration; calibration cells are held in memory.
+    batch_size
+        Cells per training step.
+    shuffle_chunk_size, io_batch_size
+        Shuffling granularity of tiledbsoma-ml: contiguous cells read as one block, and
+        cells read (and shuffled together) at a time; ``io_batch_size`` must be a multiple
+        of ``shuffle_chunk_size``. Smaller blocks shuffle more finely; larger reads mix
+        more blocks and read faster.
+    num_workers
+        DataLoader worker processes (each reads and embeds its own share).
+    standardization_cells
+        Training cells (a seeded sample) the input standardisation is learned from.
+    prototype_cells
+        Cells (at least one of each label) of :meth:`prototype`.
+    ontology
+        Cell Ontology the labels are mapped with (as in
+        :meth:`~sc_genept.model.GenePTClassifier.setup_anndata`).
+    key
+        ``obsm`` key of the embedding in :meth:`prototype` (the model's input key).
+    seed
+        Seeds the cap, the splits and the shuffle: the same seed gives the same cells in
+        the same order.
+
+    Examples
+    --------
+    >>> cells = SomaCells(
+    ...     census["census_data"]["homo_sapiens"],
+    ...     labels_key="cell_type_ontology_term_id",
+    ...     obs_value_filter="is_primary_data == True and tissue_general == 'blood'",
+    ...     max_cells_per_label=2_000,
+    ... )
+    >>> reference = cells.prototype()
+    >>> GenePTClassifier.setup_anndata(reference, labels_key="cell_type_ontology_term_id")
+    >>> model = GenePTClassifier(reference)
+    >>> model.train(datamodule=cells)
+    """
+
+    def __init__(
+        self,
+        experiment,
+        *,
+        labels_key: str,
+        obs_value_filter: str | None = None,
+        measurement_name: str = "RNA",
+        layer: str = "raw",
+        embedding: str | None = None,
+        embedding_record: dict | None = None,
+        gene_embeddings: str | Path | GeneEmbeddings = "default",
+        var_names: str | None = None,
+        genes: Sequence[str] | None = None,
+        normalize: bool = True,
+        max_cells_per_label: int | None = None,
+        validation_size: float = 0.05,
+        calibration_size: float = 0.05,
+        batch_size: int = 128,
+        shuffle_chunk_size: int = 64,
+        io_batch_size: int = 2**14,
+        num_workers: int = 0,
+        standardization_cells: int = 50_000,
+        prototype_cells: int = 2_000,
+        ontology: str = "bundled",
+        key: str = "X_genept",
+        seed: int = 0,
+    ):
+        super().__init__()
+        tiledbsoma, _ = _soma()
+        for name, value in [
+            ("batch_size", batch_size),
+            ("shuffle_chunk_size", shuffle_chunk_size),
+            ("io_batch_size", io_batch_size),
+            ("standardization_cells", standardization_cells),
+            ("prototype_cells", prototype_cells),
+        ]:
+            positive_int(name, value)
+        if max_cells_per_label is not None:
+            positive_int("max_cells_per_label", max_cells_per_label)
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be an integer ≥ 0, got {num_workers!r}.")
+        check_fraction("validation_size", validation_size, "[0, 1)")
+        check_fraction("calibration_size", calibration_size, "[0, 1)")
+        if validation_size + calibration_size >= 1:
+            raise ValueError(
+                f"validation_size + calibration_size must be below 1 (got {validation_size} + "
+                f"{calibration_size}): no cells would be left to train on."
+            )
+        if io_batch_size % shuffle_chunk_size:
+            raise ValueError(
+                f"io_batch_size ({io_batch_size}) must be a multiple of shuffle_chunk_size "
+                f"({shuffle_chunk_size})."
+            )
+        self.labels_key = labels_key
+        self.obs_value_filter = obs_value_filter
+        self.batch_size = batch_size
+        self.shuffle_chunk_size = shuffle_chunk_size
+        self.io_batch_size = io_batch_size
+        self.num_workers = num_workers
+        self.key = key
+        self.seed = seed
+        self._epoch = 0
+        rng = np.random.default_rng(seed)
+        if isinstance(experiment, str | Path):
+            with tiledbsoma.Experiment.open(str(experiment)) as exp:
+                self._read_experiment(exp, measurement_name, layer, embedding, var_names)
+        else:
+            self._read_experiment(experiment, measurement_name, layer, embedding, var_names)
+        self._select(max_cells_per_label, validation_size, calibration_size, ontology, rng)
+        self._embedder = (
+            None
+            if embedding is not None
+            else _Embedder.plan(self._var_names, self._var_column, gene_embeddings, genes)
+        )
+        self._prototype = self._make_prototype(
+            prototype_cells, gene_embeddings, genes, normalize, embedding_record, rng
+        )
+        if self._embedder is not None:
+            # every batch must be normalised as the prototype was: counts are, values are not
+            self._embedder.normalize = bool(self._prototype.uns[key]["log_normalized"])
+        self._standardization_ids = np.sort(
+            rng.choice(self._train, min(standardization_cells, len(self._train)), replace=False)
+        )
+
+    # ---- reading obs and var ---------------------------------------------------------------
+
+    def _read_experiment(self, exp, measurement_name, layer, embedding, var_names) -> None:
+        if measurement_name not in exp.ms:
+            raise KeyError(
+                f"No measurement {measurement_name!r} in the experiment; it has "
+                f"{sorted(exp.ms.keys())}: pass measurement_name=."
+            )
+        ms = exp.ms[measurement_name]
+        if embedding is None:
+            if layer not in ms.X:
+                raise KeyError(
+                    f"No X layer {layer!r} in measurement {measurement_name!r}; it has "
+                    f"{sorted(ms.X.keys())}: pass layer= (the census's counts are 'raw', "
+                    "tiledbsoma.io.from_anndata writes 'data')."
+                )
+            self._locator = _Locator.create(exp, measurement_name, layer, "X")
+            var = ms.var.read().concat().to_pandas()
+            self._var_column = var_names or next(
+                (c for c in ("feature_name", "var_id") if c in var.columns), None
+            )
+            if self._var_column not in var.columns:
+                asked = repr(var_names) if var_names else "'feature_name' or 'var_id'"
+                raise KeyError(
+                    f"No var column {asked} of gene names; columns: "
+                    f"{list(var.columns)}: pass var_names=<column of symbols or Ensembl ids>."
+                )
+            var = var.sort_values("soma_joinid")
+            self._var_ids = var["soma_joinid"].to_numpy(np.int64)
+            self._var_names = var[self._var_column].astype(str).to_numpy()
+        else:
+            if "obsm" not in ms or embedding not in ms.obsm:
+                have = sorted(ms.obsm.keys()) if "obsm" in ms else []
+                raise KeyError(
+                    f"No obsm array {embedding!r} in measurement {measurement_name!r}; it has "
+                    f"{have}: pass embedding=None to embed the counts on the fly."
+                )
+            self._locator = _Locator.create(exp, measurement_name, embedding, "obsm")
+            width = ms.obsm[embedding].shape[1]
+            self._var_ids = np.arange(width, dtype=np.int64)
+            self._var_names = self._var_column = None
+        columns = [f.name for f in exp.obs.schema]
+        if self.labels_key not in columns:
+            raise KeyError(
+                f"No column {self.labels_key!r} in the experiment's obs; columns: {columns}: "
+                "pass labels_key= (the census's is 'cell_type_ontology_term_id')."
+            )
+        self._obs = (
+            exp.obs.read(
+                value_filter=self.obs_value_filter, column_names=["soma_joinid", self.labels_key]
+            )
+            .concat()
+            .to_pandas()
+        )
+        if self._obs.empty:
+            raise ValueError(
+                f"The obs filter {self.obs_value_filter!r} selects no cells: check its column "
+                "names and values (e.g. exp.obs.read(column_names=[...]).concat().to_pandas())."
+            )
+
+    def _select(self, cap, validation_size, calibration_size, ontology, rng) -> None:
+        """Map labels, apply the cap and split, from ``obs`` alone."""
+        from sc_genept.ontology import CellOntology
+
+        values = self._obs[self.labels_key]
+        missing = int(values.isna().sum())
+        if missing:
+            raise ValueError(
+                f"{missing} selected cells have no label in obs[{self.labels_key!r}]: add "
+                f"'{self.labels_key} != None'-style conditions to obs_value_filter."
+            )
+        cl = CellOntology.load(ontology)
+        unique = pd.unique(values.astype(str))
+        ids, unmapped = cl.map_labels(pd.Series(unique))
+        if unmapped:
+            raise ValueError(
+                f"{len(unmapped)} labels in obs[{self.labels_key!r}] match no single term of "
+                f"{cl!r}: {unmapped[:20]}. Leave those cells out with obs_value_filter (e.g. "
+                f"\"{self.labels_key} != 'unknown'\")."
+            )
+        leaf = pd.Series(np.asarray(ids, dtype=object), index=unique)
+        leaves = sorted(set(leaf))
+        if len(leaves) < 2:
+            raise ValueError(
+                f"All selected cells have one label ({leaves}): a classifier needs at least two "
+                "cell types; widen obs_value_filter."
+            )
+        # the model's label set: the labels and their ancestors, as setup_anndata orders them
+        self.labels = sorted(
+            set(leaves).union(*(cl.ancestors(t) for t in leaves)), key=lambda t: (cl.depth(t), t)
+        )
+        code_of = {t: i for i, t in enumerate(self.labels)}
+        codes = leaf[values.astype(str)].map(code_of).to_numpy(np.int64)
+        joinids = self._obs["soma_joinid"].to_numpy(np.int64)
+        # a random rank within each label: the cap keeps the first ranks, the splits cut them
+        order = rng.permutation(len(joinids))
+        rank = np.empty(len(joinids), dtype=np.int64)
+        rank[order] = pd.Series(codes[order]).groupby(codes[order]).cumcount().to_numpy()
+        kept = np.bincount(codes, minlength=len(self.labels))
+        if cap is not None:
+            kept = np.minimum(kept, cap)
+        # every label keeps a training cell (the model's label set is the training labels')
+        n_cal = np.minimum(np.round(kept * calibration_size), np.maximum(kept - 1, 0))
+        n_val = np.minimum(np.round(kept * validation_size), np.maximum(kept - 1 - n_cal, 0))
+        r, k = rank, kept[codes]
+        part = np.where(
+            r >= k,
+            -1,
+            np.where(r < n_cal[codes], 2, np.where(r < n_cal[codes] + n_val[codes], 1, 0)),
+        )
+        sort = np.argsort(joinids)
+        self._ids, self._codes = joinids[sort], codes[sort]
+        part = part[sort]
+        self._train, self._val, self._cal = (self._ids[part == p] for p in (0, 1, 2))
+        self.leaf_labels = leaves
+
+    def _codes_of(self, joinids: np.ndarray) -> np.ndarray:
+        return self._codes[np.searchsorted(self._ids, joinids)]
+
+    # ---- the contract GenePTClassifier.train reads --------------------------------------
+
+    @property
+    def input_keys(self) -> list[str]:
+        """Batch keys of the inputs (one: the embedding)."""
+        from sc_genept.model._model import _input_keys
+
+        return _input_keys([self.key])
+
+    @property
+    def n_cells(self) -> dict[str, int]:
+        """Cells selected for training, validation and calibration."""
+        return {
+            "train": len(self._train),
+            "validation": len(self._val),
+            "calibration": len(self._cal),
+        }
+
+    def label_counts(self) -> np.ndarray:
+        """Training cells per label code."""
+        return np.bincount(self._codes_of(self._train), minlength=len(self.labels))
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches; a new order every epoch."""
+        return self._loader(self._train, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation batches in experiment order (empty without validation cells)."""
+        return self._loader(self._val, shuffle=False) if len(self._val) else []
+
+    def standardization_batches(self) -> Iterator[np.ndarray]:
+        """Inputs of a seeded sample of training cells, ``_READ_ROWS`` at a time."""
+        for start in range(0, len(self._standardization_ids), _READ_ROWS):
+            yield self._inputs(self._standardization_ids[start : start + _READ_ROWS])
+
+    def calibration_set(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Inputs and label codes of the calibration cells (in memory), or None."""
+        if not len(self._cal):
+            return None
+        inputs = np.concatenate(
+            [
+                self._inputs(self._cal[s : s + _READ_ROWS])
+                for s in range(0, len(self._cal), _READ_ROWS)
+            ]
+        )
+        return inputs, self._codes_of(self._cal)
+
+    def prototype(self) -> AnnData:
+        """A small in-memory reference to build the model with.
+
+        Cells of every label (``prototype_cells`` at most, at least one per label), their
+        embedding in ``obsm[key]`` with its ``uns`` record (the genes it is made of) and
+        their labels (CL ids) in ``obs[labels_key]``: pass it to
+        :meth:`~sc_genept.model.GenePTClassifier.setup_anndata` and
+        :class:`~sc_genept.model.GenePTClassifier`, then train with ``datamodule=self``.
+        """
+        return self._prototype.copy()
+
+    def _loader(self, ids: np.ndarray, *, shuffle: bool) -> DataLoader:
+        stream = _Stream(
+            locator=self._locator,
+            ids=ids,
+            codes=self._codes_of(ids),
+            var_ids=self._var_ids,
+            embedder=self._embedder,
+            input_key=self.input_keys[0],
+            num_workers=self.num_workers,
+            batch_size=self.batch_size,
+            io_batch_size=self.io_batch_size,
+            shuffle_chunk_size=self.shuffle_chunk_size,
+            shuffle=shuffle,
+            seed=self.seed,
+        )
+        return _EpochLoader(stream, self)
+
+    def _where(self, *, advance: bool = True) -> tuple[int, int | None, int | None]:
+        """``(epoch, rank, world_size)`` of the pass about to start.
+
+        From the trainer when there is one (its global rank: tiledbsoma-ml would take the
+        node-local rank from the environment); else a count of passes, and the rank left
+        to tiledbsoma-ml (``RANK``/``WORLD_SIZE`` or ``torch.distributed``).
+        """
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return int(trainer.current_epoch), int(trainer.global_rank), int(trainer.world_size)
+        epoch = self._epoch
+        self._epoch += advance
+        return epoch, None, None
+
+    # ---- reading cells outside the stream ------------------------------------------------
+
+    def _rows(self, joinids: np.ndarray):
+        """``X`` (CSR, var order) or the stored embedding (dense) of these cells, in order."""
+        with self._locator.open() as (array, _):
+            table = array.read(coords=(joinids,)).tables().concat()
+        rows = np.searchsorted(joinids, table["soma_dim_0"].to_numpy())
+        cols = np.searchsorted(self._var_ids, table["soma_dim_1"].to_numpy())
+        matrix = sparse.csr_matrix(
+            (table["soma_data"].to_numpy(), (rows, cols)),
+            shape=(len(joinids), len(self._var_ids)),
+        )
+        return matrix if self._embedder is not None else matrix.toarray().astype(np.float32)
+
+    def _inputs(self, joinids: np.ndarray) -> np.ndarray:
+        rows = self._rows(joinids)
+        return rows if self._embedder is None else self._embedder(rows)
+
+    def _make_prototype(self, n, gene_embeddings, genes, normalize, record, rng) -> AnnData:
+        from anndata import AnnData
+
+        codes = self._codes_of(self._train)
+        # one cell of each training label first, then a seeded sample of the rest
+        first = np.unique(codes, return_index=True)[1]
+        rest = np.setdiff1d(np.arange(len(codes)), first)
+        extra = rng.choice(rest, max(0, min(n - len(first), len(rest))), replace=False)
+        joinids = np.sort(self._train[np.concatenate([first, extra]).astype(np.int64)])
+        labels = pd.Categorical(
+            np.asarray(self.labels, dtype=object)[self._codes_of(joinids)],
+            categories=self.leaf_labels,
+        )
+        obs = pd.DataFrame({self.labels_key: labels}, index=joinids.astype(str))
+        obs.index.name = "soma_joinid"
+        rows = self._rows(joinids)
+        if self._embedder is None:
+            adata = AnnData(obs=obs, obsm={self.key: rows})
+            if record is not None:
+                adata.uns[self.key] = dict(record)
+            return adata
+        # the reference is embedded by genept_embed itself: its record (genes, their mean
+        # expression, the table's provenance) is what a query is later checked against
+        from sc_genept.tl._embed import cell_embedding
+
+        with warnings.catch_warnings():  # names may repeat: genept_embed sums their columns
+            warnings.filterwarnings("ignore", message=".*not unique", category=UserWarning)
+            counts = AnnData(rows, obs=obs, var=pd.DataFrame(index=self._var_names))
+        embedded = cell_embedding(
+            counts, gene_embeddings=gene_embeddings, genes=genes, normalize=normalize
+        )
+        adata = AnnData(obs=obs, obsm={self.key: embedded.embedding})
+        adata.uns[self.key] = embedded.record
+        return adata
+
+
+class _Embedder:
+    """GenePT-w of batches of cells × all genes, as :func:`genept_embed` computes it."""
+
+    def __init__(self, var_index, vectors, duplicates, normalize: bool = True):
+        self.var_index = var_index
+        self.vectors = vectors
+        self.duplicates = duplicates
+        self.normalize = normalize
+
+    @classmethod
+    def plan(cls, names: np.ndarray, column: str, gene_embeddings, genes) -> _Embedder:
+        """Which columns feed which gene vector, in the order genept_embed uses."""
+        from sc_genept.genes import GeneEmbeddings, load, match_genes
+        from sc_genept.tl._embed import _duplicate_columns
+
+        table = (
+            gene_embeddings
+            if isinstance(gene_embeddings, GeneEmbeddings)
+            else load(gene_embeddings)
+        )
+        match = match_genes(names, table)
+        if match.n_matched == 0:
+            raise ValueError(
+                f"None of the {len(names)} genes of var[{column!r}] is in the gene table "
+                f"({table!r}), e.g. {list(names[:5])}: pass var_names=<column of gene symbols "
+                "or Ensembl ids> (the census's feature_name or feature_id)."
+            )
+        in_set = (
+            np.ones(match.n_matched, dtype=bool)
+            if genes is None
+            else np.isin(table.symbols[match.table_index], np.asarray(genes, dtype=object))
+        )
+        if not in_set.any():
+            raise ValueError(
+                f"None of the {len(genes)} genes= is among the experiment's genes "
+                f"(var[{column!r}]): pass genes=None or the genes of a model made for this data."
+            )
+        # genes of the set first, as cell_embedding orders them: the same product, bit for bit
+        order = np.argsort(~in_set, kind="stable")
+        var_index, rows = match.var_index[order], match.table_index[order]
+        with warnings.catch_warnings():  # the prototype's embedding already warned
+            warnings.simplefilter("ignore", UserWarning)
+            duplicates = _duplicate_columns(names, var_index, f"var[{column!r}]", column)
+        return cls(var_index, table.embeddings[rows[: int(in_set.sum())]], duplicates)
+
+    def __call__(self, x) -> np.ndarray:
+        result = genept_w(
+            x, self.var_index, self.vectors, normalize=self.normalize, duplicates=self.duplicates
+        )
+        if self.normalize and not result.log_normalized and x.sum() > 0:
+            raise ValueError(
+                "A batch of the X layer holds non-integer values where the first cells held "
+                "raw counts: the layer mixes counts with normalised values. Pick a layer of "
+                "counts (the census's 'raw')."
+            )
+        return result.embedding
+
+
+class _Stream(IterableDataset):
+    """One pass over some cells in batches ``{input_key: inputs, "labels": codes}``."""
+
+    def __init__(
+        self, *, locator, ids, codes, var_ids, embedder, input_key, num_workers, **options
+    ):
+        self.locator, self.ids, self.codes, self.var_ids = locator, ids, codes, var_ids
+        self.embedder, self.input_key, self.num_workers = embedder, input_key, num_workers
+        self.options: dict[str, Any] = options
+        self.epoch, self.rank, self.world_size = 0, None, None
+
+    def place(self, epoch: int, rank: int | None, world_size: int | None) -> None:
+        """Set the epoch (the shuffle) and the DDP rank (the shard) of the next pass."""
+        self.epoch, self.rank, self.world_size = epoch, rank, world_size
+
+    def _partition(self) -> tuple[int, int]:
+        if self.rank is not None:
+            return self.rank, self.world_size
+        from tiledbsoma_ml._distributed import get_distributed_rank_and_world_size
+
+        return get_distributed_rank_and_world_size()
+
+    def __len__(self) -> int:
+        """Batches of this rank's pass (all its workers), as tiledbsoma-ml partitions it."""
+        rank, world_size = self._partition()
+        per_rank = len(self.ids) // world_size  # tiledbsoma-ml gives every rank as many
+        workers = max(1, self.num_workers)
+        shares = np.diff(np.linspace(0, per_rank, workers + 1).astype(int))
+        return int(sum(-(-n // self.options["batch_size"]) for n in shares))
+
+    def _order(self) -> np.ndarray:
+        """The cells in shuffled blocks of contiguous joinids, a new order each epoch.
+
+        tiledbsoma-ml (0.1.0) shuffles with its seed alone, the same order every epoch, and
+        gives each DDP rank a contiguous range of the cells it is handed: handing it blocks
+        in a fresh order each epoch gives each rank fresh cells from everywhere.
+        """
+        if not self.options["shuffle"]:
+            return self.ids
+        size = self.options["shuffle_chunk_size"]
+        blocks = np.arange(0, len(self.ids), size)
+        rng = np.random.default_rng([self.options["seed"], self.epoch])
+        return np.concatenate([self.ids[s : s + size] for s in rng.permutation(blocks)])
+
+    def __iter__(self):
+        from tiledbsoma_ml import ExperimentDataset
+        from tiledbsoma_ml._query_ids import QueryIDs
+
+        options = dict(self.options)
+        seed = options.pop("seed")
+        dataset = ExperimentDataset(
+            x_locator=self.locator,
+            query_ids=QueryIDs(obs_joinids=self._order(), var_joinids=self.var_ids),
+            # sparse rows cannot cross from worker processes: there, dense rows are embedded
+            return_sparse_X=self.embedder is not None and get_worker_info() is None,
+            seed=int(np.random.default_rng([seed, self.epoch]).integers(2**31)),
+            **options,
+        )
+        rank, world_size = self._partition()
+        # attrs fields tiledbsoma-ml sets itself after init; the trainer knows the global rank
+        object.__setattr__(dataset, "rank", rank)
+        object.__setattr__(dataset, "world_size", world_size)
+        for x, obs in dataset:
+            joinids = obs["soma_joinid"].to_numpy(np.int64)
+            inputs = self.embedder(x) if self.embedder is not None else np.asarray(x, np.float32)
+            codes = self.codes[np.searchsorted(self.ids, joinids)]
+            yield {
+                self.input_key: torch.from_numpy(np.ascontiguousarray(inputs, np.float32)),
+                "labels": torch.from_numpy(codes[:, None]),
+            }
+
+
+def _noop(batch):
+    return batch
+
+
+class _EpochLoader(DataLoader):
+    """A DataLoader that tells its stream the epoch before each pass (and its workers start)."""
+
+    def __init__(self, stream: _Stream, cells: SomaCells):
+        num_workers = stream.num_workers
+        if num_workers:
+            from tiledbsoma_ml._distributed import init_multiprocessing
+
+            init_multiprocessing()  # tiledbsoma-ml's rule: spawn, never fork, its threads
+        super().__init__(stream, batch_size=None, num_workers=num_workers, collate_fn=_noop)
+        self._cells = cells
+
+    def __iter__(self):
+        self.dataset.place(*self._cells._where())
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        epoch, rank, world_size = self._cells._where(advance=False)
+        self.dataset.place(epoch, rank, world_size)
+        return len(self.dataset)

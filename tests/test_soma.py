@@ -1,0 +1,302 @@
+"""Streaming training from a TileDB-SOMA experiment (the census format), on local stand-ins.
+
+Two experiments are written with ``tiledbsoma.io.from_anndata``, as the census is laid out:
+
+- ``pbmc``: scanpy's 700 real PBMCs (log-normalised ``raw``, CL labels, and their GenePT-w
+  embedding stored in ``obsm``), split into two "datasets" stored one after the other, with
+  census-like ``is_primary_data``, ``tissue`` and ``assay`` columns;
+- ``counts``: 150 real 10x cells (celltypist's sample, raw integer counts over 32,786
+  genes), for the on-the-fly normalisation.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+
+import sc_genept
+
+tiledbsoma = pytest.importorskip("tiledbsoma")
+pytest.importorskip("tiledbsoma_ml")
+tiledbsoma_io = pytest.importorskip("tiledbsoma.io")
+
+from sc_genept.model import SomaCells  # noqa: E402
+
+LABELS = "cell_type_ontology_term_id"
+PRIMARY_BLOOD = "is_primary_data == True and tissue == 'blood'"
+
+
+@pytest.fixture(scope="module")
+def pbmc_soma(tmp_path_factory):
+    """(uri, the AnnData written: experiment row i is soma_joinid i)."""
+    pbmc = sc_genept.datasets.pbmc68k_reduced()
+    sc.tl.genept_embed(pbmc, use_raw=True)
+    rng = np.random.default_rng(0)
+    obs = pbmc.obs[[LABELS]].copy()
+    obs["dataset_id"] = np.where(rng.random(pbmc.n_obs) < 0.5, "A", "B")
+    obs["is_primary_data"] = rng.random(pbmc.n_obs) > 0.15  # the rest: duplicates
+    obs["tissue"] = np.where(rng.random(pbmc.n_obs) < 0.8, "blood", "bone marrow")
+    obs["assay"] = np.where(obs["dataset_id"] == "A", "10x 3' v1", "10x 3' v2")
+    # the census stores each dataset's cells together: a reader in storage order would
+    # train on one dataset, then the other
+    order = np.argsort(obs["dataset_id"].to_numpy(), kind="stable")
+    adata = ad.AnnData(
+        pbmc.raw.X[order],
+        obs=obs.iloc[order],
+        var=pbmc.raw.var[[]],
+        obsm={"X_genept": pbmc.obsm["X_genept"][order]},
+    )
+    uri = str(tmp_path_factory.mktemp("soma") / "pbmc")
+    tiledbsoma_io.from_anndata(uri, adata, measurement_name="RNA")
+    return uri, adata
+
+
+@pytest.fixture(scope="module")
+def counts_soma(tmp_path_factory):
+    import celltypist
+
+    samples = os.path.join(os.path.dirname(celltypist.__file__), "data", "samples")
+    counts = pd.read_csv(os.path.join(samples, "sample_cell_by_gene.csv"), index_col=0, nrows=150)
+    adata = ad.AnnData(
+        counts.to_numpy(np.int32),
+        obs=pd.DataFrame(index=counts.index),
+        var=pd.DataFrame(index=counts.columns),
+    )
+    # the sample has no labels; two stand-in types, enough to make a label set
+    adata.obs[LABELS] = np.where(np.arange(adata.n_obs) % 2, "CL:0000084", "CL:0000236")
+    uri = str(tmp_path_factory.mktemp("soma") / "counts")
+    tiledbsoma_io.from_anndata(uri, adata, measurement_name="RNA")
+    return uri, adata
+
+
+def _cells(uri, **kwargs) -> SomaCells:
+    options = {
+        "labels_key": LABELS,
+        "layer": "data",
+        "batch_size": 32,
+        "shuffle_chunk_size": 8,
+        "io_batch_size": 256,
+        "validation_size": 0.1,
+        "calibration_size": 0.1,
+    }
+    return SomaCells(uri, **{**options, **kwargs})
+
+
+def _rows_to_cells(rows: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The reference row (cell) each row is, checking that it is that row exactly."""
+    match = (rows @ reference.T).argmax(axis=1)
+    np.testing.assert_allclose(rows, reference[match], atol=1e-6, rtol=0)
+    return match
+
+
+def _epoch(loader, reference) -> list[np.ndarray]:
+    """The cells (experiment rows) of each batch of one pass, found by their inputs."""
+    return [_rows_to_cells(b["input_0"].numpy(), reference) for b in loader]
+
+
+# ---- obs: filter, cap, splits -------------------------------------------------------------
+
+
+def test_filter_cap_and_splits_come_from_obs(pbmc_soma):
+    uri, adata = pbmc_soma
+    cells = _cells(uri, obs_value_filter=PRIMARY_BLOOD, max_cells_per_label=40, seed=1)
+    obs = adata.obs.reset_index(drop=True)
+    selected = obs.index[obs["is_primary_data"] & (obs["tissue"] == "blood")].to_numpy()
+    train, val, cal = cells._train, cells._val, cells._cal
+    served = np.concatenate([train, val, cal])
+    assert len(np.unique(served)) == len(served)  # the splits are disjoint
+    assert np.isin(served, selected).all()
+    # per label: all its filtered cells, or the cap
+    expected = obs.loc[selected, LABELS].value_counts().clip(upper=40)
+    got = obs.loc[served, LABELS].value_counts()
+    pd.testing.assert_series_equal(got.sort_index(), expected.sort_index(), check_names=False)
+    assert got.max() == 40 and got.min() < 40
+    # every label trains; the counts the model balances classes by are the training cells'
+    codes = cells.label_counts()
+    assert codes.sum() == len(train)
+    assert {cells.labels[c] for c in np.flatnonzero(codes)} == set(cells.leaf_labels)
+    # seeded: the same seed draws the same cells, another seed others
+    again = _cells(uri, obs_value_filter=PRIMARY_BLOOD, max_cells_per_label=40, seed=1)
+    assert np.array_equal(again._train, train) and np.array_equal(again._cal, cal)
+    other = _cells(uri, obs_value_filter=PRIMARY_BLOOD, max_cells_per_label=40, seed=2)
+    assert not np.array_equal(other._train, train)
+
+
+@pytest.mark.filterwarnings("ignore:Category .* has fewer than 3 cells")
+def test_labels_are_the_models_terms_and_the_prototype_has_every_label(pbmc_soma):
+    uri, _ = pbmc_soma
+    cells = _cells(uri, obs_value_filter=PRIMARY_BLOOD, embedding="X_genept", prototype_cells=9)
+    proto = cells.prototype()  # a cell of each label, though fewer than the labels are asked
+    assert set(proto.obs[LABELS]) == set(cells.leaf_labels) and proto.n_obs == 10
+    assert proto.obsm["X_genept"].shape == (10, 384)
+    sc_genept.model.GenePTClassifier.setup_anndata(proto, labels_key=LABELS)
+    model = sc_genept.model.GenePTClassifier(proto, n_members=1)
+    assert cells.labels == model.terms
+    assert cells.input_keys == ["input_0"]
+
+
+# ---- the stream: global block shuffle, epochs, shards --------------------------------------
+
+
+def test_batches_mix_datasets_in_a_new_order_every_epoch(pbmc_soma):
+    uri, adata = pbmc_soma
+    stored = adata.obsm["X_genept"]
+    dataset = adata.obs["dataset_id"].to_numpy()
+    cells = _cells(uri, obs_value_filter="is_primary_data == True", embedding="X_genept")
+    loader = cells.train_dataloader()
+    first, second = _epoch(loader, stored), _epoch(loader, stored)
+    for batches in (first, second):
+        order = np.concatenate(batches)
+        assert np.array_equal(np.sort(order), cells._train)  # each cell once per epoch
+        # batches draw from both datasets, from the very first on, not one after the other
+        share_a = np.array([np.mean(dataset[b] == "A") for b in batches[:-1]])
+        assert 0.2 < share_a.min() and share_a.max() < 0.8
+        # and from all over the experiment: position in the epoch ~ unrelated to storage order
+        assert abs(np.corrcoef(np.arange(len(order)), order)[0, 1]) < 0.3
+    assert not np.array_equal(np.concatenate(first), np.concatenate(second))
+    assert [b["labels"].shape for b in loader][0] == (32, 1)
+    # seeded: a fresh data module with the same seed serves the same first epoch
+    again = _cells(uri, obs_value_filter="is_primary_data == True", embedding="X_genept")
+    assert np.array_equal(
+        np.concatenate(_epoch(again.train_dataloader(), stored)), np.concatenate(first)
+    )
+    # labels travel with their cells
+    batch = next(iter(cells.train_dataloader()))
+    rows = _rows_to_cells(batch["input_0"].numpy(), stored)
+    names = np.asarray(cells.labels)[batch["labels"].numpy().ravel()]
+    assert (names == adata.obs[LABELS].to_numpy()[rows]).all()
+
+
+def test_ranks_and_workers_read_disjoint_equal_shares(pbmc_soma, monkeypatch):
+    """The environment tiledbsoma-ml reads under DDP (``RANK``/``WORLD_SIZE``) and in
+    DataLoader workers (``WORKER``/``NUM_WORKERS``)."""
+    uri, adata = pbmc_soma
+    stored = adata.obsm["X_genept"]
+    cells = _cells(uri, embedding="X_genept")
+    shares = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("NUM_WORKERS", "2")
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        for worker in (0, 1):
+            monkeypatch.setenv("WORKER", str(worker))
+            cells._epoch = 0  # the same epoch on every rank, as the trainer's would be
+            shares.append(np.concatenate(_epoch(cells.train_dataloader(), stored)))
+    ranks = [np.concatenate(shares[:2]), np.concatenate(shares[2:])]
+    assert len(ranks[0]) == len(ranks[1]) == len(cells._train) // 2
+    served = np.concatenate(shares)
+    assert len(np.unique(served)) == len(served)  # no cell read twice
+    assert np.isin(served, cells._train).all()
+    # each rank's share comes from everywhere, not a contiguous range of the experiment
+    for share in ranks:
+        assert np.mean(adata.obs["dataset_id"].to_numpy()[share] == "A") == pytest.approx(
+            0.5, abs=0.15
+        )
+
+
+def test_a_trainer_gives_the_epoch_and_the_global_rank(pbmc_soma):
+    from types import SimpleNamespace
+
+    uri, adata = pbmc_soma
+    cells = _cells(uri, embedding="X_genept")
+    cells.trainer = SimpleNamespace(current_epoch=3, global_rank=1, world_size=2)
+    loader = cells.train_dataloader()
+    served = np.concatenate(_epoch(loader, adata.obsm["X_genept"]))
+    assert len(served) == len(cells._train) // 2
+    assert len(loader) == -(-len(served) // 32)
+    again = np.concatenate(_epoch(loader, adata.obsm["X_genept"]))
+    assert np.array_equal(served, again)  # the epoch is the trainer's, not a count of passes
+
+
+# ---- inputs: GenePT-w on the fly, as genept_embed ------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["counts", "log-normalised"])
+def test_embedding_on_the_fly_is_genept_embed(which, counts_soma, pbmc_soma):
+    uri, adata = counts_soma if which == "counts" else pbmc_soma
+    expected = sc.tl.genept_embed(adata, key_added="X_ref", copy=True)
+    reference = expected.obsm["X_ref"]
+    cells = _cells(uri, validation_size=0.2, calibration_size=0.2, standardization_cells=40)
+    served = np.concatenate(_epoch(cells.train_dataloader(), reference))
+    assert np.array_equal(np.sort(served), cells._train)
+    assert np.array_equal(
+        np.sort(np.concatenate(_epoch(cells.val_dataloader(), reference))), cells._val
+    )
+    inputs, codes = cells.calibration_set()
+    assert inputs.dtype == np.float32 and codes.dtype == np.int64
+    assert np.array_equal(_rows_to_cells(inputs, reference), cells._cal)
+    batches = list(cells.standardization_batches())
+    assert sum(len(b) for b in batches) == 40
+    _rows_to_cells(np.concatenate(batches), reference)
+    proto = cells.prototype()
+    _rows_to_cells(proto.obsm["X_genept"], reference)
+    record, want = proto.uns["X_genept"], expected.uns["X_ref"]
+    assert record["log_normalized"] is want["log_normalized"] is (which == "counts")
+    assert list(record["gene_set"]["names"]) == list(want["gene_set"]["names"])
+
+
+def test_a_worker_process_reads_and_embeds(pbmc_soma):
+    """Spawned, as tiledbsoma-ml requires: the stream is pickled, rows are dense there.
+
+    (One worker: each spawned process compiles tiledbsoma-ml's numba kernels, ~10 s.)
+    """
+    uri, adata = pbmc_soma
+    reference = sc.tl.genept_embed(adata, key_added="X_ref", copy=True).obsm["X_ref"]
+    cells = _cells(uri, num_workers=1)
+    served = np.concatenate(_epoch(cells.train_dataloader(), reference))
+    assert np.array_equal(np.sort(served), cells._train)
+
+
+# ---- what users get wrong ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"labels_key": "celltype"}, KeyError, "No column 'celltype'.*labels_key="),
+        ({"obs_value_filter": "tissue == 'lung'"}, ValueError, "selects no cells"),
+        ({"layer": "raw"}, KeyError, "No X layer 'raw'.*'data'"),
+        ({"measurement_name": "ATAC"}, KeyError, "No measurement 'ATAC'.*'RNA'"),
+        ({"embedding": "X_scvi"}, KeyError, r"No obsm array 'X_scvi'.*\['X_genept'\]"),
+        ({"var_names": "gene_ids"}, KeyError, "No var column 'gene_ids'.*var_names="),
+        ({"labels_key": "assay"}, ValueError, "match no single term.*obs_value_filter"),
+        (
+            {
+                "obs_value_filter": "dataset_id == 'A' and tissue == 'blood' and "
+                "cell_type_ontology_term_id == 'CL:0000236'"
+            },
+            ValueError,
+            "at least two",
+        ),
+        ({"io_batch_size": 100}, ValueError, "multiple of shuffle_chunk_size"),
+        ({"validation_size": 0.5, "calibration_size": 0.5}, ValueError, "below 1"),
+        ({"genes": ["NOTAGENE"]}, ValueError, "None of the 1 genes="),
+    ],
+)
+def test_bad_input_says_what_to_do(pbmc_soma, kwargs, error, match):
+    uri, _ = pbmc_soma
+    with pytest.raises(error, match=match):
+        _cells(uri, **kwargs)
+
+
+def test_genes_the_table_lacks_say_which_column_to_use(tmp_path):
+    adata = ad.AnnData(
+        np.ones((4, 3), dtype=np.float32),
+        obs=pd.DataFrame({LABELS: ["CL:0000084", "CL:0000236"] * 2}, index=list("abcd")),
+        var=pd.DataFrame(index=["gene1", "gene2", "gene3"]),
+    )
+    tiledbsoma_io.from_anndata(str(tmp_path / "x"), adata, measurement_name="RNA")
+    with pytest.raises(ValueError, match="None of the 3 genes.*var_names="):
+        _cells(str(tmp_path / "x"))
+
+
+def test_missing_tiledbsoma_gives_the_install_hint(pbmc_soma, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tiledbsoma_ml", None)
+    with pytest.raises(ImportError, match=r"pip install 'sc-genept\[soma\]'"):
+        _cells(pbmc_soma[0])
