@@ -43,6 +43,11 @@ def pbmc_soma(tmp_path_factory):
     obs["is_primary_data"] = rng.random(pbmc.n_obs) > 0.15  # the rest: duplicates
     obs["tissue"] = np.where(rng.random(pbmc.n_obs) < 0.8, "blood", "bone marrow")
     obs["assay"] = np.where(obs["dataset_id"] == "A", "10x 3' v1", "10x 3' v2")
+    # a fifth of each label held out, to test the models trained on the rest
+    held_out = np.zeros(pbmc.n_obs, dtype=bool)
+    for label in obs[LABELS].unique():
+        held_out[rng.permutation(np.flatnonzero(obs[LABELS] == label))[::5]] = True
+    obs["held_out"] = held_out
     # the census stores each dataset's cells together: a reader in storage order would
     # train on one dataset, then the other
     order = np.argsort(obs["dataset_id"].to_numpy(), kind="stable")
@@ -201,17 +206,23 @@ def test_ranks_and_workers_read_disjoint_equal_shares(pbmc_soma, monkeypatch):
 
 
 def test_a_trainer_gives_the_epoch_and_the_global_rank(pbmc_soma):
+    """Under Lightning the shard is the trainer's global rank (tiledbsoma-ml alone would
+    take the node-local rank from the environment) and the shuffle its epoch."""
     from types import SimpleNamespace
 
     uri, adata = pbmc_soma
+    stored = adata.obsm["X_genept"]
     cells = _cells(uri, embedding="X_genept")
-    cells.trainer = SimpleNamespace(current_epoch=3, global_rank=1, world_size=2)
-    loader = cells.train_dataloader()
-    served = np.concatenate(_epoch(loader, adata.obsm["X_genept"]))
-    assert len(served) == len(cells._train) // 2
-    assert len(loader) == -(-len(served) // 32)
-    again = np.concatenate(_epoch(loader, adata.obsm["X_genept"]))
-    assert np.array_equal(served, again)  # the epoch is the trainer's, not a count of passes
+    shares = []
+    for rank in (0, 1):
+        cells.trainer = SimpleNamespace(current_epoch=3, global_rank=rank, world_size=2)
+        loader = cells.train_dataloader()
+        shares.append(np.concatenate(_epoch(loader, stored)))
+        assert len(loader) == -(-len(shares[-1]) // 32)
+    assert len(shares[0]) == len(shares[1]) == len(cells._train) // 2
+    assert not set(shares[0]) & set(shares[1])
+    again = np.concatenate(_epoch(loader, stored))
+    assert np.array_equal(shares[1], again)  # the epoch is the trainer's, not a count of passes
 
 
 # ---- inputs: GenePT-w on the fly, as genept_embed ------------------------------------------
@@ -251,6 +262,57 @@ def test_a_worker_process_reads_and_embeds(pbmc_soma):
     cells = _cells(uri, num_workers=1)
     served = np.concatenate(_epoch(cells.train_dataloader(), reference))
     assert np.array_equal(np.sort(served), cells._train)
+
+
+# ---- end to end: train from SOMA, save, serve -----------------------------------------------
+
+
+def _accuracy(model, query) -> float:
+    predicted = model.predict(query)["finest_ontology_term_id"]
+    return float(predicted.eq(query.obs[LABELS].astype(str)).mean())
+
+
+def test_a_model_trained_from_soma_predicts_as_one_trained_in_memory(pbmc_soma, tmp_path):
+    uri, adata = pbmc_soma
+    adata = ad.AnnData(adata.X, obs=adata.obs, var=adata.var)
+    sc.tl.genept_embed(adata)  # the same cells, embedded in memory
+    held_out = adata.obs["held_out"].to_numpy()
+    query, reference = adata[held_out].copy(), adata[~held_out].copy()
+    options = {"max_epochs": 8, "lr": 3e-3, "seed": 0, "enable_progress_bar": False}
+    GenePTClassifier = sc_genept.model.GenePTClassifier
+
+    GenePTClassifier.setup_anndata(reference, labels_key=LABELS)
+    in_memory = GenePTClassifier(reference, n_hidden=64, n_members=1)
+    in_memory.train(batch_size=32, **options)
+
+    cells = _cells(uri, obs_value_filter="held_out == False", io_batch_size=1024)
+    prototype = cells.prototype()
+    GenePTClassifier.setup_anndata(prototype, labels_key=LABELS)
+    model = GenePTClassifier(prototype, n_hidden=64, n_members=1)
+    model.train(datamodule=cells, **options)
+    assert model.is_trained_ and model.genes == in_memory.genes
+    assert len(model.history["train_loss"]) == 8
+    # standardised on the training cells' embedding, as training in memory does
+    np.testing.assert_allclose(
+        model.module.input_mean.numpy(),
+        reference.obsm["X_genept"][np.isin(np.flatnonzero(~held_out), cells._train)].mean(0),
+        atol=1e-5,
+    )
+    accuracy, baseline = _accuracy(model, query), _accuracy(in_memory, query)
+    majority = query.obs[LABELS].value_counts(normalize=True).max()
+    assert accuracy > majority + 0.3
+    assert accuracy == pytest.approx(baseline, abs=0.06)
+
+    # a model folder, as the pretrained registry serves them: loads and annotates a query
+    model.save(tmp_path / "soma_model")
+    loaded = GenePTClassifier.load(tmp_path / "soma_model")
+    pd.testing.assert_frame_equal(loaded.predict(query), model.predict(query))
+    fresh = ad.AnnData(query.X, obs=query.obs[[]], var=query.var)  # not embedded yet
+    sc.tl.genept_annotate(fresh, model=str(tmp_path / "soma_model"))
+    assert (
+        fresh.obs["genept_cell_type_finest_ontology_term_id"]
+        == model.predict(query)["finest_ontology_term_id"]
+    ).all()
 
 
 # ---- what users get wrong ------------------------------------------------------------------
