@@ -110,9 +110,10 @@ def test_thread_rule_follows_batch_size_affinity_and_processes():
     allowed = os.sched_getaffinity(0)
     big = 64 * CELLS_PER_THREAD
     assert training_threads(128, "cpu", "auto") == 1
-    assert training_threads(big, "cpu", "auto") == len(allowed)
-    assert training_threads(big, "cpu", 2) == max(1, len(allowed) // 2)
-    assert training_threads(big, "cpu", [0, 1]) == max(1, len(allowed) // 2)
+    alone = training_threads(big, "cpu", "auto")  # fewer when other programs keep CPUs busy
+    assert 1 <= alone <= len(allowed)
+    assert training_threads(big, "cpu", 2) == training_threads(big, "cpu", [0, 1])
+    assert training_threads(big, "cpu", 2) == max(1, min(alone, len(allowed) // 2))
     try:
         os.sched_setaffinity(0, {min(allowed)})  # as a job scheduler would pin it
         assert training_threads(big, "cpu", "auto") == 1

@@ -54,7 +54,9 @@ def generate(n_cells: int, n_dims: int, seed: int = 0) -> ad.AnnData:
     centres = rng.normal(size=(len(TERMS), n_dims)).astype(np.float32)
     x = centres[codes] + 2 * rng.normal(size=(n_cells, n_dims)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    obs = pd.DataFrame({"cell_type": np.asarray(TERMS)[codes]}, index=np.arange(n_cells).astype(str))
+    obs = pd.DataFrame(
+        {"cell_type": np.asarray(TERMS)[codes]}, index=np.arange(n_cells).astype(str)
+    )
     adata = ad.AnnData(obs=obs)
     adata.obsm["X_genept"] = x
     return adata

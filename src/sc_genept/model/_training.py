@@ -160,8 +160,9 @@ class QuietTrainRunner(TrainRunner):
         self.model.trainer = self.trainer
 
 
-#: Cells of a batch per torch CPU thread (see :func:`training_threads`): measured with
-#: ``benchmarks/scale/train.py``, a second thread pays off only for large batches.
+#: Cells of a batch per torch CPU thread (see :func:`training_threads`). Small batches of
+#: the default MLP train fastest on one thread; on a busy machine a second thread made
+#: even 4096-cell batches 3× slower (``benchmarks/scale/train.py --batch-size 4096``).
 CELLS_PER_THREAD = 1024
 
 
@@ -169,11 +170,16 @@ def training_threads(batch_size: int, accelerator: str, devices) -> int:
     """Torch CPU threads for training: one per ``CELLS_PER_THREAD`` cells of a batch.
 
     At least 1; at most the CPUs this process may run on (``os.sched_getaffinity``, not
-    the machine's core count) shared among the training processes on this machine.
+    the machine's core count) shared among the training processes on this machine, and
+    at most the CPUs that other programs leave idle (CPUs − the 1-minute load average,
+    this process's own share counted as idle): a thread waiting for a busy core stalls
+    every step.
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    share = max(1, (cpus or 1) // _local_processes(accelerator, devices))
-    return max(1, min(share, batch_size // CELLS_PER_THREAD))
+    cpus = cpus or 1
+    share = cpus // _local_processes(accelerator, devices)
+    idle = cpus - round(os.getloadavg()[0]) + 1 if hasattr(os, "getloadavg") else cpus
+    return max(1, min(share, idle, batch_size // CELLS_PER_THREAD))
 
 
 def _local_processes(accelerator: str, devices) -> int:
