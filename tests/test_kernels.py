@@ -83,7 +83,8 @@ def test_the_kernel_is_chosen_by_measurement_and_remembered(monkeypatch):
 
 
 def test_embedding_to_a_file_matches_memory_and_is_bounded_by_a_block(tmp_path, counts):
-    big = sc.concat([counts] * 40)  # 4,800 cells
+    big = sc.concat([counts] * 80)  # 9,600 cells, CSR as atlases are stored
+    big.X = sparse.csr_matrix(big.X)
     big.obs_names_make_unique()
     in_memory = sc.tl.genept_embed(big, copy=True, chunk_size=200).obsm["X_genept"]
     path = tmp_path / "embedding.npy"
@@ -129,3 +130,22 @@ def test_gpu_embedding_matches_cpu(pbmc):
     for device in ("cuda", "auto"):
         gpu = sc.tl.genept_embed(pbmc, use_raw=True, device=device, copy=True).obsm["X_genept"]
         np.testing.assert_allclose(gpu, cpu, atol=1e-5)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_the_compiled_pass_matches_the_numpy_one(normalize):
+    """CSR blocks take one compiled pass; with ``return_expression`` they take the NumPy
+    one. Same embedding, gene totals and coverage, with unmatched columns and a gene set
+    smaller than the matched genes."""
+    rng = np.random.default_rng(3)
+    x = _random_csr(rng, 500, 600, 0.1)
+    var_index = rng.permutation(600)[:450]  # 150 columns match no gene
+    vectors = rng.normal(size=(300, 24)).astype(np.float32)  # the set: first 300 matched
+    compiled = genept_w(x, var_index, vectors, normalize=normalize, block_rows=128)
+    numpy_pass = genept_w(
+        x, var_index, vectors, normalize=normalize, block_rows=128, return_expression=True
+    )
+    np.testing.assert_allclose(compiled.embedding, numpy_pass.embedding, atol=1e-6)
+    np.testing.assert_allclose(compiled.gene_totals, numpy_pass.gene_totals, rtol=1e-6)
+    assert compiled.fraction_counts_covered == pytest.approx(numpy_pass.fraction_counts_covered)
+    assert 0.5 < compiled.fraction_counts_covered < 0.95

@@ -25,7 +25,7 @@ from sc_genept._utils import atomic_path, warn_caller
 
 #: Library size every cell is scaled to before log1p (fixed, so a cell's embedding does not
 #: depend on which other cells are in the dataset or the block).
-TARGET_SUM = 1e4
+TARGET_SUM = _kernels.TARGET_SUM
 _BLOCK_BYTES = 128 * 2**20  # dense float32 block of matched genes
 _PROGRESS_MIN_BLOCKS = 5
 
@@ -189,9 +189,9 @@ def genept_w(
                 normalize = block.is_integer
                 detected = block.is_integer
                 deciding = f"{start}–{start + block.n_rows}"
-                if not detected and block.max() > _LOG_SCALE_MAX:
+                if not detected and block.maximum > _LOG_SCALE_MAX:
                     warn_caller(
-                        f"The values are not integer counts but reach {block.max():.0f}: this looks "
+                        f"The values are not integer counts but reach {block.maximum:.0f}: this looks "
                         "normalised but not log-transformed, and is embedded as it is. Pass raw "
                         "counts (layer=...) to have them normalised, or log1p the data first."
                     )
@@ -203,15 +203,19 @@ def genept_w(
                     f"{this}: the matrix mixes raw counts with normalised values. Pass "
                     "normalize=False to embed the values as they are, or a layer that is all counts."
                 )
+            product_input = block.finish(
+                normalize=bool(normalize),
+                totals=gene_totals,
+                n_embedded=n_embedded,
+                position=product.position,
+                expression=return_expression,
+            )
             all_total += block.library_size.sum()
             matched_total += block.matched_sum
-            if normalize:
-                block.log_normalize()
-            block.add_gene_totals(gene_totals)
             if return_expression:
                 expression_blocks.append(block.matched_csr(n_embedded))
             rows = sink.rows(start, block.n_rows)
-            product(block, rows)
+            product(product_input, rows)
             # normalised block by block: memory stays bounded by the block, not the dataset
             empty[start : start + block.n_rows] = _row_norms(rows) == 0
             _normalise_rows(rows, offset)
@@ -299,24 +303,43 @@ class _Block:
         self.n_rows = stop - start
         is_sparse = isinstance(rows, tuple)
         values = rows[0] if is_sparse else rows
-        if values.dtype.kind == "f" and not np.isfinite(values).all():
+        stats = _kernels.value_stats(values)
+        if not stats.finite:
             raise NonFiniteDataError(
                 f"The matrix has NaN or infinite values in rows {start}–{stop}; remove or fill "
                 "them (e.g. with 0) before embedding."
             )
-        if values.size and values.min() < 0:
+        if stats.minimum < 0:
             raise ScaledDataError(f"negative values in rows {start}–{stop}")
-        self._values = values
+        self.maximum = stats.maximum
         # judged on non-zero values only; None: all zero, nothing to tell counts from
         # normalised data
-        nonzero = values[values != 0]
-        self.is_integer = (
-            None
-            if nonzero.size == 0
-            else bool(np.issubdtype(values.dtype, np.integer) or np.all(np.mod(nonzero, 1) == 0))
-        )
+        self.is_integer = stats.integer if stats.any_nonzero else None
+        self._rows, self._columns = rows, columns
+
+    def finish(self, *, normalize: bool, totals, n_embedded: int, position, expression: bool):
+        """Library sizes, normalisation, gene totals: the block's input to the product.
+
+        Sets ``library_size`` and ``matched_sum``; returns what :meth:`product_input` does.
+        CSR rows without duplicate genes take one compiled pass (``expression`` aside).
+        """
+        if isinstance(self._rows, tuple) and self._columns.extra is None and not expression:
+            data, indices, indptr = self._rows
+            block, self.library_size, self.matched_sum = _kernels.prepare_sparse(
+                data, indices, indptr, self._columns.slot, position, n_embedded, normalize, totals
+            )
+            return block
+        self._gather()
+        if normalize:
+            self.log_normalize()
+        self.add_gene_totals(totals)
+        return self.product_input(n_embedded, position)
+
+    def _gather(self) -> None:
+        """Library sizes and the matched genes' values, in NumPy (any layout)."""
+        rows, columns = self._rows, self._columns
         self._n_matched_genes = n_slots = len(columns.var_index)
-        if is_sparse:
+        if isinstance(rows, tuple):
             data, indices, indptr = rows
             row_all = np.repeat(np.arange(self.n_rows), np.diff(indptr))
             # float64 sums: a float16 (or small integer) sum of counts overflows
@@ -354,10 +377,6 @@ class _Block:
             else:
                 rows = np.asarray(rows)
         return cls(rows, start, stop, columns)
-
-    def max(self) -> float:
-        """Largest value in the rows."""
-        return float(self._values.max()) if self._values.size else 0.0
 
     def log_normalize(self) -> None:
         """Scale each cell to :data:`TARGET_SUM` and log1p the matched genes' values."""
@@ -437,8 +456,8 @@ class _Product:
             _kernels.TorchProduct(self.gene_vectors, device) if self.kernel == "torch" else None
         )
 
-    def __call__(self, block: _Block, out: np.ndarray) -> None:
-        columns = block.product_input(len(self.gene_vectors), self.position)
+    def __call__(self, columns, out: np.ndarray) -> None:
+        """``out = columns @ gene vectors``; ``columns`` from :meth:`_Block.finish`."""
         if not isinstance(columns, SparseBlock):  # dense rows, genes in slot order
             columns = columns[:, self.order]
         if self.torch is not None:

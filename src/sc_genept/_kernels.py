@@ -21,6 +21,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -63,6 +64,148 @@ class SparseBlock:
     @property
     def density(self) -> float:
         return len(self.values) / max(self.n_rows, 1)
+
+
+class ValueStats(NamedTuple):
+    """What one pass over a block's values tells (see :func:`value_stats`)."""
+
+    finite: bool
+    minimum: float
+    maximum: float
+    any_nonzero: bool
+    #: All non-zero values are whole numbers (counts).
+    integer: bool
+
+
+def value_stats(values: np.ndarray) -> ValueStats:
+    """Finite, min, max, any non-zero, integer-valued: in one pass (numba) where it can."""
+    if values.size == 0:
+        return ValueStats(True, 0.0, 0.0, False, True)
+    if values.dtype.kind in "iu":
+        return ValueStats(True, float(values.min()), float(values.max()), bool(values.any()), True)
+    if values.dtype not in (np.float32, np.float64):  # float16: numba has no kernel for it
+        values = values.astype(np.float32)
+    return ValueStats(*_stats_kernel()(values.reshape(-1)))
+
+
+def _stats_kernel():
+    global _stats_compiled
+    if _stats_compiled is None:
+        from numba import njit
+
+        @njit(cache=True, nogil=True)
+        def stats(values):
+            finite, any_nonzero, integer = True, False, True
+            low, high = values[0], values[0]
+            for v in values:
+                if not np.isfinite(v):
+                    finite = False
+                    break
+                low, high = min(low, v), max(high, v)
+                if v != 0:
+                    any_nonzero = True
+                    if integer and np.floor(v) != v:
+                        integer = False
+            return finite, float(low), float(high), any_nonzero, integer
+
+        _stats_compiled = stats
+    return _stats_compiled
+
+
+_stats_compiled = None
+
+
+def prepare_sparse(data, indices, indptr, slot, position, n_embedded: int, normalize: bool, totals):
+    """One pass over a CSR block, on all cores: library sizes and the embedded genes' values.
+
+    The values come as a :class:`SparseBlock`, log-normalised if asked; each matched gene's
+    values are added to ``totals``. Returns ``(block, library_size, sum of the matched
+    genes' raw values)``. ``slot``: each matrix column's matched gene (-1: none);
+    ``position``: each embedded gene's column in the product's table. The same float32
+    arithmetic as :meth:`sc_genept._genept_w._Block.log_normalize`.
+    """
+    if data.dtype not in (np.float32, np.float64) and data.dtype.kind not in "iu":
+        data = data.astype(np.float32)  # float16: numba has no kernel for it
+    count_rows, fill_rows = _prepare_kernels()
+    n_rows = len(indptr) - 1
+    n_tasks = max(1, min(n_rows, 4 * _threads()))
+    library = np.empty(n_rows, dtype=np.float64)
+    out_indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    with _PARALLEL:
+        count_rows(data, indices, indptr, slot, n_embedded, n_tasks, library, out_indptr[1:])
+    np.cumsum(out_indptr, out=out_indptr)
+    out_columns = np.empty(out_indptr[-1], dtype=np.int64)
+    out_values = np.empty(out_indptr[-1], dtype=np.float32)
+    task_totals = np.zeros((n_tasks, len(totals)), dtype=np.float64)
+    task_matched = np.zeros(n_tasks, dtype=np.float64)
+    with _PARALLEL:
+        fill_rows(
+            data, indices, indptr, slot, position, n_embedded, normalize, library, n_tasks,
+            out_indptr, out_columns, out_values, task_totals, task_matched,
+        )  # fmt: skip
+    totals += task_totals.sum(axis=0)
+    block = SparseBlock(out_indptr, out_columns, out_values, n_rows)
+    return block, library, float(task_matched.sum())
+
+
+def _threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
+
+
+def _prepare_kernels():
+    """The two passes of :func:`prepare_sparse`, compiled on first use."""
+    global _prepare_compiled
+    if _prepare_compiled is None:
+        from numba import njit, prange
+
+        @njit(parallel=True, cache=True, nogil=True)
+        def count_rows(data, indices, indptr, slot, n_embedded, n_tasks, library, counts):
+            n_rows = len(indptr) - 1
+            for task in prange(n_tasks):
+                for i in range(task * n_rows // n_tasks, (task + 1) * n_rows // n_tasks):
+                    total, n = 0.0, 0
+                    for p in range(indptr[i], indptr[i + 1]):
+                        total += data[p]
+                        gene = slot[indices[p]]
+                        if gene >= 0 and gene < n_embedded:
+                            n += 1
+                    library[i], counts[i] = total, n
+
+        @njit(parallel=True, cache=True, nogil=True)
+        def fill_rows(
+            data, indices, indptr, slot, position, n_embedded, normalize, library, n_tasks,
+            out_indptr, out_columns, out_values, task_totals, task_matched,
+        ):  # fmt: skip
+            n_rows = len(indptr) - 1
+            for task in prange(n_tasks):
+                matched = 0.0
+                for i in range(task * n_rows // n_tasks, (task + 1) * n_rows // n_tasks):
+                    total = library[i]
+                    scale = np.float32(TARGET_SUM / total) if total > 0 else np.float32(0.0)
+                    k = out_indptr[i]
+                    for p in range(indptr[i], indptr[i + 1]):
+                        gene = slot[indices[p]]
+                        if gene < 0:
+                            continue
+                        matched += data[p]
+                        value = np.float32(data[p])
+                        if normalize:
+                            value = np.log1p(value * scale)
+                        task_totals[task, gene] += value
+                        if gene < n_embedded:
+                            out_columns[k], out_values[k] = position[gene], value
+                            k += 1
+                task_matched[task] = matched
+
+        _prepare_compiled = (count_rows, fill_rows)
+    return _prepare_compiled
+
+
+_prepare_compiled = None
+#: Library size every cell is scaled to (as :data:`sc_genept._genept_w.TARGET_SUM`).
+TARGET_SUM = 1e4
 
 
 def _sparse_kernel():
