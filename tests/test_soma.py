@@ -231,22 +231,36 @@ def test_a_trainer_gives_the_epoch_and_the_global_rank(pbmc_soma):
 @pytest.mark.parametrize("which", ["counts", "log-normalised"])
 def test_embedding_on_the_fly_is_genept_embed(which, counts_soma, pbmc_soma):
     uri, adata = counts_soma if which == "counts" else pbmc_soma
-    expected = sc.tl.genept_embed(adata, key_added="X_ref", copy=True)
+    expected = sc.tl.genept_embed(adata, key_added="X_ref", expression=True, copy=True)
     reference = expected.obsm["X_ref"]
+    expression = expected.obsm["X_ref_expression"].toarray()
+    width = reference.shape[1]
     cells = _cells(uri, validation_size=0.2, calibration_size=0.2, standardization_cells=40)
-    served = np.concatenate(_epoch(cells.train_dataloader(), reference))
+    assert cells.keys == ["X_genept", "X_genept_expression"]
+    assert cells.input_keys == ["input_0", "input_1"]
+    batches = list(cells.train_dataloader())
+    served = np.concatenate(_epoch(batches, reference))
     assert np.array_equal(np.sort(served), cells._train)
+    # the expression input: the embedded genes' log-normalised values, as genept_embed
+    # stores them (columns in the order of the record's gene names)
+    np.testing.assert_allclose(
+        np.concatenate([b["input_1"].numpy() for b in batches]), expression[served], atol=1e-6
+    )
     assert np.array_equal(
         np.sort(np.concatenate(_epoch(cells.val_dataloader(), reference))), cells._val
     )
     inputs, codes = cells.calibration_set()
     assert inputs.dtype == np.float32 and codes.dtype == np.int64
-    assert np.array_equal(_rows_to_cells(inputs, reference), cells._cal)
-    batches = list(cells.standardization_batches())
-    assert sum(len(b) for b in batches) == 40
-    _rows_to_cells(np.concatenate(batches), reference)
+    assert np.array_equal(_rows_to_cells(inputs[:, :width], reference), cells._cal)
+    np.testing.assert_allclose(inputs[:, width:], expression[cells._cal], atol=1e-6)
+    batches = np.concatenate(list(cells.standardization_batches()))
+    assert batches.shape == (40, width + expression.shape[1])
+    rows = _rows_to_cells(batches[:, :width], reference)
+    np.testing.assert_allclose(batches[:, width:], expression[rows], atol=1e-6)
     proto = cells.prototype()
-    _rows_to_cells(proto.obsm["X_genept"], reference)
+    rows = _rows_to_cells(proto.obsm["X_genept"], reference)
+    np.testing.assert_allclose(proto.obsm["X_genept_expression"].toarray(), expression[rows])
+    assert proto.uns["X_genept_expression"]["kind"] == "expression"
     record, want = proto.uns["X_genept"], expected.uns["X_ref"]
     assert record["log_normalized"] is want["log_normalized"] is (which == "counts")
     assert list(record["gene_set"]["names"]) == list(want["gene_set"]["names"])
@@ -275,27 +289,30 @@ def _accuracy(model, query) -> float:
 def test_a_model_trained_from_soma_predicts_as_one_trained_in_memory(pbmc_soma, tmp_path):
     uri, adata = pbmc_soma
     adata = ad.AnnData(adata.X, obs=adata.obs, var=adata.var)
-    sc.tl.genept_embed(adata)  # the same cells, embedded in memory
+    sc.tl.genept_embed(adata, expression=True)  # the same cells, in memory
     held_out = adata.obs["held_out"].to_numpy()
     query, reference = adata[held_out].copy(), adata[~held_out].copy()
     options = {"max_epochs": 8, "lr": 3e-3, "seed": 0, "enable_progress_bar": False}
     GenePTClassifier = sc_genept.model.GenePTClassifier
 
-    GenePTClassifier.setup_anndata(reference, labels_key=LABELS)
+    keys = ["X_genept", "X_genept_expression"]  # sc_genept's default model: GenePT-w + expression
+    GenePTClassifier.setup_anndata(reference, labels_key=LABELS, embedding_keys=keys)
     in_memory = GenePTClassifier(reference, n_hidden=64, n_members=1)
     in_memory.train(batch_size=32, **options)
 
     cells = _cells(uri, obs_value_filter="held_out == False", io_batch_size=1024)
     prototype = cells.prototype()
-    GenePTClassifier.setup_anndata(prototype, labels_key=LABELS)
+    assert cells.keys == keys
+    GenePTClassifier.setup_anndata(prototype, labels_key=LABELS, embedding_keys=cells.keys)
     model = GenePTClassifier(prototype, n_hidden=64, n_members=1)
     model.train(datamodule=cells, **options)
     assert model.is_trained_ and model.genes == in_memory.genes
     assert len(model.history["train_loss"]) == 8
     # standardised on the training cells' embedding, as training in memory does
+    trained = np.isin(np.flatnonzero(~held_out), cells._train)
     np.testing.assert_allclose(
         model.module.input_mean.numpy(),
-        reference.obsm["X_genept"][np.isin(np.flatnonzero(~held_out), cells._train)].mean(0),
+        np.hstack([np.asarray(reference.obsm[k][trained].mean(0)).ravel() for k in keys]),
         atol=1e-5,
     )
     accuracy, baseline = _accuracy(model, query), _accuracy(in_memory, query)
@@ -339,6 +356,12 @@ def test_a_model_trained_from_soma_predicts_as_one_trained_in_memory(pbmc_soma, 
         ({"io_batch_size": 100}, ValueError, "multiple of shuffle_chunk_size"),
         ({"validation_size": 0.5, "calibration_size": 0.5}, ValueError, "below 1"),
         ({"genes": ["NOTAGENE"]}, ValueError, "None of the 1 genes="),
+        ({"inputs": "pca"}, ValueError, "inputs must be"),
+        (
+            {"embedding": "X_genept", "inputs": "genept+expression"},
+            ValueError,
+            "without the expression.*inputs='genept'",
+        ),
     ],
 )
 def test_bad_input_says_what_to_do(pbmc_soma, kwargs, error, match):

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -115,7 +115,7 @@ class SomaCells(LightningDataModule):
     Parameters
     ----------
     experiment
-        URI of a SOMA experiment, or an open :class:`tiledbsoma.Experiment` (e.g.
+        URI of a SOMA experiment, or an open ``tiledbsoma.Experiment`` (e.g.
         ``census["census_data"]["homo_sapiens"]``).
     labels_key
         ``obs`` column of Cell Ontology ids (or names) to train on, e.g.
@@ -127,7 +127,13 @@ class SomaCells(LightningDataModule):
         Measurement holding the expression (``"RNA"`` in the census).
     layer
         ``X`` layer to embed (``"raw"`` counts in the census; ``"data"`` in experiments
-        written by :func:`tiledbsoma.io.from_anndata`).
+        written by ``tiledbsoma.io.from_anndata``).
+    inputs
+        The model's inputs, as in :func:`~sc_genept.tl.genept_annotate`:
+        ``"genept+expression"`` (the default when embedding on the fly) also serves the
+        log-normalised expression of the embedded genes beside the embedding (inputs
+        ``key`` and ``key + "_expression"``); ``"genept"`` the embedding alone (the only
+        choice with a stored ``embedding``).
     embedding
         Name of an ``obsm`` array of the measurement holding a stored embedding (cells ×
         dimensions) to read instead of embedding ``layer``.
@@ -139,7 +145,7 @@ class SomaCells(LightningDataModule):
         :class:`~sc_genept.genes.GeneEmbeddings`.
     var_names
         ``var`` column of gene names or Ensembl ids. Default: ``"feature_name"`` (census)
-        if there is one, else ``"var_id"`` (:func:`tiledbsoma.io.from_anndata`).
+        if there is one, else ``"var_id"`` (``tiledbsoma.io.from_anndata``).
     genes
         Embed on these table genes only (e.g. a trained model's
         :attr:`~sc_genept.model.GenePTClassifier.genes`). Default: every table gene the
@@ -170,7 +176,8 @@ class SomaCells(LightningDataModule):
         Cell Ontology the labels are mapped with (as in
         :meth:`~sc_genept.model.GenePTClassifier.setup_anndata`).
     key
-        ``obsm`` key of the embedding in :meth:`prototype` (the model's input key).
+        ``obsm`` key of the embedding in :meth:`prototype`; :attr:`keys` are the model's
+        ``embedding_keys``.
     seed
         Seeds the cap, the splits and the shuffle: the same seed gives the same cells in
         the same order.
@@ -184,7 +191,9 @@ class SomaCells(LightningDataModule):
     ...     max_cells_per_label=2_000,
     ... )
     >>> reference = cells.prototype()
-    >>> GenePTClassifier.setup_anndata(reference, labels_key="cell_type_ontology_term_id")
+    >>> GenePTClassifier.setup_anndata(
+    ...     reference, labels_key="cell_type_ontology_term_id", embedding_keys=cells.keys
+    ... )
     >>> model = GenePTClassifier(reference)
     >>> model.train(datamodule=cells)
     """
@@ -197,6 +206,7 @@ class SomaCells(LightningDataModule):
         obs_value_filter: str | None = None,
         measurement_name: str = "RNA",
         layer: str = "raw",
+        inputs: Literal["genept+expression", "genept"] | None = None,
         embedding: str | None = None,
         embedding_record: dict | None = None,
         gene_embeddings: str | Path | GeneEmbeddings = "default",
@@ -248,7 +258,18 @@ class SomaCells(LightningDataModule):
         self.shuffle_chunk_size = shuffle_chunk_size
         self.io_batch_size = io_batch_size
         self.num_workers = num_workers
+        if inputs is None:
+            inputs = "genept" if embedding is not None else "genept+expression"
+        if inputs not in ("genept+expression", "genept"):
+            raise ValueError(f"inputs must be 'genept+expression' or 'genept', not {inputs!r}.")
+        if inputs == "genept+expression" and embedding is not None:
+            raise ValueError(
+                "A stored embedding comes without the expression of its genes: pass "
+                "inputs='genept' with embedding=, or embedding=None to embed on the fly."
+            )
         self.key = key
+        #: ``obsm`` keys of the model's inputs, in input order.
+        self.keys = [key, f"{key}_expression"] if inputs == "genept+expression" else [key]
         self.seed = seed
         self._epoch = 0
         rng = np.random.default_rng(seed)
@@ -261,7 +282,13 @@ class SomaCells(LightningDataModule):
         self._embedder = (
             None
             if embedding is not None
-            else _Embedder.plan(self._var_names, self._var_column, gene_embeddings, genes)
+            else _Embedder.plan(
+                self._var_names,
+                self._var_column,
+                gene_embeddings,
+                genes,
+                expression=len(self.keys) > 1,
+            )
         )
         self._prototype = self._make_prototype(
             prototype_cells, gene_embeddings, genes, normalize, embedding_record, rng
@@ -396,10 +423,10 @@ class SomaCells(LightningDataModule):
 
     @property
     def input_keys(self) -> list[str]:
-        """Batch keys of the inputs (one: the embedding)."""
+        """Batch keys of the inputs, as the model names them."""
         from sc_genept.model._model import _input_keys
 
-        return _input_keys([self.key])
+        return _input_keys(self.keys)
 
     @property
     def n_cells(self) -> dict[str, int]:
@@ -443,8 +470,10 @@ class SomaCells(LightningDataModule):
         """A small in-memory reference to build the model with.
 
         Cells of every label (``prototype_cells`` at most, at least one per label), their
-        embedding in ``obsm[key]`` with its ``uns`` record (the genes it is made of) and
-        their labels (CL ids) in ``obs[labels_key]``: pass it to
+        inputs in ``obsm`` (the embedding in ``obsm[key]`` with its ``uns`` record, the genes
+        it is made of; with ``inputs="genept+expression"`` their expression in
+        ``obsm[key + "_expression"]``) and their labels (CL ids) in ``obs[labels_key]``: pass
+        it, with ``embedding_keys=cells.keys``, to
         :meth:`~sc_genept.model.GenePTClassifier.setup_anndata` and
         :class:`~sc_genept.model.GenePTClassifier`, then train with ``datamodule=self``.
         """
@@ -457,7 +486,7 @@ class SomaCells(LightningDataModule):
             codes=self._codes_of(ids),
             var_ids=self._var_ids,
             embedder=self._embedder,
-            input_key=self.input_keys[0],
+            input_keys=self.input_keys,
             num_workers=self.num_workers,
             batch_size=self.batch_size,
             io_batch_size=self.io_batch_size,
@@ -496,8 +525,9 @@ class SomaCells(LightningDataModule):
         return matrix if self._embedder is not None else matrix.toarray().astype(np.float32)
 
     def _inputs(self, joinids: np.ndarray) -> np.ndarray:
+        """The model's input matrix of these cells: its inputs side by side."""
         rows = self._rows(joinids)
-        return rows if self._embedder is None else self._embedder(rows)
+        return rows if self._embedder is None else np.concatenate(self._embedder(rows), axis=1)
 
     def _make_prototype(self, n, gene_embeddings, genes, normalize, record, rng) -> AnnData:
         from anndata import AnnData
@@ -522,30 +552,43 @@ class SomaCells(LightningDataModule):
             return adata
         # the reference is embedded by genept_embed itself: its record (genes, their mean
         # expression, the table's provenance) is what a query is later checked against
-        from sc_genept.tl._embed import cell_embedding
+        from sc_genept.tl._embed import cell_embedding, expression_record
 
         with warnings.catch_warnings():  # names may repeat: genept_embed sums their columns
             warnings.filterwarnings("ignore", message=".*not unique", category=UserWarning)
             counts = AnnData(rows, obs=obs, var=pd.DataFrame(index=self._var_names))
+        expression = len(self.keys) > 1
         embedded = cell_embedding(
-            counts, gene_embeddings=gene_embeddings, genes=genes, normalize=normalize
+            counts,
+            gene_embeddings=gene_embeddings,
+            genes=genes,
+            normalize=normalize,
+            expression=expression,
         )
         adata = AnnData(obs=obs, obsm={self.key: embedded.embedding})
         adata.uns[self.key] = embedded.record
+        if expression:
+            adata.obsm[self.keys[1]] = embedded.expression
+            adata.uns[self.keys[1]] = expression_record(embedded.record)
         return adata
 
 
 class _Embedder:
     """GenePT-w of batches of cells × all genes, as :func:`genept_embed` computes it."""
 
-    def __init__(self, var_index, vectors, duplicates, normalize: bool = True):
+    def __init__(self, var_index, vectors, duplicates, columns=None, normalize: bool = True):
         self.var_index = var_index
         self.vectors = vectors
         self.duplicates = duplicates
+        #: With the expression input: the embedded genes' columns in the order of the
+        #: record's (sorted) names, as genept_embed(expression=True) stores them.
+        self.columns = columns
         self.normalize = normalize
 
     @classmethod
-    def plan(cls, names: np.ndarray, column: str, gene_embeddings, genes) -> _Embedder:
+    def plan(
+        cls, names: np.ndarray, column: str, gene_embeddings, genes, *, expression: bool
+    ) -> _Embedder:
         """Which columns feed which gene vector, in the order genept_embed uses."""
         from sc_genept.genes import GeneEmbeddings, load, match_genes
         from sc_genept.tl._embed import _duplicate_columns
@@ -578,11 +621,19 @@ class _Embedder:
         with warnings.catch_warnings():  # the prototype's embedding already warned
             warnings.simplefilter("ignore", UserWarning)
             duplicates = _duplicate_columns(names, var_index, f"var[{column!r}]", column)
-        return cls(var_index, table.embeddings[rows[: int(in_set.sum())]], duplicates)
+        n_in_set = int(in_set.sum())
+        columns = np.argsort(table.symbols[rows[:n_in_set]], kind="stable") if expression else None
+        return cls(var_index, table.embeddings[rows[:n_in_set]], duplicates, columns)
 
-    def __call__(self, x) -> np.ndarray:
+    def __call__(self, x) -> list[np.ndarray]:
+        """The inputs of these cells: the embedding, and the expression if asked for."""
         result = genept_w(
-            x, self.var_index, self.vectors, normalize=self.normalize, duplicates=self.duplicates
+            x,
+            self.var_index,
+            self.vectors,
+            normalize=self.normalize,
+            duplicates=self.duplicates,
+            return_expression=self.columns is not None,
         )
         if self.normalize and not result.log_normalized and x.sum() > 0:
             raise ValueError(
@@ -590,17 +641,19 @@ class _Embedder:
                 "raw counts: the layer mixes counts with normalised values. Pick a layer of "
                 "counts (the census's 'raw')."
             )
-        return result.embedding
+        if self.columns is None:
+            return [result.embedding]
+        return [result.embedding, result.expression[:, self.columns].toarray()]
 
 
 class _Stream(IterableDataset):
-    """One pass over some cells in batches ``{input_key: inputs, "labels": codes}``."""
+    """One pass over some cells in batches ``{input_key: inputs, ..., "labels": codes}``."""
 
     def __init__(
-        self, *, locator, ids, codes, var_ids, embedder, input_key, num_workers, **options
+        self, *, locator, ids, codes, var_ids, embedder, input_keys, num_workers, **options
     ):
         self.locator, self.ids, self.codes, self.var_ids = locator, ids, codes, var_ids
-        self.embedder, self.input_key, self.num_workers = embedder, input_key, num_workers
+        self.embedder, self.input_keys, self.num_workers = embedder, input_keys, num_workers
         self.options: dict[str, Any] = options
         self.epoch, self.rank, self.world_size = 0, None, None
 
@@ -657,12 +710,15 @@ class _Stream(IterableDataset):
         object.__setattr__(dataset, "world_size", world_size)
         for x, obs in dataset:
             joinids = obs["soma_joinid"].to_numpy(np.int64)
-            inputs = self.embedder(x) if self.embedder is not None else np.asarray(x, np.float32)
-            codes = self.codes[np.searchsorted(self.ids, joinids)]
-            yield {
-                self.input_key: torch.from_numpy(np.ascontiguousarray(inputs, np.float32)),
-                "labels": torch.from_numpy(codes[:, None]),
+            inputs = self.embedder(x) if self.embedder is not None else [x]
+            batch = {
+                key: torch.from_numpy(np.ascontiguousarray(part, np.float32))
+                for key, part in zip(self.input_keys, inputs, strict=True)
             }
+            batch["labels"] = torch.from_numpy(
+                self.codes[np.searchsorted(self.ids, joinids)][:, None]
+            )
+            yield batch
 
 
 def _noop(batch):
