@@ -448,7 +448,9 @@ class GenePTClassifier(BaseModelClass):
                 if balance_classes
                 else None,
             )
-            trainer_kwargs["strategy"] = strategy
+            trainer_kwargs.update(
+                max_epochs=max_epochs, accelerator=accelerator, devices=devices, strategy=strategy
+            )
             trainer_kwargs["callbacks"] = [
                 *(trainer_kwargs.get("callbacks") or []),
                 KeepThreads(threads),
@@ -456,30 +458,11 @@ class GenePTClassifier(BaseModelClass):
             _stopping_options(
                 trainer_kwargs, early_stopping, early_stopping_patience, validates, verbose
             )
-            result = self._fit(
-                plan,
-                datamodule,
-                max_epochs,
-                accelerator,
-                devices,
-                checkpoint_dir,
-                verbose,
-                trainer_kwargs,
-            )
+            result = self._fit(plan, datamodule, checkpoint_dir, verbose, trainer_kwargs)
             self._calibrate(datamodule.calibration_set())
         return result
 
-    def _fit(
-        self,
-        plan,
-        datamodule,
-        max_epochs,
-        accelerator,
-        devices,
-        checkpoint_dir,
-        verbose,
-        trainer_kwargs,
-    ):
+    def _fit(self, plan, datamodule, checkpoint_dir, verbose: bool, trainer_kwargs: dict):
         """Run Lightning, then keep the best weights the validation found."""
         checkpoints = checkpoint_callbacks(trainer_kwargs, checkpoint_dir)
         output_options(trainer_kwargs, verbose)
@@ -488,9 +471,6 @@ class GenePTClassifier(BaseModelClass):
                 self,
                 training_plan=plan,
                 data_splitter=datamodule,
-                max_epochs=max_epochs,
-                accelerator=accelerator,
-                devices=devices,
                 verbose=verbose,
                 **trainer_kwargs,
             )
