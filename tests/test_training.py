@@ -164,3 +164,5 @@ def test_a_datamodule_without_the_contract_is_refused_by_name(cells):
     with pytest.raises(ValueError, match="input_keys"):
         model.train(datamodule=data)
     assert not model.is_trained_
+    with pytest.raises(ValueError, match=r"one input per input key \(1 inputs, 2 keys\)"):
+        InMemoryCells([cells.obsm["X_genept"]], model._label_codes(), model.terms, ["a", "b"])

@@ -15,6 +15,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from scvi import REGISTRY_KEYS
 
+from sc_genept._checks import check_fraction, positive_int
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
@@ -23,7 +25,13 @@ if TYPE_CHECKING:
 class CellData(Protocol):
     """The training-data contract of :class:`~sc_genept.model.GenePTClassifier`.
 
-    Implemented by a :class:`~lightning.pytorch.LightningDataModule`.
+    Implemented by a :class:`~lightning.pytorch.LightningDataModule`. ``train`` calls
+    :meth:`label_counts`, :meth:`standardization_batches` and :meth:`val_dataloader` (to
+    learn whether there is validation) before Lightning sets the module up, and
+    :meth:`calibration_set` after fitting; the dataloaders are then read by Lightning,
+    once per epoch. A multi-process strategy runs ``train`` in every process: each
+    builds its own data module, which reads its rank from the trainer (or
+    ``torch.distributed``) when iterated.
 
     Attributes
     ----------
@@ -186,6 +194,15 @@ class InMemoryCells(LightningDataModule):
         batch_size: int = 128,
         seed: int = 0,
     ):
+        check_fraction("train_size", train_size, "(0, 1]")
+        check_fraction("calibration_size", calibration_size, "[0, 1)")
+        positive_int("batch_size", batch_size)
+        if len(inputs) != len(input_keys) or any(len(x) != len(codes) for x in inputs):
+            raise ValueError(
+                f"Pass one input per input key ({len(inputs)} inputs, {len(input_keys)} keys), "
+                f"each with a row per label code ({[len(x) for x in inputs]} rows, "
+                f"{len(codes)} codes)."
+            )
         super().__init__()
         self.labels, self.input_keys = list(labels), list(input_keys)
         self.inputs = [torch.as_tensor(x, dtype=torch.float32).contiguous() for x in inputs]
