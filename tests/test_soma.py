@@ -11,8 +11,11 @@ Two experiments are written with ``tiledbsoma.io.from_anndata``, as the census i
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import sys
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -25,6 +28,8 @@ import sc_genept
 tiledbsoma = pytest.importorskip("tiledbsoma")
 pytest.importorskip("tiledbsoma_ml")
 tiledbsoma_io = pytest.importorskip("tiledbsoma.io")
+
+from test_pretrained import _Server  # noqa: E402  (a real HTTP server on 127.0.0.1)
 
 from sc_genept.model import SomaCells  # noqa: E402
 
@@ -286,7 +291,9 @@ def _accuracy(model, query) -> float:
     return float(predicted.eq(query.obs[LABELS].astype(str)).mean())
 
 
-def test_a_model_trained_from_soma_predicts_as_one_trained_in_memory(pbmc_soma, tmp_path):
+def test_a_model_trained_from_soma_predicts_as_one_trained_in_memory(
+    pbmc_soma, tmp_path, monkeypatch
+):
     uri, adata = pbmc_soma
     adata = ad.AnnData(adata.X, obs=adata.obs, var=adata.var)
     sc.tl.genept_embed(adata, expression=True)  # the same cells, in memory
@@ -320,10 +327,24 @@ def test_a_model_trained_from_soma_predicts_as_one_trained_in_memory(pbmc_soma, 
     assert accuracy > majority + 0.3
     assert accuracy == pytest.approx(baseline, abs=0.06)
 
-    # a model folder, as the pretrained registry serves them: loads and annotates a query
+    # a model folder: loads, and the pretrained registry serves its archive by name
     model.save(tmp_path / "soma_model")
     loaded = GenePTClassifier.load(tmp_path / "soma_model")
     pd.testing.assert_frame_equal(loaded.predict(query), model.predict(query))
+    monkeypatch.setenv("SC_GENEPT_CACHE", str(tmp_path / "cache"))
+    server = _Server(tmp_path)
+    try:
+        archive = shutil.make_archive(str(tmp_path / "soma"), "zip", tmp_path, "soma_model")
+        sha256 = hashlib.sha256(Path(archive).read_bytes()).hexdigest()
+        sc_genept.model.register_pretrained(
+            "soma-test", url=server.url("soma.zip"), sha256=sha256, training_data="SOMA stand-in"
+        )
+        served = GenePTClassifier.load_pretrained("soma-test")
+        pd.testing.assert_frame_equal(served.predict(query), model.predict(query))
+    finally:
+        sc_genept.model.unregister_pretrained("soma-test")
+        server.httpd.shutdown()
+        server.httpd.server_close()
     fresh = ad.AnnData(query.X, obs=query.obs[[]], var=query.var)  # not embedded yet
     sc.tl.genept_annotate(fresh, model=str(tmp_path / "soma_model"))
     assert (
