@@ -166,3 +166,11 @@ def test_a_datamodule_without_the_contract_is_refused_by_name(cells):
     assert not model.is_trained_
     with pytest.raises(ValueError, match=r"one input per input key \(1 inputs, 2 keys\)"):
         InMemoryCells([cells.obsm["X_genept"]], model._label_codes(), model.terms, ["a", "b"])
+
+
+def test_without_validation_cells_training_runs_to_the_end(cells):
+    with pytest.warns(UserWarning, match="No validation cells .*early stopping is off"):
+        model, seen = _train(cells, train_size=1.0)
+    assert len(seen.epochs) == FAST["max_epochs"]
+    assert "validation_loss" not in model.history_
+    assert accuracy(model, cells) > 0.9

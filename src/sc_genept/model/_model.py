@@ -429,14 +429,13 @@ class GenePTClassifier(BaseModelClass):
                     batch_size=batch_size,
                     seed=seed,
                 )
-            torch.manual_seed(seed)  # dropout
-            self.module.gene_dropout = gene_dropout
-            if not self.is_trained_:
-                self.module.reset_parameters(seed)
-            self.module.set_standardization(datamodule.standardization_batches())
+            self._start(datamodule, seed, gene_dropout)
             validates = _has_batches(datamodule.val_dataloader())
             if not validates and early_stopping:
-                warn_caller("train_size=1 leaves no validation cells: early stopping is off.")
+                warn_caller(
+                    "No validation cells (train_size=1, or a datamodule without validation): "
+                    "early stopping is off."
+                )
                 early_stopping = False
             plan = TrainingPlan(
                 self.module,
@@ -461,6 +460,14 @@ class GenePTClassifier(BaseModelClass):
             result = self._fit(plan, datamodule, checkpoint_dir, verbose, trainer_kwargs)
             self._calibrate(datamodule.calibration_set())
         return result
+
+    def _start(self, datamodule: CellData, seed: int, gene_dropout: float) -> None:
+        """Seed, draw the weights of an untrained model, learn the input standardisation."""
+        torch.manual_seed(seed)  # dropout
+        self.module.gene_dropout = gene_dropout
+        if not self.is_trained_:
+            self.module.reset_parameters(seed)
+        self.module.set_standardization(datamodule.standardization_batches())
 
     def _fit(self, plan, datamodule, checkpoint_dir, verbose: bool, trainer_kwargs: dict):
         """Run Lightning, then keep the best weights the validation found."""
