@@ -134,18 +134,20 @@ def test_gpu_embedding_matches_cpu(pbmc):
 
 @pytest.mark.parametrize("normalize", [True, False])
 def test_the_compiled_pass_matches_the_numpy_one(normalize):
-    """CSR blocks take one compiled pass; with ``return_expression`` they take the NumPy
-    one. Same embedding, gene totals and coverage, with unmatched columns and a gene set
-    smaller than the matched genes."""
+    """CSR blocks take one compiled pass; dense blocks the NumPy one. Same embedding,
+    expression, gene totals and coverage, with unmatched columns and a gene set smaller
+    than the matched genes."""
     rng = np.random.default_rng(3)
     x = _random_csr(rng, 500, 600, 0.1)
     var_index = rng.permutation(600)[:450]  # 150 columns match no gene
     vectors = rng.normal(size=(300, 24)).astype(np.float32)  # the set: first 300 matched
-    compiled = genept_w(x, var_index, vectors, normalize=normalize, block_rows=128)
-    numpy_pass = genept_w(
-        x, var_index, vectors, normalize=normalize, block_rows=128, return_expression=True
-    )
+    options = {"normalize": normalize, "block_rows": 128, "return_expression": True}
+    compiled = genept_w(x, var_index, vectors, **options)
+    numpy_pass = genept_w(x.toarray(), var_index, vectors, **options)
     np.testing.assert_allclose(compiled.embedding, numpy_pass.embedding, atol=1e-6)
+    np.testing.assert_allclose(
+        compiled.expression.toarray(), numpy_pass.expression.toarray(), rtol=1e-6
+    )
     np.testing.assert_allclose(compiled.gene_totals, numpy_pass.gene_totals, rtol=1e-6)
     assert compiled.fraction_counts_covered == pytest.approx(numpy_pass.fraction_counts_covered)
     assert 0.5 < compiled.fraction_counts_covered < 0.95

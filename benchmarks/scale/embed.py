@@ -74,7 +74,9 @@ def main() -> None:
         reference, theirs = best_of(lambda table=table: scipy_reference(adata.X, table.embeddings))
         diff = np.abs(adata.obsm["X_genept"] - reference).max()
         useful = 2 * adata.X.nnz * d / ours
-        kernel = "torch" if args.device != "cpu" else ",".join(sorted(set(_kernels._CHOSEN.values())))
+        kernel = (
+            "torch" if args.device != "cpu" else ",".join(sorted(set(_kernels._CHOSEN.values())))
+        )
         print(
             f"{d:>6} {args.cells / ours:>21,.0f} {args.cells / theirs:>14,.0f} "
             f"{theirs / ours:>6.1f}× {useful / 1e9:>8,.0f} {useful / peak:>8.0%} {kernel:>7} "

@@ -204,11 +204,7 @@ def genept_w(
                     "normalize=False to embed the values as they are, or a layer that is all counts."
                 )
             product_input = block.finish(
-                normalize=bool(normalize),
-                totals=gene_totals,
-                n_embedded=n_embedded,
-                position=product.position,
-                expression=return_expression,
+                normalize=bool(normalize), totals=gene_totals, product=product
             )
             all_total += block.library_size.sum()
             matched_total += block.matched_sum
@@ -316,24 +312,32 @@ class _Block:
         # normalised data
         self.is_integer = stats.integer if stats.any_nonzero else None
         self._rows, self._columns = rows, columns
+        self._csr = None  # the matched values as CSR, when the compiled pass made them
 
-    def finish(self, *, normalize: bool, totals, n_embedded: int, position, expression: bool):
-        """Library sizes, normalisation, gene totals: the block's input to the product.
+    def finish(self, *, normalize: bool, totals, product: _Product):
+        """Library sizes, normalisation, gene totals: the block's input to ``product``.
 
         Sets ``library_size`` and ``matched_sum``; returns what :meth:`product_input` does.
-        CSR rows without duplicate genes take one compiled pass (``expression`` aside).
+        CSR rows without duplicate genes take one compiled pass.
         """
-        if isinstance(self._rows, tuple) and self._columns.extra is None and not expression:
+        n_embedded = len(product.gene_vectors)
+        if isinstance(self._rows, tuple) and self._columns.extra is None:
             data, indices, indptr = self._rows
             block, self.library_size, self.matched_sum = _kernels.prepare_sparse(
-                data, indices, indptr, self._columns.slot, position, n_embedded, normalize, totals
+                data, indices, indptr, self._columns.slot, product.position, n_embedded, normalize,
+                totals,
+            )  # fmt: skip
+            # the same values, columns back in slot order, for matched_csr
+            self._csr = sparse.csr_matrix(
+                (block.values, product.order[block.columns], block.indptr),
+                shape=(self.n_rows, n_embedded),
             )
             return block
         self._gather()
         if normalize:
             self.log_normalize()
         self.add_gene_totals(totals)
-        return self.product_input(n_embedded, position)
+        return self.product_input(n_embedded, product.position)
 
     def _gather(self) -> None:
         """Library sizes and the matched genes' values, in NumPy (any layout)."""
@@ -398,6 +402,8 @@ class _Block:
 
     def matched_csr(self, n_columns: int) -> sparse.csr_matrix:
         """The first ``n_columns`` matched genes' values as a sparse block."""
+        if self._csr is not None:
+            return self._csr
         if self._row_of is None:
             return sparse.csr_matrix(self.matched[:, :n_columns].astype(np.float32))
         row_of, slot, values = self._first(n_columns)
@@ -448,7 +454,10 @@ class _Product:
         self.order = np.argsort(columns, kind="stable")
         self.position = np.empty(len(columns), dtype=np.int64)
         self.position[self.order] = np.arange(len(columns))
-        self.gene_vectors = np.ascontiguousarray(gene_vectors[self.order])
+        in_order = bool(np.all(np.diff(columns) > 0))  # as genes are usually matched
+        self.gene_vectors = np.ascontiguousarray(
+            gene_vectors if in_order else gene_vectors[self.order]
+        )
         self.kernel = "torch" if device != "cpu" else kernel
         self.block_rows = block_rows
         self._buffer = None

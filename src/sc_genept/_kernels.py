@@ -28,6 +28,8 @@ import numpy as np
 #: Rows per parallel task of the sparse kernel, and the cache each gene tile is sized to.
 _TASK_ROWS = 256
 _TILE_BYTES = 256 * 2**10
+#: Largest dense copy of a block's first rows made to time the dense kernel.
+_SAMPLE_BYTES = 32 * 2**20
 #: Kernels chosen so far, by shape class (see :func:`_shape_class`).
 _CHOSEN: dict[tuple, str] = {}
 #: numba's parallel runtimes (workqueue, and omp within one process) must not be entered
@@ -60,6 +62,11 @@ class SparseBlock:
             np.asarray(values, dtype=np.float32),
             n_rows,
         )
+
+    def head(self, n_rows: int) -> SparseBlock:
+        """The first ``n_rows`` rows (views)."""
+        end = self.indptr[n_rows]
+        return SparseBlock(self.indptr[: n_rows + 1], self.columns[:end], self.values[:end], n_rows)
 
     @property
     def density(self) -> float:
@@ -289,24 +296,30 @@ def _shape_class(block: SparseBlock, table: np.ndarray) -> tuple:
 
 
 def choose(block: SparseBlock, table: np.ndarray, out: np.ndarray, buffer_for) -> str:
-    """The faster of ``sparse`` and ``dense`` for blocks like ``block``, by timing both on it.
+    """The faster of ``sparse`` and ``dense`` for blocks like ``block``, by timing both.
 
-    Leaves ``block @ table`` in ``out``. The choice is remembered per shape class for the
-    process: later blocks (and calls) of that class are not timed again.
+    Both run on the block's first rows (enough for every core, and a dense copy of at most
+    :data:`_SAMPLE_BYTES`); then the winner computes ``block @ table`` into ``out``. The
+    choice is remembered per shape class for the process: later blocks (and calls) of
+    that class are not timed again.
     """
     key = _shape_class(block, table)
-    if key in _CHOSEN:
-        run(_CHOSEN[key], block, table, out, buffer_for)
-        return _CHOSEN[key]
-    sparse_product(block, table, out)  # compiles on first use: not timed
-    timings = {}
-    for name in ("dense", "sparse"):  # the winner's result is left in out (same bits later)
-        start = time.perf_counter()
-        run(name, block, table, out, buffer_for)
-        timings[name] = time.perf_counter() - start
-    _CHOSEN[key] = min(timings, key=timings.get)
-    if _CHOSEN[key] == "dense":
-        run("dense", block, table, out, buffer_for)
+    if key not in _CHOSEN:
+        n = min(
+            block.n_rows,
+            _TASK_ROWS * _threads(),
+            max(64, _SAMPLE_BYTES // (4 * table.shape[0])),
+        )
+        sample, sample_out = block.head(n), out[:n]
+        sparse_product(sample, table, sample_out)  # compiles on first use: not timed
+        buffer = np.empty((n, table.shape[0]), dtype=np.float32)
+        timings = {}
+        for name in ("dense", "sparse"):
+            start = time.perf_counter()
+            run(name, sample, table, sample_out, lambda: buffer)
+            timings[name] = time.perf_counter() - start
+        _CHOSEN[key] = min(timings, key=timings.get)
+    run(_CHOSEN[key], block, table, out, buffer_for)
     return _CHOSEN[key]
 
 
