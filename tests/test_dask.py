@@ -81,6 +81,23 @@ def test_dask_expression_refused(counts):
     assert lazy.X is x and not lazy.obsm and not lazy.uns  # left as it was
 
 
+@pytest.mark.parametrize(
+    ("option", "match"),
+    [
+        ({"out_file": "e.npy"}, r"out_file is for in-memory or backed data.*to_zarr"),
+        ({"device": "cuda"}, r"device='cuda' with a Dask array.*their CPUs"),
+    ],
+    ids=["out_file", "gpu"],
+)
+def test_dask_output_options_refused(counts, tmp_path, option, match):
+    lazy = counts.copy()
+    lazy.X, _ = counted(counts.X, as_sparse=True)
+    option = {k: tmp_path / v if k == "out_file" else v for k, v in option.items()}
+    with pytest.raises(ValueError, match=match):
+        sc_genept.tl.genept_embed(lazy, **option)
+    assert "X_genept" not in lazy.obsm and not list(tmp_path.iterdir())
+
+
 @pytest.fixture(scope="module")
 def client():
     distributed = pytest.importorskip("distributed")

@@ -313,11 +313,11 @@ def choose(block: SparseBlock, table: np.ndarray, out: np.ndarray, buffer_for) -
         sample, sample_out = block.head(n), out[:n]
         sparse_product(sample, table, sample_out)  # compiles on first use: not timed
         buffer = np.empty((n, table.shape[0]), dtype=np.float32)
-        timings = {}
-        for name in ("dense", "sparse"):
+        timings = {"dense": np.inf, "sparse": np.inf}
+        for name in ("dense", "sparse") * 2:  # best of two, interleaved: less noise
             start = time.perf_counter()
             run(name, sample, table, sample_out, lambda: buffer)
-            timings[name] = time.perf_counter() - start
+            timings[name] = min(timings[name], time.perf_counter() - start)
         _CHOSEN[key] = min(timings, key=timings.get)
     run(_CHOSEN[key], block, table, out, buffer_for)
     return _CHOSEN[key]

@@ -324,6 +324,11 @@ def cell_embedding(
                 f"out_file is for in-memory or backed data; {source} is a Dask array, whose "
                 "embedding is lazy: write it with dask (e.g. adata.obsm[key].to_zarr(...))."
             )
+        if device not in ("auto", "cpu"):
+            raise ValueError(
+                f"device={device!r} with a Dask array: Dask's workers embed their chunks on "
+                "their CPUs. Use device='cpu' (or 'auto'), or load the matrix to use a GPU."
+            )
         return _lazy_embedding(
             adata,
             matrix,
