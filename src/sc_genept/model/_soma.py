@@ -176,11 +176,22 @@ class SomaCells(LightningDataModule):
         Cell Ontology the labels are mapped with (as in
         :meth:`~sc_genept.model.GenePTClassifier.setup_anndata`).
     key
-        ``obsm`` key of the embedding in :meth:`prototype`; :attr:`keys` are the model's
+        ``obsm`` key of the embedding in :meth:`prototype`; ``keys`` are the model's
         ``embedding_keys``.
     seed
         Seeds the cap, the splits and the shuffle: the same seed gives the same cells in
         the same order.
+
+    Attributes
+    ----------
+    labels
+        The model's label set in code order: the labels of the selected cells (Cell
+        Ontology ids) and their ancestors, as
+        :meth:`~sc_genept.model.GenePTClassifier.setup_anndata` orders them.
+    leaf_labels
+        The labels of the selected cells.
+    keys
+        ``obsm`` keys of the model's inputs in :meth:`prototype` (its ``embedding_keys``).
 
     Examples
     --------
@@ -268,7 +279,6 @@ class SomaCells(LightningDataModule):
                 "inputs='genept' with embedding=, or embedding=None to embed on the fly."
             )
         self.key = key
-        #: ``obsm`` keys of the model's inputs, in input order.
         self.keys = [key, f"{key}_expression"] if inputs == "genept+expression" else [key]
         self.seed = seed
         self._epoch = 0
@@ -279,6 +289,7 @@ class SomaCells(LightningDataModule):
         else:
             self._read_experiment(experiment, measurement_name, layer, embedding, var_names)
         self._select(max_cells_per_label, validation_size, calibration_size, ontology, rng)
+        del self._obs  # what training needs of it is in _ids and _codes
         self._embedder = (
             None
             if embedding is not None
