@@ -13,6 +13,13 @@ import pandas as pd
 from scipy import sparse
 
 
+def add_data_arguments(parser, *, cells: int = 20_000, per_cell: int = 2_000) -> None:
+    """``--cells``, ``--genes``, ``--per-cell``: the size of the generated data."""
+    parser.add_argument("--cells", type=int, default=cells)
+    parser.add_argument("--genes", type=int, default=20_000)
+    parser.add_argument("--per-cell", type=int, default=per_cell, help="expressed genes per cell")
+
+
 def machine() -> str:
     return f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"
 

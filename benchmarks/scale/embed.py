@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from common import best_of, generate, machine
+from common import add_data_arguments, best_of, generate, machine
 
 import sc_genept
 from sc_genept import _kernels
@@ -42,9 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--cells", type=int, default=20_000)
-    parser.add_argument("--genes", type=int, default=20_000)
-    parser.add_argument("--per-cell", type=int, default=2_000, help="expressed genes per cell")
+    add_data_arguments(parser)
     parser.add_argument("--dims", type=int, nargs="+", default=[384, 1536, 3072])
     parser.add_argument("--repeats", type=int, default=2, help="genept_embed: best of N")
     parser.add_argument("--device", default="cpu", help="genept_embed's device (e.g. cuda)")

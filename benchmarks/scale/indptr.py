@@ -6,8 +6,8 @@ blocked pass that slices with scipy copies all the indices once per block. ``gen
 reads blocks as views of the matrix's arrays instead; this script checks that the mixed
 (and the all-int64) case cost what the all-int32 case costs.
 
-    python benchmarks/embed_indptr.py                  # 20k cells × 20k genes, 2k per cell
-    python benchmarks/embed_indptr.py --cells 100000   # the size of the report (~8 GB)
+    python benchmarks/scale/indptr.py                  # 20k cells × 20k genes, 2k per cell
+    python benchmarks/scale/indptr.py --cells 100000   # the size of the report (~8 GB)
 
 Each case runs in a fresh subprocess on the same generated counts: seconds of the
 ``genept_embed`` call (best of ``--repeats``), and the peak of numpy memory allocated during
@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 import tracemalloc
 import warnings
+
+import common
 
 CASES = {  # name: (indptr dtype, indices dtype)
     "int32 indptr, int32 indices": ("int32", "int32"),
@@ -35,32 +35,17 @@ CASES = {  # name: (indptr dtype, indices dtype)
 
 
 def generate(n_cells: int, n_genes: int, per_cell: int, indptr_dtype: str, indices_dtype: str):
-    """Count-like CSR data: each cell a shifted copy of one random set of genes."""
-    import anndata as ad
+    """:func:`common.generate`'s counts with the index dtypes asked for, and a 384-d table."""
     import numpy as np
-    import pandas as pd
-    from scipy import sparse
 
     import sc_genept
 
-    rng = np.random.default_rng(0)
-    symbols = sc_genept.genes.load().symbols[:n_genes]
-    genes = np.sort(rng.choice(n_genes, per_cell, replace=False))
-    shift = rng.integers(0, n_genes, size=(n_cells, 1))
-    indices = np.sort((genes[None, :] + shift) % n_genes, axis=1).ravel()
-    data = (rng.geometric(0.4, size=n_cells * per_cell)).astype(np.float32)
-    x = sparse.csr_matrix((n_cells, n_genes), dtype=np.float32)
+    adata = common.generate(n_cells, n_genes, per_cell, counts=True)
+    x = adata.X
     # set the arrays directly: scipy's constructor would unify the two index dtypes
-    x.data = data
-    x.indices = indices.astype(indices_dtype)
-    x.indptr = np.arange(0, (n_cells + 1) * per_cell, per_cell, dtype=indptr_dtype)
-    adata = ad.AnnData(
-        x, obs=pd.DataFrame(index=np.arange(n_cells).astype(str)), var=pd.DataFrame(index=symbols)
-    )
-    table = sc_genept.genes.GeneEmbeddings(
-        symbols, rng.normal(size=(n_genes, 384)).astype(np.float32)
-    )
-    return adata, table
+    x.indices, x.indptr = x.indices.astype(indices_dtype), x.indptr.astype(indptr_dtype)
+    vectors = np.random.default_rng(0).normal(size=(n_genes, 384)).astype(np.float32)
+    return adata, sc_genept.genes.GeneEmbeddings(adata.var_names, vectors)
 
 
 def run_case(args) -> dict:
@@ -92,9 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--cells", type=int, default=20_000)
-    parser.add_argument("--genes", type=int, default=20_000)
-    parser.add_argument("--per-cell", type=int, default=2_000, help="expressed genes per cell")
+    common.add_data_arguments(parser)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--case", choices=list(CASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -103,9 +86,8 @@ def main() -> None:
         return
 
     print(
-        f"data: {args.cells:,} cells × {args.genes:,} genes, {args.per_cell:,} expressed per "
-        f"cell, float32 CSR; gene table d = 384; {os.cpu_count()} cores, "
-        f"{platform.processor() or platform.machine()}"
+        f"data: {args.cells:,} cells × {args.genes:,} genes, ~{args.per_cell:,} expressed per "
+        f"cell, float32 CSR; gene table d = 384; {common.machine()}"
     )
     results = {}
     for case in CASES:
