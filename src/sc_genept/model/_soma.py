@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 _INSTALL = "pip install 'sc-genept[soma]'"
 #: Cells read (and embedded) at a time outside the training stream.
 _READ_ROWS = 4096
+#: Cells embedded at a time in the training stream (then cut into batches).
+_EMBED_ROWS = 2048
 
 
 def _soma():
@@ -706,13 +708,18 @@ class _Stream(IterableDataset):
         from tiledbsoma_ml._query_ids import QueryIDs
 
         options = dict(self.options)
-        seed = options.pop("seed")
+        seed, size = options.pop("seed"), options.pop("batch_size")
+        # sparse rows cannot cross from worker processes: there, dense rows are embedded
+        dense_x = self.embedder is not None and get_worker_info() is not None
+        # cells are read (and embedded) several batches at a time, in the same order: one
+        # call per _EMBED_ROWS cells, not per batch (dense rows of all genes: one batch)
+        read = size if dense_x else size * max(1, _EMBED_ROWS // size)
         dataset = ExperimentDataset(
             x_locator=self.locator,
             query_ids=QueryIDs(obs_joinids=self._order(), var_joinids=self.var_ids),
-            # sparse rows cannot cross from worker processes: there, dense rows are embedded
-            return_sparse_X=self.embedder is not None and get_worker_info() is None,
+            return_sparse_X=self.embedder is not None and not dense_x,
             seed=int(np.random.default_rng([seed, self.epoch]).integers(2**31)),
+            batch_size=read,
             **options,
         )
         rank, world_size = self._partition()
@@ -722,14 +729,16 @@ class _Stream(IterableDataset):
         for x, obs in dataset:
             joinids = obs["soma_joinid"].to_numpy(np.int64)
             inputs = self.embedder(x) if self.embedder is not None else [x]
-            batch = {
-                key: torch.from_numpy(np.ascontiguousarray(part, np.float32))
-                for key, part in zip(self.input_keys, inputs, strict=True)
-            }
-            batch["labels"] = torch.from_numpy(
-                self.codes[np.searchsorted(self.ids, joinids)][:, None]
-            )
-            yield batch
+            inputs = [np.asarray(part, np.float32) for part in inputs]
+            codes = self.codes[np.searchsorted(self.ids, joinids)][:, None]
+            for start in range(0, len(joinids), size):
+                rows = slice(start, start + size)
+                batch = {
+                    key: torch.from_numpy(np.ascontiguousarray(part[rows]))
+                    for key, part in zip(self.input_keys, inputs, strict=True)
+                }
+                batch["labels"] = torch.from_numpy(codes[rows])
+                yield batch
 
 
 def _noop(batch):
