@@ -287,11 +287,10 @@ class SomaCells(LightningDataModule):
         rng = np.random.default_rng(seed)
         if isinstance(experiment, str | Path):
             with tiledbsoma.Experiment.open(str(experiment)) as exp:
-                self._read_experiment(exp, measurement_name, layer, embedding, var_names)
+                obs = self._read_experiment(exp, measurement_name, layer, embedding, var_names)
         else:
-            self._read_experiment(experiment, measurement_name, layer, embedding, var_names)
-        self._select(max_cells_per_label, validation_size, calibration_size, ontology, rng)
-        del self._obs  # what training needs of it is in _ids and _codes
+            obs = self._read_experiment(experiment, measurement_name, layer, embedding, var_names)
+        self._select(obs, max_cells_per_label, validation_size, calibration_size, ontology, rng)
         self._embedder = (
             None
             if embedding is not None
@@ -315,7 +314,8 @@ class SomaCells(LightningDataModule):
 
     # ---- reading obs and var ---------------------------------------------------------------
 
-    def _read_experiment(self, exp, measurement_name, layer, embedding, var_names) -> None:
+    def _read_experiment(self, exp, measurement_name, layer, embedding, var_names):
+        """Locate the array to read and its columns; the selected cells' ids and labels."""
         if measurement_name not in exp.ms:
             raise KeyError(
                 f"No measurement {measurement_name!r} in the experiment; it has "
@@ -360,29 +360,30 @@ class SomaCells(LightningDataModule):
                 f"No column {self.labels_key!r} in the experiment's obs; columns: {columns}: "
                 "pass labels_key= (the census's is 'cell_type_ontology_term_id')."
             )
-        self._obs = (
+        obs = (
             exp.obs.read(
                 value_filter=self.obs_value_filter, column_names=["soma_joinid", self.labels_key]
             )
             .concat()
             .to_pandas()
         )
-        if self._obs.empty:
+        if obs.empty:
             raise ValueError(
                 f"The obs filter {self.obs_value_filter!r} selects no cells: check its column "
                 "names and values (e.g. exp.obs.read(column_names=[...]).concat().to_pandas())."
             )
+        return obs
 
-    def _select(self, cap, validation_size, calibration_size, ontology, rng) -> None:
+    def _select(self, obs, cap, validation_size, calibration_size, ontology, rng) -> None:
         """Map labels, apply the cap and split, from ``obs`` alone."""
         from sc_genept.ontology import CellOntology
 
-        values = self._obs[self.labels_key]
+        values = obs[self.labels_key]
         missing = int(values.isna().sum())
         if missing:
             raise ValueError(
-                f"{missing} selected cells have no label in obs[{self.labels_key!r}]: add "
-                f"'{self.labels_key} != None'-style conditions to obs_value_filter."
+                f"{missing} selected cells have no label in obs[{self.labels_key!r}]: select "
+                "labelled cells only with obs_value_filter."
             )
         cl = CellOntology.load(ontology)
         unique = pd.unique(values.astype(str))
@@ -406,7 +407,7 @@ class SomaCells(LightningDataModule):
         )
         code_of = {t: i for i, t in enumerate(self.labels)}
         codes = leaf[values.astype(str)].map(code_of).to_numpy(np.int64)
-        joinids = self._obs["soma_joinid"].to_numpy(np.int64)
+        joinids = obs["soma_joinid"].to_numpy(np.int64)
         # a random rank within each label: the cap keeps the first ranks, the splits cut them
         order = rng.permutation(len(joinids))
         rank = np.empty(len(joinids), dtype=np.int64)
@@ -417,12 +418,10 @@ class SomaCells(LightningDataModule):
         # every label keeps a training cell (the model's label set is the training labels')
         n_cal = np.minimum(np.round(kept * calibration_size), np.maximum(kept - 1, 0))
         n_val = np.minimum(np.round(kept * validation_size), np.maximum(kept - 1 - n_cal, 0))
-        r, k = rank, kept[codes]
-        part = np.where(
-            r >= k,
-            -1,
-            np.where(r < n_cal[codes], 2, np.where(r < n_cal[codes] + n_val[codes], 1, 0)),
-        )
+        part = np.zeros(len(joinids), dtype=np.int64)  # 0: training
+        part[rank < (n_cal + n_val)[codes]] = 1  # validation
+        part[rank < n_cal[codes]] = 2  # calibration
+        part[rank >= kept[codes]] = -1  # over the cap
         sort = np.argsort(joinids)
         self._ids, self._codes = joinids[sort], codes[sort]
         part = part[sort]
