@@ -477,15 +477,26 @@ def test_bad_input_says_what_to_do(pbmc_soma, kwargs, error, match):
         _cells(uri, **kwargs)
 
 
-def test_genes_the_table_lacks_say_which_column_to_use(tmp_path):
+def _tiny(path, genes, labels) -> str:
     adata = ad.AnnData(
-        np.ones((4, 3), dtype=np.float32),
-        obs=pd.DataFrame({LABELS: ["CL:0000084", "CL:0000236"] * 2}, index=list("abcd")),
-        var=pd.DataFrame(index=["gene1", "gene2", "gene3"]),
+        np.ones((len(labels), len(genes)), dtype=np.float32),
+        obs=pd.DataFrame({LABELS: pd.Categorical(labels)}, index=list("abcd")[: len(labels)]),
+        var=pd.DataFrame(index=genes),
     )
-    tiledbsoma_io.from_anndata(str(tmp_path / "x"), adata, measurement_name="RNA")
+    tiledbsoma_io.from_anndata(str(path), adata, measurement_name="RNA")
+    return str(path)
+
+
+def test_genes_the_table_lacks_say_which_column_to_use(tmp_path):
+    uri = _tiny(tmp_path / "x", ["gene1", "gene2", "gene3"], ["CL:0000084", "CL:0000236"] * 2)
     with pytest.raises(ValueError, match="None of the 3 genes.*var_names="):
-        _cells(str(tmp_path / "x"))
+        _cells(uri)
+
+
+def test_unlabelled_cells_are_refused(tmp_path):
+    uri = _tiny(tmp_path / "x", ["CD3E", "MS4A1"], ["CL:0000084", "CL:0000236", None, None])
+    with pytest.raises(ValueError, match="2 selected cells have no label.*obs_value_filter"):
+        _cells(uri)
 
 
 def test_missing_tiledbsoma_gives_the_install_hint(pbmc_soma, monkeypatch):
