@@ -685,8 +685,9 @@ class _Stream(IterableDataset):
         rank, world_size = self._partition()
         per_rank = len(self.ids) // world_size  # tiledbsoma-ml gives every rank as many
         workers = max(1, self.num_workers)
-        shares = np.diff(np.linspace(0, per_rank, workers + 1).astype(int))
-        return int(sum(-(-n // self.options["batch_size"]) for n in shares))
+        each, extra = divmod(per_rank, workers)  # its workers' shares, as np.array_split
+        shares = [each + 1] * extra + [each] * (workers - extra)
+        return sum(-(-n // self.options["batch_size"]) for n in shares)
 
     def _order(self) -> np.ndarray:
         """The cells in shuffled blocks of contiguous joinids, a new order each epoch.
