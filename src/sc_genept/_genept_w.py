@@ -312,7 +312,7 @@ class _Block:
         # normalised data
         self.is_integer = stats.integer if stats.any_nonzero else None
         self._rows, self._columns = rows, columns
-        self._csr = None  # the matched values as CSR, when the compiled pass made them
+        self._compiled = None  # (block, order) when the compiled pass made the values
 
     def finish(self, *, normalize: bool, totals, product: _Product):
         """Library sizes, normalisation, gene totals: the block's input to ``product``.
@@ -327,11 +327,7 @@ class _Block:
                 data, indices, indptr, self._columns.slot, product.position, n_embedded, normalize,
                 totals,
             )  # fmt: skip
-            # the same values, columns back in slot order, for matched_csr
-            self._csr = sparse.csr_matrix(
-                (block.values, product.order[block.columns], block.indptr),
-                shape=(self.n_rows, n_embedded),
-            )
+            self._compiled = (block, product.order)  # for matched_csr
             return block
         self._gather()
         if normalize:
@@ -402,8 +398,11 @@ class _Block:
 
     def matched_csr(self, n_columns: int) -> sparse.csr_matrix:
         """The first ``n_columns`` matched genes' values as a sparse block."""
-        if self._csr is not None:
-            return self._csr
+        if self._compiled is not None:  # the same values, columns back in slot order
+            block, order = self._compiled
+            return sparse.csr_matrix(
+                (block.values, order[block.columns], block.indptr), shape=(self.n_rows, n_columns)
+            )
         if self._row_of is None:
             return sparse.csr_matrix(self.matched[:, :n_columns].astype(np.float32))
         row_of, slot, values = self._first(n_columns)
