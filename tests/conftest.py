@@ -240,3 +240,14 @@ def assert_unchanged(adata, before) -> None:
     after, before = _fields(adata), _fields(before)
     for field in _FIELDS:
         assert_same(before[field], after[field], f"adata.{field}")
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving ``tmp_path / "served"``."""
+    from file_server import FileServer
+
+    root = tmp_path / "served"
+    root.mkdir()
+    with FileServer(root) as srv:
+        yield srv

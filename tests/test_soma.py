@@ -33,7 +33,7 @@ tiledbsoma = pytest.importorskip("tiledbsoma")
 pytest.importorskip("tiledbsoma_ml")
 tiledbsoma_io = pytest.importorskip("tiledbsoma.io")
 
-from test_pretrained import _Server  # noqa: E402  (a real HTTP server on 127.0.0.1)
+from file_server import FileServer  # noqa: E402  (a real HTTP server on 127.0.0.1)
 
 from sc_genept.model import SomaCells  # noqa: E402
 
@@ -418,19 +418,17 @@ def test_a_model_trained_from_soma_predicts_as_one_trained_in_memory(
     loaded = GenePTClassifier.load(tmp_path / "soma_model")
     pd.testing.assert_frame_equal(loaded.predict(query), model.predict(query))
     monkeypatch.setenv("SC_GENEPT_CACHE", str(tmp_path / "cache"))
-    server = _Server(tmp_path)
-    try:
+    with FileServer(tmp_path) as server:
         archive = shutil.make_archive(str(tmp_path / "soma"), "zip", tmp_path, "soma_model")
         sha256 = hashlib.sha256(Path(archive).read_bytes()).hexdigest()
         sc_genept.model.register_pretrained(
             "soma-test", url=server.url("soma.zip"), sha256=sha256, training_data="SOMA stand-in"
         )
-        served = GenePTClassifier.load_pretrained("soma-test")
+        try:
+            served = GenePTClassifier.load_pretrained("soma-test")
+        finally:
+            sc_genept.model.unregister_pretrained("soma-test")
         pd.testing.assert_frame_equal(served.predict(query), model.predict(query))
-    finally:
-        sc_genept.model.unregister_pretrained("soma-test")
-        server.httpd.shutdown()
-        server.httpd.server_close()
     fresh = ad.AnnData(query.X, obs=query.obs[[]], var=query.var)  # not embedded yet
     sc.tl.genept_annotate(fresh, model=str(tmp_path / "soma_model"))
     assert (
