@@ -16,6 +16,15 @@ moment of load from other programs does not decide the ratio. The runs at the in
 or a forced thread count train ``--slow-batches`` batches per epoch only: on a busy
 machine they crawl.
 
+Measured (2 shared cores, x86_64, torch 2.13 CPU; other programs kept a load of 3 to 6):
+
+- default (100k cells, batch 128): plain loop 1 thread 21,601 cells/s, ``train()``
+  (1 thread chosen) 18,119: plain / ``train()`` 1.19x (before ``InMemoryCells``: 2.5x).
+  Inherited 2 threads: plain 4,631; ``train(num_threads=2)`` 25,599 in a quiet moment.
+- ``--busy 2 --cells 30000``: ``train()`` 7,253 cells/s on its 1 thread, 767 at
+  ``num_threads=2`` (9x slower); an earlier run: 3,992 vs 277 (14x), plain 4,368 vs 353.
+- GPU: pending (no GPU was lent to this work).
+
 ``--busy`` shows why ``train`` chooses its thread count: with every core busy elsewhere,
 torch's inherited thread count (one per core) makes small-batch training crawl. On a
 machine with CUDA the GPU is measured too (``train(accelerator="gpu")`` and the plain

@@ -1,9 +1,10 @@
-"""How a GenePTClassifier trains: Lightning checkpoints, and output that follows scanpy.
+"""How a GenePTClassifier trains: checkpoints, torch's threads, output that follows scanpy.
 
 scvi-tools' Trainer, asked for checkpoints, puts its own ``SaveCheckpoint`` in place of
 Lightning's (it saves scvi-format model folders), so Lightning's ``ModelCheckpoint`` is
 added after the Trainer is built. Lightning's banners, tips, model summary and warnings
-are held back for a quiet call only, and restored after it.
+are held back for a quiet call only, and restored after it. torch's CPU thread count is
+chosen per call (:func:`training_threads`) and restored after it.
 """
 
 from __future__ import annotations
