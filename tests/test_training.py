@@ -12,7 +12,7 @@ from torch.utils.data import DistributedSampler
 
 from sc_genept.model import GenePTClassifier
 from sc_genept.model._data import InMemoryCells, shard
-from sc_genept.model._training import CELLS_PER_THREAD, training_threads
+from sc_genept.model._training import CELLS_PER_THREAD, cpu_threads
 
 TERMS = ["CL:0000236", "CL:0000624", "CL:0000623", "CL:0000576"]
 FAST = {"max_epochs": 3, "lr": 0.01, "batch_size": 32, "enable_progress_bar": False}
@@ -101,6 +101,19 @@ def test_threads_are_chosen_for_the_call_and_restored(cells):
         torch.set_num_threads(before)
 
 
+def test_prediction_threads_are_chosen_and_restored(cells):
+    model, _ = _train(cells)
+    seen = []
+    model.module.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model.predict_proba(cells, batch_size=128)  # small batches: one thread
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 class Boom(Callback):
     def on_train_batch_start(self, *args):
         raise ZeroDivisionError
@@ -109,14 +122,14 @@ class Boom(Callback):
 def test_thread_rule_follows_batch_size_affinity_and_processes():
     allowed = os.sched_getaffinity(0)
     big = 64 * CELLS_PER_THREAD
-    assert training_threads(128, "cpu", "auto") == 1
-    alone = training_threads(big, "cpu", "auto")  # fewer when other programs keep CPUs busy
+    assert cpu_threads(128, "cpu", "auto") == 1
+    alone = cpu_threads(big, "cpu", "auto")  # fewer when other programs keep CPUs busy
     assert 1 <= alone <= len(allowed)
-    assert training_threads(big, "cpu", 2) == training_threads(big, "cpu", [0, 1])
-    assert training_threads(big, "cpu", 2) == max(1, min(alone, len(allowed) // 2))
+    assert cpu_threads(big, "cpu", 2) == cpu_threads(big, "cpu", [0, 1])
+    assert cpu_threads(big, "cpu", 2) == max(1, min(alone, len(allowed) // 2))
     try:
         os.sched_setaffinity(0, {min(allowed)})  # as a job scheduler would pin it
-        assert training_threads(big, "cpu", "auto") == 1
+        assert cpu_threads(big, "cpu", "auto") == 1
     finally:
         os.sched_setaffinity(0, allowed)
 

@@ -17,11 +17,15 @@ _LAZY = {
     "PretrainedModel": "._pretrained",
     "PretrainedModelError": "._pretrained",
     "SomaCells": "._soma",
+    "CellData": "._data",
+    "InMemoryCells": "._data",
 }
 
 __all__ = [
+    "CellData",
     "GenePTClassifier",
     "GenePTClassifierModule",
+    "InMemoryCells",
     "ModelFolderError",
     "PretrainedModel",
     "PretrainedModelError",

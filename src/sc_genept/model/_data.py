@@ -18,7 +18,7 @@ from scvi import REGISTRY_KEYS
 from sc_genept._checks import check_fraction, positive_int
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
 
 @runtime_checkable
@@ -86,7 +86,7 @@ def check_cell_data(datamodule, labels: Sequence[str], input_keys: Sequence[str]
     if missing:
         raise TypeError(
             f"datamodule ({type(datamodule).__name__}) lacks {missing}: pass a "
-            "LightningDataModule with the members of sc_genept.model._data.CellData."
+            "LightningDataModule with the members of sc_genept.model.CellData."
         )
     if list(datamodule.labels) != list(labels):
         only_data = [t for t in datamodule.labels if t not in set(labels)]
@@ -240,10 +240,12 @@ class InMemoryCells(LightningDataModule):
             return 0, torch.distributed.get_rank(), torch.distributed.get_world_size()
         return 0, 0, 1
 
-    def train_dataloader(self) -> _Batches:
+    def train_dataloader(self) -> Iterable[dict]:
+        """Batches of training cells (this rank's shard), in a new seeded order each epoch."""
         return _Batches(self, self.train_idx, True, self._where)
 
-    def val_dataloader(self) -> _Batches | list:
+    def val_dataloader(self) -> Iterable[dict] | list:
+        """Batches of validation cells, in order; ``[]`` when there are none."""
         return _Batches(self, self.val_idx, False, self._where) if self.val_idx.size else []
 
     def label_counts(self) -> np.ndarray:

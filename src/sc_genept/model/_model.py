@@ -40,12 +40,12 @@ from sc_genept.model._training import (
     KeepThreads,
     QuietTrainRunner,
     checkpoint_callbacks,
+    cpu_threads,
     lightning_output,
     output_options,
     quiet_loggers,
     scanpy_verbosity,
     torch_threads,
-    training_threads,
 )
 from sc_genept.ontology import CellOntology
 
@@ -381,15 +381,15 @@ class GenePTClassifier(BaseModelClass):
             arguments. The folder holds only this user's own checkpoints.
         datamodule
             Train on these cells instead of the registered AnnData's: a Lightning data
-            module with the members of :class:`~sc_genept.model._data.CellData` (e.g. one
-            that streams from TileDB-SOMA). Its split, batches, label counts and
+            module with the members of :class:`~sc_genept.model.CellData` (e.g.
+            :class:`~sc_genept.model.SomaCells`, which streams from TileDB-SOMA). Its split, batches, label counts and
             calibration cells are used; ``batch_size``, ``train_size`` and
             ``calibration_size`` are then its own business.
         num_threads
-            torch's CPU threads for the call (restored after it). Default: one per
-            :data:`CELLS_PER_THREAD` cells of a batch, at least 1 and at most the CPUs this
-            process may use (``os.sched_getaffinity``) shared among the processes training
-            on this machine. Small batches run fastest on one thread, and a thread count
+            torch's CPU threads for the call (restored after it). Default: one per 1,024
+            cells of a batch, at least 1 and at most the CPUs this process may use
+            (``os.sched_getaffinity``) shared among the processes training on this machine,
+            and those other programs leave idle. Small batches run fastest on one thread, and a thread count
             taken from the number of cores makes training crawl when other programs keep
             those cores busy.
         verbose
@@ -416,7 +416,7 @@ class GenePTClassifier(BaseModelClass):
         input_keys = _input_keys(self.embedding_keys)
         if datamodule is not None:
             check_cell_data(datamodule, self.terms, input_keys)
-        threads = num_threads or training_threads(batch_size, accelerator, devices)
+        threads = num_threads or cpu_threads(batch_size, accelerator, devices)
         with torch_threads(threads):
             if datamodule is None:
                 datamodule = InMemoryCells(
@@ -530,10 +530,13 @@ class GenePTClassifier(BaseModelClass):
             )
         adata = self._query(adata, min_gene_overlap)
         self.module.eval()
-        parts = [
-            self.module.probabilities(torch.as_tensor(x)).cpu().numpy()
-            for x in self._input_batches(adata, size=batch_size)
-        ]
+        # threads chosen as for training: torch's default (one per core) crawls when other
+        # programs keep the cores busy
+        with torch_threads(cpu_threads(batch_size, "cpu", 1)):
+            parts = [
+                self.module.probabilities(torch.as_tensor(x)).cpu().numpy()
+                for x in self._input_batches(adata, size=batch_size)
+            ]
         probs = np.concatenate(parts) if parts else np.zeros((0, len(self.terms)), np.float32)
         return pd.DataFrame(probs, index=adata.obs_names, columns=self.terms)
 

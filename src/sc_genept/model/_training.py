@@ -4,7 +4,7 @@ scvi-tools' Trainer, asked for checkpoints, puts its own ``SaveCheckpoint`` in p
 Lightning's (it saves scvi-format model folders), so Lightning's ``ModelCheckpoint`` is
 added after the Trainer is built. Lightning's banners, tips, model summary and warnings
 are held back for a quiet call only, and restored after it. torch's CPU thread count is
-chosen per call (:func:`training_threads`) and restored after it.
+chosen per call (:func:`cpu_threads`) and restored after it.
 """
 
 from __future__ import annotations
@@ -161,14 +161,14 @@ class QuietTrainRunner(TrainRunner):
         self.model.trainer = self.trainer
 
 
-#: Cells of a batch per torch CPU thread (see :func:`training_threads`). Small batches of
+#: Cells of a batch per torch CPU thread (see :func:`cpu_threads`). Small batches of
 #: the default MLP train fastest on one thread; on a busy machine a second thread made
 #: even 4096-cell batches 3× slower (``benchmarks/scale/train.py --batch-size 4096``).
 CELLS_PER_THREAD = 1024
 
 
-def training_threads(batch_size: int, accelerator: str, devices) -> int:
-    """Torch CPU threads for training: one per ``CELLS_PER_THREAD`` cells of a batch.
+def cpu_threads(batch_size: int, accelerator: str, devices) -> int:
+    """Torch CPU threads for training or prediction: one per ``CELLS_PER_THREAD`` cells of a batch.
 
     At least 1; at most the CPUs this process may run on (``os.sched_getaffinity``, not
     the machine's core count) shared among the training processes on this machine, and
