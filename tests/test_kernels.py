@@ -3,6 +3,8 @@ can go to a file with memory bounded by a block."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import tracemalloc
 
 import numpy as np
@@ -122,6 +124,37 @@ def test_float16_file(tmp_path, counts):
     full = sc.tl.genept_embed(counts, copy=True).obsm["X_genept"]
     assert np.load(path).dtype == np.float16
     np.testing.assert_allclose(counts.obsm["X_genept"], full, atol=2e-3)
+
+
+def _embed_in_child(connection, x, vectors):
+    connection.send(genept_w(x, np.arange(x.shape[1]), vectors).embedding)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork: POSIX only")
+def test_a_process_forked_after_the_parallel_kernels_still_embeds():
+    """GNU OpenMP kills a child forked after it started (a DataLoader worker, a fork
+    pool): such a child runs the serial loops."""
+    rng = np.random.default_rng(4)
+    x = _random_csr(rng, 600, 300, 0.1)
+    vectors = rng.normal(size=(300, 16)).astype(np.float32)
+    expected = genept_w(x, np.arange(300), vectors, kernel="sparse").embedding  # threads start
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_embed_in_child, args=(send, x, vectors))
+    child.start()
+    send.close()  # the child's end only: a dead child closes the pipe
+    try:
+        try:
+            got = receive.recv() if receive.poll(120) else None
+        except EOFError:
+            got = None
+        child.join(10)
+        assert got is not None, f"the child died (exit code {child.exitcode})"
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+    finally:
+        child.join(10)
+        child.kill()
+    assert child.exitcode == 0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -14,6 +14,7 @@ costs what ``sc_genept.tl`` costs (~0.05 s), without it nothing until scanpy is 
 from importlib import import_module
 from importlib.metadata import version
 
+from . import _fork  # noqa: F401 (registers the fork handler)
 from ._scanpy import register_when_scanpy_loads
 
 __all__ = ["datasets", "genes", "metrics", "model", "ontology", "pl", "tl"]

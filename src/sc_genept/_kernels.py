@@ -25,6 +25,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sc_genept import _fork as fork
+
 #: Rows per parallel task of the sparse kernel, and the cache each gene tile is sized to.
 _TASK_ROWS = 256
 _TILE_BYTES = 256 * 2**10
@@ -92,34 +94,7 @@ def value_stats(values: np.ndarray) -> ValueStats:
         return ValueStats(True, float(values.min()), float(values.max()), bool(values.any()), True)
     if values.dtype not in (np.float32, np.float64):  # float16: numba has no kernel for it
         values = values.astype(np.float32)
-    return ValueStats(*_stats_kernel()(values.reshape(-1)))
-
-
-def _stats_kernel():
-    global _stats_compiled
-    if _stats_compiled is None:
-        from numba import njit
-
-        @njit(cache=True, nogil=True)
-        def stats(values):
-            finite, any_nonzero, integer = True, False, True
-            low, high = values[0], values[0]
-            for v in values:
-                if not np.isfinite(v):
-                    finite = False
-                    break
-                low, high = min(low, v), max(high, v)
-                if v != 0:
-                    any_nonzero = True
-                    if integer and np.floor(v) != v:
-                        integer = False
-            return finite, float(low), float(high), any_nonzero, integer
-
-        _stats_compiled = stats
-    return _stats_compiled
-
-
-_stats_compiled = None
+    return ValueStats(*_loops().value_stats(values.reshape(-1)))
 
 
 def prepare_sparse(data, indices, indptr, slot, position, n_embedded: int, normalize: bool, totals):
@@ -133,20 +108,20 @@ def prepare_sparse(data, indices, indptr, slot, position, n_embedded: int, norma
     """
     if data.dtype not in (np.float32, np.float64) and data.dtype.kind not in "iu":
         data = data.astype(np.float32)  # float16: numba has no kernel for it
-    count_rows, fill_rows = _prepare_kernels()
+    loops = _parallel()
     n_rows = len(indptr) - 1
     n_tasks = max(1, min(n_rows, 4 * _threads()))
     library = np.empty(n_rows, dtype=np.float64)
     out_indptr = np.zeros(n_rows + 1, dtype=np.int64)
     with _PARALLEL:
-        count_rows(data, indices, indptr, slot, n_embedded, n_tasks, library, out_indptr[1:])
+        loops.count_rows(data, indices, indptr, slot, n_embedded, n_tasks, library, out_indptr[1:])
     np.cumsum(out_indptr, out=out_indptr)
     out_columns = np.empty(out_indptr[-1], dtype=np.int64)
     out_values = np.empty(out_indptr[-1], dtype=np.float32)
     task_totals = np.zeros((n_tasks, len(totals)), dtype=np.float64)
     task_matched = np.zeros(n_tasks, dtype=np.float64)
     with _PARALLEL:
-        fill_rows(
+        loops.fill_rows(
             data, indices, indptr, slot, position, n_embedded, normalize, library, n_tasks,
             out_indptr, out_columns, out_values, task_totals, task_matched,
         )  # fmt: skip
@@ -156,101 +131,34 @@ def prepare_sparse(data, indices, indptr, slot, position, n_embedded: int, norma
 
 
 def _threads() -> int:
+    if fork.after_openmp:
+        return 1
     import numba
 
     return numba.get_num_threads()
 
 
-def _prepare_kernels():
-    """The two passes of :func:`prepare_sparse`, compiled on first use."""
-    global _prepare_compiled
-    if _prepare_compiled is None:
-        from numba import njit, prange
+def _loops():
+    """The compiled loops (:mod:`sc_genept._numba_kernels`), imported on first use."""
+    from sc_genept import _numba_kernels
 
-        @njit(parallel=True, cache=True, nogil=True)
-        def count_rows(data, indices, indptr, slot, n_embedded, n_tasks, library, counts):
-            n_rows = len(indptr) - 1
-            for task in prange(n_tasks):
-                for i in range(task * n_rows // n_tasks, (task + 1) * n_rows // n_tasks):
-                    total, n = 0.0, 0
-                    for p in range(indptr[i], indptr[i + 1]):
-                        total += data[p]
-                        gene = slot[indices[p]]
-                        if gene >= 0 and gene < n_embedded:
-                            n += 1
-                    library[i], counts[i] = total, n
-
-        @njit(parallel=True, cache=True, nogil=True)
-        def fill_rows(
-            data, indices, indptr, slot, position, n_embedded, normalize, library, n_tasks,
-            out_indptr, out_columns, out_values, task_totals, task_matched,
-        ):  # fmt: skip
-            n_rows = len(indptr) - 1
-            for task in prange(n_tasks):
-                matched = 0.0
-                for i in range(task * n_rows // n_tasks, (task + 1) * n_rows // n_tasks):
-                    total = library[i]
-                    scale = np.float32(TARGET_SUM / total) if total > 0 else np.float32(0.0)
-                    k = out_indptr[i]
-                    for p in range(indptr[i], indptr[i + 1]):
-                        gene = slot[indices[p]]
-                        if gene < 0:
-                            continue
-                        matched += data[p]
-                        value = np.float32(data[p])
-                        if normalize:
-                            value = np.log1p(value * scale)
-                        task_totals[task, gene] += value
-                        if gene < n_embedded:
-                            out_columns[k], out_values[k] = position[gene], value
-                            k += 1
-                task_matched[task] = matched
-
-        _prepare_compiled = (count_rows, fill_rows)
-    return _prepare_compiled
+    return _numba_kernels
 
 
-_prepare_compiled = None
+def _parallel():
+    """The parallel loops, or the serial ones in a child forked after OpenMP started."""
+    loops = _loops()
+    return loops.SERIAL if fork.after_openmp else loops.PARALLEL
+
+
 #: Library size every cell is scaled to (as :data:`sc_genept._genept_w.TARGET_SUM`).
 TARGET_SUM = 1e4
-
-
-def _sparse_kernel():
-    """The numba kernel, compiled on first use (and cached on disk by numba)."""
-    global _compiled
-    if _compiled is None:
-        from numba import njit, prange
-
-        @njit(parallel=True, fastmath=True, cache=True, nogil=True)
-        def tiled_product(indptr, columns, values, table, out, task_rows, tile_genes):
-            n_rows, d, n_genes = out.shape[0], table.shape[1], table.shape[0]
-            for task in prange((n_rows + task_rows - 1) // task_rows):
-                first, stop = task * task_rows, min(n_rows, (task + 1) * task_rows)
-                cursor = indptr[first:stop].copy()  # each row's next stored value
-                for i in range(first, stop):
-                    for j in range(d):
-                        out[i, j] = 0.0
-                for tile_end in range(tile_genes, n_genes + tile_genes, tile_genes):
-                    for i in range(first, stop):
-                        p, end = cursor[i - first], indptr[i + 1]
-                        while p < end and columns[p] < tile_end:
-                            v, gene = values[p], columns[p]
-                            for j in range(d):
-                                out[i, j] += v * table[gene, j]
-                            p += 1
-                        cursor[i - first] = p
-
-        _compiled = tiled_product
-    return _compiled
-
-
-_compiled = None
 
 
 def sparse_product(block: SparseBlock, table: np.ndarray, out: np.ndarray) -> None:
     """``out = block @ table`` by the tiled kernel; ``table`` C-contiguous float32."""
     tile = int(np.clip(_TILE_BYTES // (4 * table.shape[1]), 16, 4096))
-    kernel = _sparse_kernel()
+    kernel = _parallel().tiled_product
     with _PARALLEL:
         kernel(block.indptr, block.columns, block.values, table, out, _TASK_ROWS, tile)
 
