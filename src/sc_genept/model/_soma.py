@@ -564,7 +564,7 @@ class SomaCells(LightningDataModule):
             return adata
         # the reference is embedded by genept_embed itself: its record (genes, their mean
         # expression, the table's provenance) is what a query is later checked against
-        from sc_genept.tl._embed import cell_embedding, expression_record
+        from sc_genept._embedding import cell_embedding, expression_record
 
         with warnings.catch_warnings():  # names may repeat: genept_embed sums their columns
             warnings.filterwarnings("ignore", message=".*not unique", category=UserWarning)
@@ -602,8 +602,8 @@ class _Embedder:
         cls, names: np.ndarray, column: str, gene_embeddings, genes, *, expression: bool
     ) -> _Embedder:
         """Which columns feed which gene vector, in the order genept_embed uses."""
+        from sc_genept._embedding import _duplicate_columns
         from sc_genept.genes import GeneEmbeddings, load, match_genes
-        from sc_genept.tl._embed import _duplicate_columns
 
         table = (
             gene_embeddings

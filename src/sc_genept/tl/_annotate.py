@@ -15,12 +15,12 @@ import pandas as pd
 from scanpy import logging as logg
 
 from sc_genept._checks import check_adata, check_fraction
+from sc_genept._embedding import cell_embedding, expression_record
 from sc_genept._utils import h5ad_safe, warn_caller
 from sc_genept.genes import GeneEmbeddings
 from sc_genept.genes import available as available_tables
 from sc_genept.genes import load as load_table
 from sc_genept.model._overlap import DEFAULT_MIN_GENE_OVERLAP, check_gene_overlap, gene_overlap
-from sc_genept.tl._embed import cell_embedding, expression_record
 
 if TYPE_CHECKING:
     from anndata import AnnData
