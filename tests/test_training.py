@@ -108,7 +108,7 @@ def test_prediction_threads_are_chosen_and_restored(cells):
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        model.predict_proba(cells, batch_size=128)  # small batches: one thread
+        model.predict_proba(cells, batch_size=CELLS_PER_THREAD - 1)  # small: one thread
         assert set(seen) == {1} and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
@@ -122,7 +122,7 @@ class Boom(Callback):
 def test_thread_rule_follows_batch_size_affinity_and_processes():
     allowed = os.sched_getaffinity(0)
     big = 64 * CELLS_PER_THREAD
-    assert cpu_threads(128, "cpu", "auto") == 1
+    assert cpu_threads(CELLS_PER_THREAD - 1, "cpu", "auto") == 1  # smaller than a share
     alone = cpu_threads(big, "cpu", "auto")  # fewer when other programs keep CPUs busy
     assert 1 <= alone <= len(allowed)
     assert cpu_threads(big, "cpu", 2) == cpu_threads(big, "cpu", [0, 1])

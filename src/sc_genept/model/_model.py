@@ -386,7 +386,7 @@ class GenePTClassifier(BaseModelClass):
             calibration cells are used; ``batch_size``, ``train_size`` and
             ``calibration_size`` are then its own business.
         num_threads
-            torch's CPU threads for the call (restored after it). Default: one per 1,024
+            torch's CPU threads for the call (restored after it). Default: one per 64
             cells of a batch, at least 1 and at most the CPUs this process may use
             (``os.sched_getaffinity``) shared among the processes training on this machine,
             and those other programs leave idle. Small batches run fastest on one thread, and a thread count

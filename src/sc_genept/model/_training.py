@@ -161,10 +161,11 @@ class QuietTrainRunner(TrainRunner):
         self.model.trainer = self.trainer
 
 
-#: Cells of a batch per torch CPU thread (see :func:`cpu_threads`). Small batches of
-#: the default MLP train fastest on one thread; on a busy machine a second thread made
-#: even 4096-cell batches 3× slower (``benchmarks/scale/train.py --batch-size 4096``).
-CELLS_PER_THREAD = 1024
+#: Cells of a batch per torch CPU thread (see :func:`cpu_threads`). A batch of fewer
+#: runs on one thread; at the default 128 two threads trained 1.4× faster than one on a
+#: quiet 2-core machine (``benchmarks/scale/train.py``). Busy CPUs are left out by the
+#: load term: there a second thread made even 4096-cell batches 3× slower.
+CELLS_PER_THREAD = 64
 
 
 def cpu_threads(batch_size: int, accelerator: str, devices) -> int:
