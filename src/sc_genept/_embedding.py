@@ -88,25 +88,10 @@ def cell_embedding(
     names = var.index if gene_symbols is None else _var_column(var, gene_symbols, source)
     match = match_genes(names, table)
     _check_match(match, names, table, source)
-    if genes is None:
-        in_set = np.ones(match.n_matched, dtype=bool)
-    else:
-        in_set = np.isin(table.symbols[match.table_index], np.asarray(genes, dtype=object))
-    # the set's genes first: only they are embedded; the other matched genes are read for
-    # their expression alone, for the share of it the set carries
-    order = np.argsort(~in_set, kind="stable")
-    rows, n_in_set = match.table_index[order], int(in_set.sum())
-    found = table.symbols[rows[:n_in_set]]
-    var_index = match.var_index[order]
-    plan = _GenePlan(
-        table=table,
-        match=match,
-        var_index=var_index,
-        vectors=table.embeddings[rows[:n_in_set]],
-        found=found,
-        imputed=_missing_genes(genes, found, missing_values),
-        duplicates=_duplicate_columns(names, var_index, source, gene_symbols),
-    )
+    plan = _GenePlan.of(
+        names, table, match, genes, source=source, gene_symbols=gene_symbols,
+        missing_values=missing_values,
+    )  # fmt: skip
     params = {
         "gene_embeddings": str(gene_embeddings)
         if not isinstance(gene_embeddings, GeneEmbeddings)
@@ -181,7 +166,7 @@ def cell_embedding(
         "source": source,
         **plan.record(),
         "gene_set": gene_set_record(
-            found,
+            plan.found,
             set_totals / max(adata.n_obs, 1),
             fraction_of_matched_expression=share,
             n_imputed=len(plan.imputed),
@@ -192,7 +177,7 @@ def cell_embedding(
     }
     values = None
     if expression:  # columns in the order of the record's (sorted) names
-        values = result.expression[:, np.argsort(found, kind="stable")]
+        values = result.expression[:, plan.expression_order]
     return CellEmbedding(result.embedding, h5ad_safe(record), values)
 
 
@@ -299,6 +284,38 @@ class _GenePlan:
     found: np.ndarray
     imputed: dict
     duplicates: tuple[np.ndarray, np.ndarray] | None
+
+    @classmethod
+    def of(
+        cls, names, table, match, genes, *, source: str, gene_symbols, missing_values=None
+    ) -> _GenePlan:
+        """The plan for columns ``names`` matched to ``table`` (``match``), on ``genes``.
+
+        The set's genes come first: only they are embedded; the other matched genes are
+        read for their expression alone, for the share of it the set carries.
+        """
+        if genes is None:
+            in_set = np.ones(match.n_matched, dtype=bool)
+        else:
+            in_set = np.isin(table.symbols[match.table_index], np.asarray(genes, dtype=object))
+        order = np.argsort(~in_set, kind="stable")
+        rows, n_in_set = match.table_index[order], int(in_set.sum())
+        found = table.symbols[rows[:n_in_set]]
+        var_index = match.var_index[order]
+        return cls(
+            table=table,
+            match=match,
+            var_index=var_index,
+            vectors=table.embeddings[rows[:n_in_set]],
+            found=found,
+            imputed=_missing_genes(genes, found, missing_values),
+            duplicates=_duplicate_columns(names, var_index, source, gene_symbols),
+        )
+
+    @property
+    def expression_order(self) -> np.ndarray:
+        """Embedded genes' columns in the order of their (sorted) names, as stored."""
+        return np.argsort(self.found, kind="stable")
 
     @property
     def offset(self) -> np.ndarray | None:

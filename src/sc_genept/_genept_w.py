@@ -484,7 +484,20 @@ class _Product:
 
 
 class _Sink:
-    """Where :func:`genept_w` puts each finished block; a context for the whole pass."""
+    """Where :func:`genept_w` puts each finished block; a context for the whole pass.
+
+    :meth:`rows` gives a float32 array to compute a block into (by default a reused
+    scratch buffer), :meth:`commit` stores it.
+    """
+
+    n_dims: int
+    _scratch: np.ndarray | None = None
+
+    def rows(self, start: int, n_rows: int) -> np.ndarray:
+        """A float32 array to compute rows ``start:start + n_rows`` into."""
+        if self._scratch is None or len(self._scratch) < n_rows:
+            self._scratch = np.empty((n_rows, self.n_dims), dtype=np.float32)
+        return self._scratch[:n_rows]
 
     def __enter__(self):
         return self
@@ -502,18 +515,16 @@ class ArraySink(_Sink):
 
     def __init__(self, n_rows: int, n_dims: int, dtype):
         self.array = np.empty((n_rows, n_dims), dtype=dtype)
-        self._scratch = None
+        self.n_dims = n_dims
+        self._in_place = self.array.dtype == np.float32
 
     def rows(self, start: int, n_rows: int) -> np.ndarray:
-        """A float32 array to compute rows ``start:start + n_rows`` into."""
-        if self.array.dtype == np.float32:
+        if self._in_place:
             return self.array[start : start + n_rows]
-        if self._scratch is None or len(self._scratch) < n_rows:
-            self._scratch = np.empty((n_rows, self.array.shape[1]), dtype=np.float32)
-        return self._scratch[:n_rows]
+        return super().rows(start, n_rows)
 
     def commit(self, start: int, rows: np.ndarray) -> None:
-        if rows.base is not self.array and rows is not self.array:
+        if not self._in_place:
             self.array[start : start + len(rows)] = rows  # rounded once, e.g. to float16
 
     def result(self) -> np.ndarray:
@@ -530,8 +541,7 @@ class NpyFileSink(_Sink):
 
     def __init__(self, path, n_rows: int, n_dims: int, dtype):
         self.path, self.dtype = path, np.dtype(dtype)
-        self._shape = (n_rows, n_dims)
-        self._scratch = np.empty((0, n_dims), dtype=np.float32)
+        self._shape, self.n_dims = (n_rows, n_dims), n_dims
         self._written = 0
         self._stack = ExitStack()
         temporary = self._stack.enter_context(atomic_path(path))
@@ -539,11 +549,6 @@ class NpyFileSink(_Sink):
         np.lib.format.write_array_header_1_0(
             self._file, {"descr": self.dtype.str, "fortran_order": False, "shape": self._shape}
         )
-
-    def rows(self, start: int, n_rows: int) -> np.ndarray:
-        if len(self._scratch) < n_rows:
-            self._scratch = np.empty((n_rows, self._shape[1]), dtype=np.float32)
-        return self._scratch[:n_rows]
 
     def commit(self, start: int, rows: np.ndarray) -> None:
         if start != self._written:

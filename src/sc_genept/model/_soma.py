@@ -602,7 +602,7 @@ class _Embedder:
         cls, names: np.ndarray, column: str, gene_embeddings, genes, *, expression: bool
     ) -> _Embedder:
         """Which columns feed which gene vector, in the order genept_embed uses."""
-        from sc_genept._embedding import _duplicate_columns
+        from sc_genept._embedding import _GenePlan
         from sc_genept.genes import GeneEmbeddings, load, match_genes
 
         table = (
@@ -617,25 +617,19 @@ class _Embedder:
                 f"({table!r}), e.g. {list(names[:5])}: pass var_names=<column of gene symbols "
                 "or Ensembl ids> (the census's feature_name or feature_id)."
             )
-        in_set = (
-            np.ones(match.n_matched, dtype=bool)
-            if genes is None
-            else np.isin(table.symbols[match.table_index], np.asarray(genes, dtype=object))
-        )
-        if not in_set.any():
+        # cell_embedding's own plan: the same product, bit for bit
+        with warnings.catch_warnings():  # the prototype's embedding already warned
+            warnings.simplefilter("ignore", UserWarning)
+            plan = _GenePlan.of(
+                names, table, match, genes, source=f"var[{column!r}]", gene_symbols=column
+            )
+        if not len(plan.vectors):
             raise ValueError(
                 f"None of the {len(genes)} genes= is among the experiment's genes "
                 f"(var[{column!r}]): pass genes=None or the genes of a model made for this data."
             )
-        # genes of the set first, as cell_embedding orders them: the same product, bit for bit
-        order = np.argsort(~in_set, kind="stable")
-        var_index, rows = match.var_index[order], match.table_index[order]
-        with warnings.catch_warnings():  # the prototype's embedding already warned
-            warnings.simplefilter("ignore", UserWarning)
-            duplicates = _duplicate_columns(names, var_index, f"var[{column!r}]", column)
-        n_in_set = int(in_set.sum())
-        columns = np.argsort(table.symbols[rows[:n_in_set]], kind="stable") if expression else None
-        return cls(var_index, table.embeddings[rows[:n_in_set]], duplicates, columns)
+        columns = plan.expression_order if expression else None
+        return cls(plan.var_index, plan.vectors, plan.duplicates, columns)
 
     def __call__(self, x) -> list[np.ndarray]:
         """The inputs of these cells: the embedding, and the expression if asked for."""
