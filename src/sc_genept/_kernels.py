@@ -10,9 +10,9 @@
   dense data.
 - ``torch``: the same product on a torch device (a GPU), block by block.
 
-The CPU choice between ``sparse`` and ``dense`` is made by measurement: the first block of
-each shape class is multiplied both ways and the faster kernel is kept for that shape
-class for the rest of the process (:func:`choose`).
+The CPU choice between ``sparse`` and ``dense`` is made by measurement: the first rows of
+the first block of each shape class are multiplied both ways and the faster kernel is
+kept for that shape class for the rest of the process (:func:`choose`).
 """
 
 from __future__ import annotations
@@ -92,9 +92,14 @@ def value_stats(values: np.ndarray) -> ValueStats:
         return ValueStats(True, 0.0, 0.0, False, True)
     if values.dtype.kind in "iu":
         return ValueStats(True, float(values.min()), float(values.max()), bool(values.any()), True)
-    if values.dtype not in (np.float32, np.float64):  # float16: numba has no kernel for it
-        values = values.astype(np.float32)
-    return ValueStats(*_loops().value_stats(values.reshape(-1)))
+    return ValueStats(*_loops().value_stats(_compiled_dtype(values).reshape(-1)))
+
+
+def _compiled_dtype(values: np.ndarray) -> np.ndarray:
+    """``values`` as the compiled loops take them: float16 (which numba lacks) as float32."""
+    if values.dtype.kind in "iu" or values.dtype in (np.float32, np.float64):
+        return values
+    return values.astype(np.float32)
 
 
 def prepare_sparse(data, indices, indptr, slot, position, n_embedded: int, normalize: bool, totals):
@@ -106,8 +111,7 @@ def prepare_sparse(data, indices, indptr, slot, position, n_embedded: int, norma
     ``position``: each embedded gene's column in the product's table. The same float32
     arithmetic as :meth:`sc_genept._genept_w._Block.log_normalize`.
     """
-    if data.dtype not in (np.float32, np.float64) and data.dtype.kind not in "iu":
-        data = data.astype(np.float32)  # float16: numba has no kernel for it
+    data = _compiled_dtype(data)
     loops = _parallel()
     n_rows = len(indptr) - 1
     n_tasks = max(1, min(n_rows, 4 * _threads()))
@@ -191,7 +195,7 @@ class TorchProduct:
                     torch.from_numpy(block.columns),
                     torch.from_numpy(block.values),
                     size=(block.n_rows, self.table.shape[0]),
-                    check_invariants=False,  # built by SparseBlock.from_entries: valid
+                    check_invariants=False,  # built by prepare_sparse or from_entries: valid
                 ).to(self.device)
         else:
             x = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)).to(self.device)
@@ -199,7 +203,11 @@ class TorchProduct:
 
 
 def _shape_class(block: SparseBlock, table: np.ndarray) -> tuple:
-    """Blocks whose kernel timings compare alike: table width and density (log2 buckets)."""
+    """Blocks whose kernel timings compare alike.
+
+    Table width, stored values per row (log2 buckets) and whether the table has more than
+    16,384 genes (past the caches).
+    """
     return (table.shape[1], int(np.log2(max(block.density, 1))), table.shape[0] > 2**14)
 
 
