@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Mapping
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scanpy as sc
 from scipy import sparse
 
 import sc_genept
@@ -251,3 +253,22 @@ def server(tmp_path):
     root.mkdir()
     with FileServer(root) as srv:
         yield srv
+
+
+@pytest.fixture
+def verbosity(capfd):
+    """Set sc.settings.verbosity for one test; restored after.
+
+    scanpy's log lines go to the stderr captured here (its handler keeps the stream it was
+    given, which pytest replaced before this test).
+    """
+    before, logfile = sc.settings.verbosity, sc.settings.logfile
+
+    def set_to(level):
+        sc.settings.verbosity = level
+
+    sc.settings.logfile = sys.stderr
+    sc.settings.verbosity = "warning"  # scanpy's default
+    yield set_to
+    sc.settings.verbosity = before
+    sc.settings.logfile = logfile

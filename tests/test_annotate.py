@@ -213,8 +213,9 @@ def test_reference_and_query_are_embedded_on_shared_genes(raw_split):
     sc.tl.genept_annotate(query, reference=ref, labels_key="cell_type", **FAST)
     overlap = query.uns["genept_cell_type"]["gene_overlap"]
     n_query = query.uns["X_genept"]["gene_set"]["n_genes"]
-    assert overlap["n_genes_found"] == n_query < overlap["n_model_genes"]
-    assert 0.8 < overlap["fraction_genes_found"] < 1
+    assert overlap["n_shared_genes"] == n_query == overlap["n_query_genes"]
+    assert n_query < overlap["n_reference_genes"]
+    assert overlap["fraction_of_smaller_shared"] == 1
     # the query embedding is the one made of exactly those genes
     alone = sc.tl.genept_embed(query, copy=True)
     np.testing.assert_allclose(query.obsm["X_genept"], alone.obsm["X_genept"], atol=1e-6)
@@ -282,3 +283,48 @@ def test_missing_genes_count_as_typical_of_the_reference(pbmc_split):
         atol=1e-5,
     )
     assert (a["genept_cell_type_finest"] == b["genept_cell_type_finest"]).all()
+
+
+def test_panel_query_with_a_larger_reference(raw_split):
+    """A targeted panel (few of the reference's genes) is annotated on the genes it has."""
+    ref, query = raw_split
+    panel = _keep_genes(query, 0.08)
+    sc.tl.genept_annotate(panel, reference=ref, labels_key="cell_type_ontology_term_id", **FAST)
+    overlap = panel.uns["genept_cell_type"]["gene_overlap"]
+    assert (
+        overlap["n_shared_genes"] == overlap["n_query_genes"] < 0.1 * overlap["n_reference_genes"]
+    )
+    assert overlap["fraction_of_smaller_shared"] == 1
+    assert panel.obs["genept_cell_type"].notna().all()
+    tiny = _keep_genes(query, 0.008)  # ~6 genes: too few to train on
+    with pytest.raises(ValueError, match=r"share \d genes .*fewer than 10"):
+        sc.tl.genept_annotate(tiny, reference=ref, labels_key="cell_type_ontology_term_id")
+
+
+def test_mouse_query_through_orthologs(raw_split, verbosity, capfd):
+    """Mouse-style names match by case; a gene named differently needs orthologs=."""
+    ref, query = raw_split
+    mouse = _keep_genes(query, 1.0)
+    names = [g.capitalize() for g in mouse.var_names]
+    names[list(mouse.var_names).index("CD74")] = "Mouse-cd74"  # named differently in mouse
+    mouse.var_names = names
+    verbosity("info")
+    with pytest.warns(UserWarning, match="look like mouse genes"):
+        plain = sc.tl.genept_annotate(
+            mouse, reference=ref, labels_key="cell_type_ontology_term_id", copy=True, **FAST
+        )
+    crossed = sc.tl.genept_annotate(
+        mouse,
+        reference=ref,
+        labels_key="cell_type_ontology_term_id",
+        orthologs={"Mouse-cd74": "CD74"},
+        copy=True,
+        **FAST,
+    )
+    before = plain.uns["genept_cell_type"]["genes_through_orthologs"]
+    after = crossed.uns["genept_cell_type"]["genes_through_orthologs"]
+    assert after["by_ortholog_table"] == 1 and before["by_ortholog_table"] == 0
+    assert after["by_symbol_ignoring_case"] == before["by_symbol_ignoring_case"] > 600
+    shared = crossed.uns["genept_cell_type"]["gene_overlap"]["n_shared_genes"]
+    assert shared == plain.uns["genept_cell_type"]["gene_overlap"]["n_shared_genes"] + 1
+    assert "(1 matched through orthologs= and " in capfd.readouterr().err

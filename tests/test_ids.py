@@ -131,3 +131,38 @@ def test_the_best_name_takes_a_row(default_table):
 
 def test_case_only_matches_are_counted(default_table):
     assert match_genes(["Cd3e", "Lyz2", "Ms4a1", "CD19"], default_table).n_case_differs == 2
+
+
+def test_ortholog_map_keeps_one_to_one_pairs(tmp_path):
+    import pandas as pd
+
+    from sc_genept.genes import ortholog_map
+
+    pairs = {"Cd3e": "CD3E", "H2-Aa": "HLA-DQA1", "Gm1": "DUP", "Gm2": "dup", "Nan": None}
+    # a gene with two orthologs on the table side is left to the other rules
+    assert ortholog_map(pairs) == {"Cd3e": "CD3E", "H2-Aa": "HLA-DQA1"}
+    frame = pd.DataFrame({"mouse": ["Cd3e", "Cd3e", "Ms4a1"], "human": ["CD3E", "CD3D", "MS4A1"]})
+    assert ortholog_map(frame) == {"Ms4a1": "MS4A1"}
+    path = tmp_path / "orthologs.tsv"
+    frame.iloc[1:].to_csv(path, sep="\t", index=False)
+    assert ortholog_map(path) == {"Cd3e": "CD3D", "Ms4a1": "MS4A1"}
+    with pytest.raises(ValueError, match="exactly two columns"):
+        ortholog_map(frame.assign(extra=1))
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        ortholog_map(tmp_path / "missing.csv")
+    with pytest.raises(TypeError, match="orthologs must be a mapping"):
+        ortholog_map(42)
+
+
+def test_orthologs_match_genes_named_differently(default_table):
+    names = ["H2-Aa", "Cd3e", "Ptprc"]
+    plain = match_genes(names, default_table)
+    assert set(matched_symbols(plain, names, default_table)) == {"Cd3e", "Ptprc"}
+    assert plain.n_case_differs == 2 and plain.matched_by["ortholog"] == 0
+    crossed = match_genes(names, default_table, orthologs={"H2-Aa": "HLA-DQA1", "Cd3e": "CD3E"})
+    assert matched_symbols(crossed, names, default_table) == {
+        "H2-Aa": "HLA-DQA1",
+        "Cd3e": "CD3E",
+        "Ptprc": "PTPRC",
+    }
+    assert crossed.matched_by["ortholog"] == 2 and crossed.summary()["n_symbol_case_differs"] == 1

@@ -35,25 +35,6 @@ BANNERS = (
 LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "scvi")
 
 
-@pytest.fixture
-def verbosity(capfd):
-    """Set sc.settings.verbosity for one test; restored after.
-
-    scanpy's log lines go to the stderr captured here (its handler keeps the stream it was
-    given, which pytest replaced before this test).
-    """
-    before, logfile = sc.settings.verbosity, sc.settings.logfile
-
-    def set_to(level):
-        sc.settings.verbosity = level
-
-    sc.settings.logfile = sys.stderr
-    sc.settings.verbosity = "warning"  # scanpy's default
-    yield set_to
-    sc.settings.verbosity = before
-    sc.settings.logfile = logfile
-
-
 def _annotate(pbmc, **train_kwargs):
     query = pbmc[:60].copy()
     sc.tl.genept_annotate(query, reference=pbmc, labels_key=LABELS, max_epochs=3, **train_kwargs)

@@ -318,6 +318,7 @@ def main() -> None:
     parser.add_argument(
         "--seeds", type=int, default=3, help="training seeds; sc_genept figures are their mean"
     )
+    parser.add_argument("--out", type=Path, help="results file (default: see --table)")
     args = parser.parse_args()
     TRAIN.update(args.train_kwargs)
     global INPUT
@@ -353,7 +354,7 @@ def main() -> None:
         "seconds": round(time.perf_counter() - start),
     }
     defaults = not args.train_kwargs and INPUT == DEFAULT and args.table == "default"
-    out = RESULTS if defaults else RESULTS.with_name("sweep.json")
+    out = args.out or (RESULTS if defaults else RESULTS.with_name("sweep.json"))
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))

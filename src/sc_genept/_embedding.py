@@ -24,7 +24,7 @@ from sc_genept import _dask
 from sc_genept._checks import check_adata, positive_int
 from sc_genept._genept_w import NpyFileSink, ScaledDataError, genept_w
 from sc_genept._utils import h5ad_safe, warn_caller
-from sc_genept.genes import GeneEmbeddings, load, match_genes
+from sc_genept.genes import GeneEmbeddings, load, match_genes, ortholog_map
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -45,6 +45,7 @@ def cell_embedding(
     layer: str | None = None,
     use_raw: bool | None = None,
     gene_symbols: str | None = None,
+    orthologs=None,
     normalize: bool = True,
     n_dims: int | None = None,
     genes: Sequence[str] | None = None,
@@ -86,8 +87,9 @@ def cell_embedding(
         table = table.truncate(n_dims)
     matrix, var, source, _ = _choose_expression(adata, use_raw, layer)
     names = var.index if gene_symbols is None else _var_column(var, gene_symbols, source)
-    match = match_genes(names, table)
-    _check_match(match, names, table, source)
+    ortholog_pairs = None if orthologs is None else ortholog_map(orthologs)
+    match = match_genes(names, table, orthologs=ortholog_pairs)
+    _check_match(match, names, table, source, orthologs_given=orthologs is not None)
     plan = _GenePlan.of(
         names, table, match, genes, source=source, gene_symbols=gene_symbols,
         missing_values=missing_values,
@@ -99,6 +101,7 @@ def cell_embedding(
         "layer": layer,
         "use_raw": use_raw,
         "gene_symbols": gene_symbols,
+        "orthologs": None if ortholog_pairs is None else f"{len(ortholog_pairs)} pairs",
         "normalize": normalize,
         "n_dims": table.n_dims,
         "chunk_size": chunk_size,
@@ -506,7 +509,9 @@ def _var_column(var, key: str, source: str):
     return var[key]
 
 
-def _check_match(match, names, table: GeneEmbeddings, source: str) -> None:
+def _check_match(
+    match, names, table: GeneEmbeddings, source: str, *, orthologs_given: bool = False
+) -> None:
     examples = ", ".join(map(str, list(names[:5])))
     if match.n_matched == 0:
         raise ValueError(
@@ -515,12 +520,12 @@ def _check_match(match, names, table: GeneEmbeddings, source: str) -> None:
             "another .var column holds symbols or Ensembl ids, pass gene_symbols=<column>; "
             "the table covers human genes only."
         )
-    if match.n_case_differs > match.n_matched / 2:
+    if match.n_case_differs > match.n_matched / 2 and not orthologs_given:
         warn_caller(
             f"{match.n_case_differs} of the {match.n_matched} matched genes of {source} match "
-            f"only when case is ignored (names like {examples}): these look like mouse genes. "
-            "The bundled table is human and no orthology mapping is done; use a table for "
-            "your species or map to human orthologs first."
+            f"only when case is ignored (names like {examples}): these look like mouse genes, "
+            "matched to the human genes of the same name. To map to human orthologs whose "
+            "names differ too, pass orthologs= (a one-to-one table, e.g. from Ensembl BioMart)."
         )
     if match.n_matched < _FEW_GENES:
         warn_caller(

@@ -14,7 +14,7 @@ from ._embedders import (
     embed_texts,
     estimate_cost,
 )
-from ._ids import GeneMatch, gene_map, match_genes, primary_ensembl_ids
+from ._ids import GeneMatch, gene_map, match_genes, ortholog_map, primary_ensembl_ids
 from ._readers import (
     UnsafePickleError,
     from_frame,
@@ -51,6 +51,7 @@ __all__ = [
     "gene_map",
     "load",
     "match_genes",
+    "ortholog_map",
     "primary_ensembl_ids",
     "read_genept_pickle",
     "read_table_file",

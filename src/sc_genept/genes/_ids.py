@@ -2,9 +2,12 @@
 
 Matching rules, in order, each gene of the dataset matched to at most one table row:
 
+0. With an ortholog table (``orthologs=``, e.g. mouse → human one-to-one orthologs), a
+   name in it matches the row of its ortholog, by the rules below.
 1. An Ensembl id (any version suffix stripped) matches the table row with that id, or else
    the row whose gene carries that id in the bundled NCBI map.
-2. A symbol matches the row with the same symbol, ignoring case.
+2. A symbol matches the row with the same symbol, ignoring case (which also matches most
+   mouse genes to their human orthologs: ``Cd3e`` → ``CD3E``).
 3. Otherwise, a symbol that is an alias (previous or synonym symbol) of exactly one gene,
    and the official symbol of none, matches that gene's row, unless the dataset already
    has that gene under its own name.
@@ -19,9 +22,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.resources import files
+from os import PathLike
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -79,7 +85,8 @@ class GeneMatch:
     id_type
         ``"ensembl"`` or ``"symbol"``: what most of the dataset's names are.
     matched_by
-        How many genes matched by Ensembl id, by symbol and by alias.
+        How many genes matched through the ortholog table, by Ensembl id, by symbol and by
+        alias.
     ambiguous
         Names left out because they would match more than one table row.
     duplicates
@@ -116,6 +123,7 @@ class GeneMatch:
             "fraction_genes_matched": round(self.fraction_matched, 6),
             "id_type": self.id_type,
             "matched_by": dict(self.matched_by),
+            "n_symbol_case_differs": self.n_case_differs,
             "n_ambiguous": len(self.ambiguous),
             "n_duplicates": len(self.duplicates),
         }
@@ -150,15 +158,19 @@ def primary_ensembl_ids(symbols: Iterable[str]) -> np.ndarray:
     return np.asarray(out, dtype=object)
 
 
-def match_genes(names: Iterable, table: GeneEmbeddings) -> GeneMatch:
+def match_genes(
+    names: Iterable, table: GeneEmbeddings, *, orthologs: Mapping[str, str] | None = None
+) -> GeneMatch:
     """Match a dataset's gene names (symbols, Ensembl ids, or a mix) to the rows of ``table``.
 
     See the module docstring for the rules. Each name is judged on its own, so a mix of
     Ensembl ids and symbols (common after merging datasets) works. Missing names (NaN,
     empty, "nan", "NA") never match. Each table row takes at most one dataset gene, the
-    best: the table's own symbol (same case) or Ensembl id, then a case-insensitive symbol
-    or an Ensembl id from the NCBI map, then an alias; ties go to the first in ``var``.
-    The others are counted in ``duplicates``.
+    best: the table's own symbol (same case) or Ensembl id, then an ortholog, a
+    case-insensitive symbol or an Ensembl id from the NCBI map, then an alias; ties go to
+    the first in ``var``. The others are counted in ``duplicates``.
+
+    ``orthologs`` maps the dataset's names to the table's (see :func:`ortholog_map`).
     """
     from ._table import GeneEmbeddings
 
@@ -173,10 +185,16 @@ def match_genes(names: Iterable, table: GeneEmbeddings) -> GeneMatch:
         )
     names = ["" if _is_missing(n) else str(n) for n in names]
     index = _TableIndex.of(table)
+    orthologs = {} if orthologs is None else orthologs
     candidates = []  # (rank, var position, table row, how)
     ambiguous = []
     for i, name in enumerate(names):
         if not name:
+            continue
+        ortholog = orthologs.get(name)
+        rows = index.by_symbol.get(ortholog.upper(), ()) if ortholog else ()
+        if len(rows) == 1:
+            candidates.append((1, i, rows[0], "ortholog"))
             continue
         if is_ensembl_id(name):
             ensembl = strip_ensembl_version([name])[0]
@@ -209,13 +227,53 @@ def match_genes(names: Iterable, table: GeneEmbeddings) -> GeneMatch:
         table_index=np.asarray([row for _, row, _ in pairs], dtype=np.int64),
         n_vars=len(names),
         id_type=detect_id_type(names),
-        matched_by={k: hows.count(k) for k in ("ensembl", "symbol", "alias")},
+        matched_by={k: hows.count(k) for k in ("ortholog", "ensembl", "symbol", "alias")},
         ambiguous=ambiguous,
         duplicates=duplicates,
         n_case_differs=sum(
             how == "symbol" and names[i] != table.symbols[row] for i, row, how in pairs
         ),
     )
+
+
+def ortholog_map(orthologs) -> dict[str, str]:
+    """A one-to-one map from a dataset's gene names to a gene table's symbols.
+
+    Parameters
+    ----------
+    orthologs
+        A mapping, a two-column :class:`~pandas.DataFrame` (the dataset's names first, the
+        table's second), or the path of a CSV/TSV file with such two columns and a header:
+        e.g. one-to-one mouse → human orthologs from Ensembl BioMart or HGNC's HCOP.
+
+    Returns
+    -------
+    The pairs in which neither side occurs twice: a gene with several orthologs is left to
+    the other matching rules rather than matched to one of them at random.
+    """
+    if isinstance(orthologs, str | PathLike):
+        path = Path(orthologs)
+        if not path.is_file():
+            raise FileNotFoundError(f"orthologs={str(orthologs)!r}: no such file.")
+        sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
+        orthologs = pd.read_csv(path, sep=sep, dtype=str)
+    if isinstance(orthologs, pd.DataFrame):
+        if orthologs.shape[1] != 2:
+            raise ValueError(
+                "orthologs= as a table needs exactly two columns, the dataset's gene names "
+                f"and then the gene table's symbols; it has {list(orthologs.columns)}."
+            )
+        pairs = list(orthologs.itertuples(index=False, name=None))
+    elif isinstance(orthologs, Mapping):
+        pairs = list(orthologs.items())
+    else:
+        raise TypeError(
+            "orthologs must be a mapping, a two-column DataFrame or a CSV/TSV path, got "
+            f"{type(orthologs).__name__}."
+        )
+    pairs = [(str(a), str(b)) for a, b in pairs if not _is_missing(a) and not _is_missing(b)]
+    keys, values = Counter(a for a, _ in pairs), Counter(b.upper() for _, b in pairs)
+    return {a: b for a, b in pairs if keys[a] == 1 and values[b.upper()] == 1}
 
 
 _MISSING = {"", "NAN", "NA", "NONE", "NULL", "-"}

@@ -13,6 +13,8 @@ from sc_genept._utils import warn_caller
 DEFAULT_MIN_GENE_OVERLAP = 0.1
 #: Below this share of the model's genes a query gets a warning.
 _GENE_OVERLAP_WARNING = 0.8
+#: Fewest genes a reference and a query may share for a model to be trained on them.
+MIN_SHARED_GENES = 10
 
 
 def gene_overlap(gene_set: dict, genes) -> dict:
@@ -56,3 +58,43 @@ def check_gene_overlap(overlap: dict, min_gene_overlap: float) -> None:
             "89 % of its macro-F1 with a quarter of the genes, 63 % with a tenth). A model "
             "trained on the genes this query has (genept_annotate with reference=) does better."
         )
+
+
+def shared_gene_overlap(n_reference: int, n_query: int, n_shared: int) -> dict:
+    """How the genes a reference and a query share compare with what each has.
+
+    A model trained on a reference reads only the shared genes, so what matters is the share
+    of the *smaller* gene set that the other has: a panel of 300 genes that a whole-transcriptome
+    reference covers is complete, while two datasets that name genes differently share few.
+    """
+    smaller = min(n_reference, n_query)
+    return {
+        "n_reference_genes": n_reference,
+        "n_query_genes": n_query,
+        "n_shared_genes": n_shared,
+        "fraction_of_smaller_shared": round(n_shared / smaller, 6) if smaller else 0.0,
+    }
+
+
+def check_shared_genes(overlap: dict, min_gene_overlap: float) -> None:
+    """Raise when a reference and a query share too few genes to train on; else log them."""
+    from scanpy import logging as logg
+
+    n_shared, fraction = overlap["n_shared_genes"], overlap["fraction_of_smaller_shared"]
+    what = (
+        f"The reference and the query share {n_shared} genes with an embedding (the reference "
+        f"has {overlap['n_reference_genes']}, the query {overlap['n_query_genes']}; "
+        f"{fraction:.0%} of the smaller set)"
+    )
+    if n_shared < MIN_SHARED_GENES or fraction < min_gene_overlap:
+        floor = (
+            f"fewer than {MIN_SHARED_GENES}"
+            if n_shared < MIN_SHARED_GENES
+            else f"below min_gene_overlap={min_gene_overlap}"
+        )
+        raise ValueError(
+            f"{what}: {floor}, too few to train on. Check that both name genes the same way "
+            "(symbols or Ensembl ids of one species; for another species pass orthologs=), "
+            "or pass a lower min_gene_overlap to train anyway."
+        )
+    logg.info(f"    {what}: the model is trained on the shared genes")

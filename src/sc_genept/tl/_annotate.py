@@ -20,7 +20,12 @@ from sc_genept._utils import h5ad_safe, warn_caller
 from sc_genept.genes import GeneEmbeddings
 from sc_genept.genes import available as available_tables
 from sc_genept.genes import load as load_table
-from sc_genept.model._overlap import DEFAULT_MIN_GENE_OVERLAP, check_gene_overlap, gene_overlap
+from sc_genept.model._overlap import (
+    DEFAULT_MIN_GENE_OVERLAP,
+    check_gene_overlap,
+    check_shared_genes,
+    shared_gene_overlap,
+)
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -47,6 +52,7 @@ def genept_annotate(
     min_confidence: float = 0.5,
     min_gene_overlap: float = DEFAULT_MIN_GENE_OVERLAP,
     gene_embeddings: str | Path | GeneEmbeddings | None = None,
+    orthologs: Mapping[str, str] | pd.DataFrame | str | Path | None = None,
     n_dims: int | None = None,
     layer: str | None = None,
     use_raw: bool | None = None,
@@ -92,15 +98,24 @@ def genept_annotate(
     min_confidence
         Subtree mass a term needs to be reported.
     min_gene_overlap
-        Smallest share of the model's (or the reference's) genes that ``adata`` must have;
+        With ``model``: the smallest share of the model's genes that ``adata`` must have;
         below it a :class:`ValueError` is raised, below 80 % a warning says which genes
-        are missing. Missing genes count as not expressed.
+        are missing (they are imputed, see :doc:`/annotation`). With ``reference``: the
+        smallest share of the smaller of the two gene sets that the other has (a
+        300-gene panel that a whole-transcriptome reference covers shares 100 %); the
+        model is trained on the shared genes, at least 10 of them.
     gene_embeddings
         The gene table to embed with (see :func:`~sc_genept.tl.genept_embed`). With
         ``reference``: default ``"default"``. With ``model``: the table the model was
         trained on, found among the bundled tables by its content hash; a model trained on
         another table raises an error that names it, and a ``gene_embeddings`` that is not
         that table is refused.
+    orthologs
+        A one-to-one map from gene names of another species to the table's human symbols
+        (see :func:`~sc_genept.tl.genept_embed`), applied to ``adata`` and ``reference``
+        alike: a mouse query with a human reference or model, or a human query with a
+        mouse reference. Without it, genes match by symbol ignoring case. The log and
+        ``uns[key_added]["genes_through_orthologs"]`` say how many genes matched each way.
     n_dims
         Use the first ``n_dims`` dimensions of the table (with ``reference``; a ``model``
         uses those it was trained on).
@@ -134,8 +149,9 @@ def genept_annotate(
     ``adata.obs[key_added + "_finest"]``, ``[… + "_finest_ontology_term_id"]``, ``[… + "_finest_probability"]``
         The single most probable term before thresholding.
     ``adata.uns[key_added]`` : dict
-        ``params``, ``gene_overlap`` (how many of the model's genes ``adata`` has, and the
-        share of the reference's expression they carry), the model summary, which model
+        ``params``, ``gene_overlap`` (with ``model``: how many of the model's genes
+        ``adata`` has, and the share of the reference's expression they carry; with
+        ``reference``: how many genes each has and how many they share), the model summary, which model
         was used (``model_source``: ``"pretrained"``, ``"folder"``, ``"object"`` or
         ``"reference"``; ``pretrained_model``: the pretrained model's name) and the CL
         version.
@@ -156,7 +172,7 @@ def genept_annotate(
     if model is None:
         keys = INPUTS[inputs]
         table = _table(gene_embeddings)
-        embed = partial(_embedded, table=table, keys=keys, n_dims=n_dims)
+        embed = partial(_embedded, table=table, keys=keys, n_dims=n_dims, orthologs=orthologs)
         # reference and query are embedded on the genes they share: embeddings over
         # different genes differ systematically and a model trained on one misreads the other
         query_embed = partial(embed, adata, layer=layer, use_raw=use_raw)
@@ -167,9 +183,13 @@ def genept_annotate(
         ref_genes = ref_embedded.uns[_EMBEDDING_KEY]["gene_set"]
         embedded = query_embed(genes=ref_genes["names"])
         shared = embedded.uns[_EMBEDDING_KEY]["gene_set"]["names"]
-        overlap = gene_overlap(ref_genes, shared)
-        check_gene_overlap(overlap, min_gene_overlap)
-        if overlap["n_genes_found"] < overlap["n_model_genes"]:
+        overlap = shared_gene_overlap(
+            ref_genes["n_genes"],
+            embedded.uns[_EMBEDDING_KEY]["genes"]["n_genes_matched"],
+            len(shared),
+        )
+        check_shared_genes(overlap, min_gene_overlap)
+        if len(shared) < ref_genes["n_genes"]:
             ref_embedded = reference_embed(genes=shared)
         model = _train_on(reference, ref_embedded, labels_key, **train_kwargs)
         model_source = "reference"
@@ -206,6 +226,7 @@ def genept_annotate(
             table=_model_table(model, gene_embeddings, n_dims),
             keys=model.embedding_keys,
             genes=model.genes,
+            orthologs=orthologs,
             # genes the query lacks count as typical of the reference, not as unexpressed
             missing_values=dict(zip(gene_set["names"], gene_set["mean_expression"], strict=True))
             if gene_set
@@ -237,6 +258,7 @@ def genept_annotate(
             },
             "gene_embeddings": embedded.uns[_EMBEDDING_KEY]["gene_embeddings"],
             "gene_overlap": overlap or None,
+            "genes_through_orthologs": _through_orthologs(embedded),
             "model": str(model._model_summary_string),
             "model_source": model_source,
             "pretrained_model": model.pretrained_name_,
@@ -244,11 +266,18 @@ def genept_annotate(
         }
     )
     n_coarse = int((prediction["ontology_term_id"] != prediction["finest_ontology_term_id"]).sum())
-    genes = (
-        f" on {overlap['n_genes_found']} of the model's {overlap['n_model_genes']} genes"
-        if overlap
-        else ""
-    )
+    if model_source == "reference":
+        genes = f" on the {overlap['n_shared_genes']} genes it shares with the reference"
+    elif overlap:
+        genes = f" on {overlap['n_genes_found']} of the model's {overlap['n_model_genes']} genes"
+    else:
+        genes = ""
+    crossed = _through_orthologs(embedded)
+    if crossed["by_ortholog_table"] or crossed["by_symbol_ignoring_case"]:
+        genes += (
+            f" ({crossed['by_ortholog_table']} matched through orthologs= and "
+            f"{crossed['by_symbol_ignoring_case']} by symbol ignoring case)"
+        )
     logg.info(
         f"GenePT annotation of {adata.n_obs} cells{genes}: "
         f"{prediction['ontology_term_id'].nunique()} CL terms, "
@@ -256,6 +285,15 @@ def genept_annotate(
         f"(min_confidence={min_confidence})\n    added obs[{key_added!r}] and related columns"
     )
     return adata if copy else None
+
+
+def _through_orthologs(embedded: AnnData) -> dict:
+    """How many of the query's genes matched the table across species, and how."""
+    genes = embedded.uns[_EMBEDDING_KEY]["genes"]
+    return {
+        "by_ortholog_table": int(genes["matched_by"].get("ortholog", 0)),
+        "by_symbol_ignoring_case": int(genes.get("n_symbol_case_differs", 0)),
+    }
 
 
 def _load_model(model: str | os.PathLike) -> tuple[GenePTClassifier, str]:
@@ -334,6 +372,7 @@ def _embedded(
     n_dims: int | None = None,
     genes: Sequence[str] | None = None,
     missing_values: dict | None = None,
+    orthologs=None,
 ) -> AnnData:
     """A light AnnData with the model inputs ``keys`` of ``adata``, made of ``genes``.
 
@@ -350,6 +389,7 @@ def _embedded(
         n_dims=n_dims,
         genes=genes,
         missing_values=missing_values,
+        orthologs=orthologs,
         expression=_EXPRESSION_KEY in keys,
     )
     light = ad.AnnData(

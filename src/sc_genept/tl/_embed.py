@@ -14,6 +14,7 @@ from sc_genept._utils import warn_caller
 from sc_genept.genes import GeneEmbeddings
 
 if TYPE_CHECKING:
+    import pandas as pd
     from anndata import AnnData
 
 
@@ -24,6 +25,7 @@ def genept_embed(
     layer: str | None = None,
     use_raw: bool | None = None,
     gene_symbols: str | None = None,
+    orthologs: Mapping[str, str] | pd.DataFrame | str | Path | None = None,
     normalize: bool = True,
     n_dims: int | None = None,
     genes: Sequence[str] | None = None,
@@ -68,6 +70,14 @@ def genept_embed(
         before normalisation) into it, with a warning that names examples. To keep only
         the first column of each name instead, make the names unique first
         (``adata.var_names_make_unique()``); to choose how, aggregate them yourself.
+    orthologs
+        For another species than the table's (human): a one-to-one map from the data's
+        gene names to the table's symbols (a mapping, a two-column DataFrame, or a
+        CSV/TSV path; see :func:`~sc_genept.genes.ortholog_map`), e.g. mouse → human
+        orthologs. Without it, genes match by symbol ignoring case, which pairs most mouse
+        genes with their human orthologs (``Cd3e`` → ``CD3E``) but misses those named
+        differently. ``uns[key_added]["genes"]["matched_by"]["ortholog"]`` counts the
+        genes matched through it.
     normalize
         Library-size normalise each cell to 10,000 and ``log1p`` it when the values are raw
         counts (all integers, in any dtype: library sizes are summed in float64, so float16
@@ -188,6 +198,7 @@ def genept_embed(
         layer=layer,
         use_raw=use_raw,
         gene_symbols=gene_symbols,
+        orthologs=orthologs,
         normalize=normalize,
         n_dims=n_dims,
         genes=genes,
