@@ -328,3 +328,23 @@ def test_mouse_query_through_orthologs(raw_split, verbosity, capfd):
     shared = crossed.uns["genept_cell_type"]["gene_overlap"]["n_shared_genes"]
     assert shared == plain.uns["genept_cell_type"]["gene_overlap"]["n_shared_genes"] + 1
     assert "(1 matched through orthologs= and " in capfd.readouterr().err
+
+
+def test_expression_input_reads_the_most_variable_genes(raw_split):
+    ref, query = raw_split
+    sc.tl.genept_annotate(
+        query,
+        reference=ref,
+        labels_key="cell_type_ontology_term_id",
+        n_expression_genes=100,
+        **FAST,
+    )
+    record = query.uns["genept_cell_type"]
+    assert record["params"]["n_expression_genes"] == 100
+    n_dims = query.obsm["X_genept"].shape[1]
+    assert f"({n_dims + 100} dims)" in record["model"]  # embedding + 100 genes' expression
+    assert query.uns["X_genept"]["gene_set"]["n_genes"] > 700  # GenePT-w: every shared gene
+    with pytest.raises(ValueError, match=r"n_expression_genes must be ≥ 1 \(or None for the default\), got 0"):
+        sc.tl.genept_annotate(
+            query, reference=ref, labels_key="cell_type_ontology_term_id", n_expression_genes=0
+        )

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Literal
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scanpy as sc
 from scanpy import logging as logg
 
-from sc_genept._checks import check_adata, check_fraction
-from sc_genept._embedding import cell_embedding, expression_record
+from sc_genept._checks import check_adata, check_fraction, positive_int
+from sc_genept._embedding import cell_embedding, expression_record, gene_set_record
 from sc_genept._utils import h5ad_safe, warn_caller
 from sc_genept.genes import GeneEmbeddings
 from sc_genept.genes import available as available_tables
@@ -49,6 +50,7 @@ def genept_annotate(
     reference: AnnData | None = None,
     labels_key: str | None = None,
     inputs: Literal["genept+expression", "genept"] = "genept+expression",
+    n_expression_genes: int | None = 2000,
     min_confidence: float = 0.5,
     min_gene_overlap: float = DEFAULT_MIN_GENE_OVERLAP,
     gene_embeddings: str | Path | GeneEmbeddings | None = None,
@@ -95,6 +97,13 @@ def genept_annotate(
         the embedding alone. Across studies the expression is what makes the labels right
         (see the transfer benchmark in :doc:`/annotation`); a given ``model`` reads what
         it was trained on.
+    n_expression_genes
+        With ``reference`` and ``"genept+expression"``: the expression input reads the
+        reference's ``n_expression_genes`` most variable shared genes (scanpy's
+        :func:`~scanpy.pp.highly_variable_genes`, seurat flavour), the GenePT-w embedding
+        all shared genes. ``None``: every shared gene (training time grows with them: a
+        whole-transcriptome reference of 2,000 cells took minutes). A ``model`` reads the
+        genes it was trained on.
     min_confidence
         Subtree mass a term needs to be reported.
     min_gene_overlap
@@ -167,6 +176,7 @@ def genept_annotate(
     _check_call(adata, model, reference, labels_key, inputs, key_added)
     check_fraction("min_confidence", min_confidence, "(0, 1]")
     check_fraction("min_gene_overlap", min_gene_overlap, "[0, 1]")
+    positive_int("n_expression_genes", n_expression_genes, allow_none=True)
     from sc_genept.model import GenePTClassifier  # torch and Lightning: only when annotating
 
     if model is None:
@@ -191,6 +201,10 @@ def genept_annotate(
         check_shared_genes(overlap, min_gene_overlap)
         if len(shared) < ref_genes["n_genes"]:
             ref_embedded = reference_embed(genes=shared)
+        if _EXPRESSION_KEY in keys:
+            informative = _most_variable(ref_embedded, n_expression_genes)
+            for light in (ref_embedded, embedded):
+                _keep_expression_genes(light, informative)
         model = _train_on(reference, ref_embedded, labels_key, **train_kwargs)
         model_source = "reference"
     else:
@@ -232,6 +246,8 @@ def genept_annotate(
             if gene_set
             else None,
         )
+        if _EXPRESSION_KEY in embedded.obsm:  # a model may read fewer genes' expression
+            _keep_expression_genes(embedded, model.gene_sets_[_EXPRESSION_KEY]["names"])
         overlap = model.gene_overlap(embedded.uns[_EMBEDDING_KEY]["gene_set"]["names"])
         check_gene_overlap(overlap, min_gene_overlap)
     with warnings.catch_warnings():  # the overlap was checked and warned about above
@@ -250,6 +266,7 @@ def genept_annotate(
             "params": {
                 "min_confidence": min_confidence,
                 "min_gene_overlap": min_gene_overlap,
+                "n_expression_genes": n_expression_genes if model_source == "reference" else None,
                 "labels_key": labels_key,
                 "layer": layer,
                 "use_raw": use_raw,
@@ -411,6 +428,43 @@ def _embedded(
             if key in adata.uns:
                 light.uns[key] = adata.uns[key]
     return light
+
+
+def _most_variable(light: AnnData, n_genes: int | None) -> np.ndarray | None:
+    """The ``n_genes`` most variable genes of an expression input (``None``: all of them)."""
+    names = np.asarray(light.uns[_EXPRESSION_KEY]["gene_set"]["names"], dtype=object)
+    if n_genes is None or n_genes >= len(names):
+        return None
+    values = ad.AnnData(light.obsm[_EXPRESSION_KEY], var=pd.DataFrame(index=names.astype(str)))
+    with warnings.catch_warnings():  # e.g. genes constant in the reference
+        warnings.simplefilter("ignore")
+        ranked = sc.pp.highly_variable_genes(
+            values, n_top_genes=n_genes, flavor="seurat", inplace=False
+        )
+    return names[ranked["highly_variable"].to_numpy()]
+
+
+def _keep_expression_genes(light: AnnData, genes) -> None:
+    """Cut the expression input of ``light`` to the columns of ``genes`` (``None``: all)."""
+    record = light.uns[_EXPRESSION_KEY]["gene_set"]
+    names = np.asarray(record["names"], dtype=object)
+    keep = (
+        np.flatnonzero(np.isin(names, np.asarray(genes, dtype=object)))
+        if genes is not None
+        else None
+    )
+    if keep is None or len(keep) == len(names):
+        return
+    mean = record["mean_expression"]
+    light.obsm[_EXPRESSION_KEY] = light.obsm[_EXPRESSION_KEY][:, keep]
+    light.uns[_EXPRESSION_KEY] = {
+        **light.uns[_EXPRESSION_KEY],
+        "gene_set": gene_set_record(
+            names[keep],
+            None if mean is None else np.asarray(mean)[keep],
+            fraction_of_matched_expression=None,
+        ),
+    }
 
 
 def _table(gene_embeddings: str | Path | GeneEmbeddings | None) -> GeneEmbeddings:
