@@ -233,13 +233,15 @@ def test_missing_model_genes_warn_then_refuse(pbmc_split):
     ):
         out = sc.tl.genept_annotate(half, model, copy=True)
     assert out.uns["genept_cell_type"]["gene_overlap"]["n_genes_found"] < 400
-    few = _keep_genes(query, 0.05)
+    few = _keep_genes(query, 0.05)  # ~38 genes: a small panel still gets labels
     before = few.copy()
     with pytest.raises(ValueError, match="below min_gene_overlap=0.1"):
-        sc.tl.genept_annotate(few, model)
+        sc.tl.genept_annotate(few, model, min_gene_overlap=0.1)
     assert list(few.obs.columns) == list(before.obs.columns) and "X_genept" not in few.obsm
+    with pytest.raises(ValueError, match="fewer than 10 genes"):
+        sc.tl.genept_annotate(_keep_genes(query, 0.011), model)  # 1.1 %: ~8 genes
     with pytest.warns(UserWarning, match="of the model's"):
-        sc.tl.genept_annotate(few, model, min_gene_overlap=0.01)
+        sc.tl.genept_annotate(few, model)
     assert few.obs["genept_cell_type"].notna().all()
 
 
@@ -344,7 +346,9 @@ def test_expression_input_reads_the_most_variable_genes(raw_split):
     n_dims = query.obsm["X_genept"].shape[1]
     assert f"({n_dims + 100} dims)" in record["model"]  # embedding + 100 genes' expression
     assert query.uns["X_genept"]["gene_set"]["n_genes"] > 700  # GenePT-w: every shared gene
-    with pytest.raises(ValueError, match=r"n_expression_genes must be ≥ 1 \(or None for the default\), got 0"):
+    with pytest.raises(
+        ValueError, match=r"n_expression_genes must be ≥ 1 \(or None for the default\), got 0"
+    ):
         sc.tl.genept_annotate(
             query, reference=ref, labels_key="cell_type_ontology_term_id", n_expression_genes=0
         )

@@ -564,8 +564,8 @@ class GenePTClassifier(BaseModelClass):
             Cells per forward pass.
         min_gene_overlap
             Smallest share of the model's genes the query's GenePT-w embedding may be made
-            of; below it a :class:`ValueError` is raised (below 80 %, a warning). Missing
-            genes count as not expressed.
+            of (and at least 10 of them); below it a :class:`ValueError` is raised (below
+            80 %, a warning).
 
         Returns
         -------

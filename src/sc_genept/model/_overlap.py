@@ -9,11 +9,13 @@ import numpy as np
 
 from sc_genept._utils import warn_caller
 
-#: Below this share of the model's genes a query is refused (callers can lower it).
-DEFAULT_MIN_GENE_OVERLAP = 0.1
+#: Below this share of the model's genes a query is refused (callers can lower it). Low,
+#: so that a targeted panel of a few hundred genes survives a whole-transcriptome model;
+#: a query with genes named another way matches almost none and is still refused.
+DEFAULT_MIN_GENE_OVERLAP = 0.01
 #: Below this share of the model's genes a query gets a warning.
 _GENE_OVERLAP_WARNING = 0.8
-#: Fewest genes a reference and a query may share for a model to be trained on them.
+#: Fewest genes a query may share with a model or a reference, whatever the share.
 MIN_SHARED_GENES = 10
 
 
@@ -39,24 +41,33 @@ def check_gene_overlap(overlap: dict, min_gene_overlap: float) -> None:
     if not overlap:
         return
     found, n = overlap["fraction_genes_found"], overlap["n_model_genes"]
+    n_found = overlap["n_genes_found"]
     what = (
         f"The query has {overlap['n_genes_found']} of the model's {n} genes ({found:.0%}), "
         f"carrying {overlap['fraction_expression_found']:.0%} of the reference's expression; "
         f"missing are e.g. {', '.join(overlap['missing_examples'][:5])}."
     )
-    if found < min_gene_overlap:
+    too_few = min_gene_overlap > 0 and n_found < min(MIN_SHARED_GENES, n)  # 0: no floor
+    if found < min_gene_overlap or too_few:
+        floor = (
+            f"below min_gene_overlap={min_gene_overlap}"
+            if found < min_gene_overlap
+            else f"fewer than {MIN_SHARED_GENES} genes"
+        )
         raise ValueError(
-            f"{what} That is below min_gene_overlap={min_gene_overlap}: predictions would rest "
+            f"{what} That is {floor}: predictions would rest "
             "on too few genes. Check that the query's gene names are symbols or Ensembl ids "
-            "of the same species (gene_symbols= can name another var column), or pass a "
-            "lower min_gene_overlap to predict anyway."
+            "of the same species (gene_symbols= can name another var column; for another "
+            "species pass orthologs=), or pass a lower min_gene_overlap (0: no floor at all) "
+            "to predict anyway."
         )
     if found < _GENE_OVERLAP_WARNING:
         warn_caller(
             f"{what} genept_annotate gives missing genes their reference mean, so the model "
-            "sees a typical value, not the cell's own, and accuracy drops (on PBMCs it kept "
-            "89 % of its macro-F1 with a quarter of the genes, 63 % with a tenth). A model "
-            "trained on the genes this query has (genept_annotate with reference=) does better."
+            "sees a typical value, not the cell's own, and accuracy drops (see "
+            "benchmarks/README.md, gene panels). With the reference at hand, "
+            "genept_annotate(adata, reference=..., labels_key=...) trains on the genes this "
+            "query has and does better."
         )
 
 
@@ -86,15 +97,16 @@ def check_shared_genes(overlap: dict, min_gene_overlap: float) -> None:
         f"has {overlap['n_reference_genes']}, the query {overlap['n_query_genes']}; "
         f"{fraction:.0%} of the smaller set)"
     )
-    if n_shared < MIN_SHARED_GENES or fraction < min_gene_overlap:
+    too_few = min_gene_overlap > 0 and n_shared < MIN_SHARED_GENES  # 0: no floor
+    if too_few or fraction < min_gene_overlap:
         floor = (
             f"fewer than {MIN_SHARED_GENES}"
-            if n_shared < MIN_SHARED_GENES
+            if too_few
             else f"below min_gene_overlap={min_gene_overlap}"
         )
         raise ValueError(
             f"{what}: {floor}, too few to train on. Check that both name genes the same way "
             "(symbols or Ensembl ids of one species; for another species pass orthologs=), "
-            "or pass a lower min_gene_overlap to train anyway."
+            "or pass a lower min_gene_overlap (0: no floor at all) to train anyway."
         )
     logg.info(f"    {what}: the model is trained on the shared genes")

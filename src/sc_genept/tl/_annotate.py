@@ -107,9 +107,10 @@ def genept_annotate(
     min_confidence
         Subtree mass a term needs to be reported.
     min_gene_overlap
-        With ``model``: the smallest share of the model's genes that ``adata`` must have;
-        below it a :class:`ValueError` is raised, below 80 % a warning says which genes
-        are missing (they are imputed, see :doc:`/annotation`). With ``reference``: the
+        With ``model``: the smallest share of the model's genes that ``adata`` must have
+        (and at least 10 genes), low by default so that a targeted panel survives a
+        whole-transcriptome model; below it a :class:`ValueError` is raised, below 80 % a
+        warning says which genes are missing (they take their reference mean). With ``reference``: the
         smallest share of the smaller of the two gene sets that the other has (a
         300-gene panel that a whole-transcriptome reference covers shares 100 %); the
         model is trained on the shared genes, at least 10 of them.
