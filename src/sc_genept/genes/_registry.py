@@ -11,9 +11,10 @@ from ._table import GeneEmbeddings
 
 #: Bundled tables by name. ``"default"`` is what :func:`sc_genept.tl.genept_embed` uses.
 BUNDLED = {
+    "knowledge-minilm": "genes_knowledge_minilm.parquet",
     "go-minilm": "genes_go_minilm.parquet",
 }
-ALIASES = {"default": "go-minilm"}
+ALIASES = {"default": "knowledge-minilm"}
 
 # Bundled tables once read, by (name, with_texts) → (file mtime, table). Every
 # ``genept_embed(adata)`` loads "default": without this each call re-read the parquet file
@@ -34,8 +35,10 @@ def load(name_or_path: str | Path = "default", *, with_texts: bool = False) -> G
     Parameters
     ----------
     name_or_path
-        ``"default"`` (GO text embedded with all-MiniLM-L6-v2, 384 dims; see
-        :doc:`/gene_tables`), another bundled name, or a file: a table written by
+        ``"default"`` (``"knowledge-minilm"``: each gene's name, where it is expressed
+        among blood cells and tissues (Human Protein Atlas) and its NCBI RefSeq summary,
+        embedded with all-MiniLM-L6-v2, 384 dims; see :doc:`/gene_tables`),
+        ``"go-minilm"`` (the former default: name and Gene Ontology terms), or a file: a table written by
         :meth:`GeneEmbeddings.save`, another parquet table (e.g. GenePT-tools' layout), a
         GenePT pickle (read with a restricted unpickler), or CSV/TSV.
     with_texts
