@@ -67,6 +67,11 @@ def celltypist_default_labels(
     ref_expression: pd.DataFrame, labels, query_expression: pd.DataFrame
 ) -> np.ndarray:
     """CellTypist's default (one-vs-rest logistic regression), re-implemented exactly."""
+    return celltypist_default_model(ref_expression, labels)(query_expression)
+
+
+def celltypist_default_model(ref_expression: pd.DataFrame, labels):
+    """CellTypist's default model fitted once: a function of a query's expression frame."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
     from sklearn.preprocessing import StandardScaler
@@ -75,24 +80,37 @@ def celltypist_default_labels(
     scaled = np.minimum(scaler.transform(ref_expression.to_numpy()), 10)
     classifier = OneVsRestClassifier(LogisticRegression(C=1.0, max_iter=1000), n_jobs=2)
     classifier.fit(scaled, np.asarray(labels, dtype=str))
-    shared = np.flatnonzero(ref_expression.columns.isin(query_expression.columns))
-    query = query_expression[ref_expression.columns[shared]].to_numpy()
-    query = np.minimum((query - scaler.mean_[shared]) / scaler.scale_[shared], 10)
-    coef = np.vstack([e.coef_ for e in classifier.estimators_])[:, shared]
-    intercept = np.concatenate([e.intercept_ for e in classifier.estimators_])
-    return classifier.classes_[np.argmax(query @ coef.T + intercept, axis=1)]
+
+    def predict(query_expression: pd.DataFrame) -> np.ndarray:
+        shared = np.flatnonzero(ref_expression.columns.isin(query_expression.columns))
+        query = query_expression[ref_expression.columns[shared]].to_numpy()
+        query = np.minimum((query - scaler.mean_[shared]) / scaler.scale_[shared], 10)
+        coef = np.vstack([e.coef_ for e in classifier.estimators_])[:, shared]
+        intercept = np.concatenate([e.intercept_ for e in classifier.estimators_])
+        return classifier.classes_[np.argmax(query @ coef.T + intercept, axis=1)]
+
+    return predict
 
 
 def logistic_labels(ref_expression: pd.DataFrame, labels, query_expression: pd.DataFrame):
     """Standardised L2 logistic regression on the genes both have (missing genes: zero)."""
+    return logistic_model(ref_expression, labels)(query_expression)
+
+
+def logistic_model(ref_expression: pd.DataFrame, labels):
+    """:func:`logistic_labels` fitted once: a function of a query's expression frame."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    query = query_expression.reindex(columns=ref_expression.columns, fill_value=0.0)
     classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
     classifier.fit(ref_expression.to_numpy(), np.asarray(labels, dtype=str))
-    return classifier.predict(query.to_numpy())
+
+    def predict(query_expression: pd.DataFrame) -> np.ndarray:
+        query = query_expression.reindex(columns=ref_expression.columns, fill_value=0.0)
+        return classifier.predict(query.to_numpy())
+
+    return predict
 
 
 def knn_labels(ref_embedding: np.ndarray, labels, query_embedding: np.ndarray, k: int = 15):

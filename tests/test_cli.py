@@ -7,6 +7,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import COLUMNS
 
@@ -19,7 +20,7 @@ def test_demo_embeds_plots_and_annotates(tmp_path, capsys):
     path = cli.demo(tmp_path / "demo", max_epochs=20)
     assert path.exists() and path.stat().st_size > 10_000
     out = capsys.readouterr().out
-    assert "736 of 765 genes matched" in out
+    assert "741 of 765 genes matched" in out
     assert "sctab_accuracy" in out and "annotated 143" in out
 
 
@@ -35,7 +36,8 @@ def test_genes_text_and_info(tmp_path, capsys):
     assert cli.main(["genes", "info", "default"]) == 0
     out = capsys.readouterr().out
     assert "2 gene texts from mygene" in out
-    assert "genes: 20,598; with an Ensembl id: 94.5%; texts: yes" in out
+    assert "genes: 23,429; with an Ensembl id: 94.1%; texts: yes" in out
+    assert "CC BY-SA 4.0" in out  # the HPA-derived text says its licence
 
 
 # --- help, version, exit codes ---------------------------------------------------------
@@ -312,3 +314,19 @@ def test_annotate_error_is_one_line_and_debug_shows_the_traceback(h5ads, tmp_pat
     assert err.count("\n") == 1 and not out.exists()
     with pytest.raises(KeyError, match="no_such_column"):
         cli.main([*argv, "--debug"])
+
+
+def test_annotate_a_mouse_query_with_an_ortholog_table(h5ads, tmp_path):
+    query = ad.read_h5ad(h5ads["query"]).raw.to_adata()
+    names = [g.capitalize() for g in query.var_names]
+    names[names.index("Cd74")] = "Mouse-cd74"  # a gene whose mouse name differs
+    query.var_names = names
+    query.write_h5ad(tmp_path / "mouse.h5ad")
+    pd.DataFrame({"mouse": ["Mouse-cd74"], "human": ["CD74"]}).to_csv(
+        tmp_path / "orthologs.csv", index=False
+    )
+    out = tmp_path / "annotated.h5ad"
+    argv = ["annotate", str(tmp_path / "mouse.h5ad"), "-o", str(out), "--model", "pbmc68k"]
+    assert cli.main([*argv, "--orthologs", str(tmp_path / "orthologs.csv")]) == 0
+    crossed = ad.read_h5ad(out).uns["genept_cell_type"]["genes_through_orthologs"]
+    assert crossed["by_ortholog_table"] == 1 and crossed["by_symbol_ignoring_case"] > 600

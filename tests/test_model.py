@@ -158,7 +158,7 @@ def test_save_load_gives_identical_predictions(trained, pbmc_split, tmp_path):
     assert set(trained.terms) <= set(meta["ontology"]["terms"])  # the CL it needs travels with it
     assert "MiniLM" in meta["embedding_provenance"]["X_genept"]["embedding_model"]
     loaded = GenePTClassifier.load(tmp_path / "model")
-    assert loaded.genes == trained.genes and len(loaded.genes) == 736
+    assert loaded.genes == trained.genes and len(loaded.genes) == 741
     assert float(loaded.module.temperature) == float(trained.module.temperature) != 1
     assert loaded.gene_sets_ == trained.gene_sets_
     assert loaded.ontology.source == "the model folder model"

@@ -92,7 +92,9 @@ def test_default_table_ships_no_text_of_unshippable_sources():
     assert {"cellmarker", "panglaodb"} <= set(extra["not_shipped_sources"])
     assert extra["builder"] == "scripts/build_knowledge_table.py"
     # the wording of those sources' texts: "X is a reported marker of …", "X is a marker gene of"
-    assert not any("is a reported marker of" in t or "is a marker gene of" in t for t in table.texts)
+    assert not any(
+        "is a reported marker of" in t or "is a marker gene of" in t for t in table.texts
+    )
 
 
 def test_default_table_ships_its_texts():

@@ -218,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the same as --use-raw, for the reference",
     )
+    matrix.add_argument(
+        "--orthologs",
+        metavar="CSV",
+        help="for another species than the gene table's (human): a CSV/TSV with a header and "
+        "two columns, the data's gene names and their one-to-one human orthologs (default: "
+        "genes match by symbol ignoring case)",
+    )
     output = annotate.add_argument_group("output")
     output.add_argument(
         "--key-added",

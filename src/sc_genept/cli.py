@@ -299,6 +299,7 @@ def annotate(args) -> None:
         use_raw=args.use_raw,
         reference_layer=args.reference_layer,
         reference_use_raw=args.reference_use_raw,
+        orthologs=args.orthologs,
         key_added=args.key_added,
         min_confidence=args.min_confidence,
         **train,
