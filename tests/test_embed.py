@@ -526,3 +526,21 @@ def test_float16_output_halves_memory_and_agrees(counts):
     assert embedding.nbytes * 2 == full.obsm["X_genept"].nbytes
     with pytest.raises(ValueError, match="dtype must be 'float32' or 'float16'"):
         sc_genept.tl.genept_embed(counts, dtype="float64")
+
+
+def test_paralogs_that_share_one_ortholog_are_summed(default_table):
+    """Mouse Ins1 and Ins2 are both human INS: one gene to the embedding, their counts summed."""
+    rng = np.random.default_rng(0)
+    others = list(rng.choice(np.setdiff1d(default_table.symbols, ["INS"]), 120, replace=False))
+    counts = rng.poisson(3, size=(30, 122)).astype(np.float32)
+    mouse = ad.AnnData(counts, var=pd.DataFrame(index=["Ins1", "Ins2", *others]))
+    human = ad.AnnData(
+        np.column_stack([counts[:, 0] + counts[:, 1], counts[:, 2:]]),
+        var=pd.DataFrame(index=["INS", *others]),
+    )
+    # no warning: summing the two is what the ortholog table asks for
+    crossed = sc.tl.genept_embed(mouse, orthologs={"Ins1": "INS", "Ins2": "INS"}, copy=True)
+    sc.tl.genept_embed(human)
+    np.testing.assert_allclose(crossed.obsm["X_genept"], human.obsm["X_genept"], atol=1e-5)
+    assert crossed.uns["X_genept"]["genes"]["matched_by"]["ortholog"] == 1
+    assert crossed.uns["X_genept"]["gene_set"]["n_genes"] == 121

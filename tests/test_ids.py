@@ -138,9 +138,10 @@ def test_ortholog_map_keeps_one_to_one_pairs(tmp_path):
 
     from sc_genept.genes import ortholog_map
 
-    pairs = {"Cd3e": "CD3E", "H2-Aa": "HLA-DQA1", "Gm1": "DUP", "Gm2": "dup", "Nan": None}
-    # a gene with two orthologs on the table side is left to the other rules
-    assert ortholog_map(pairs) == {"Cd3e": "CD3E", "H2-Aa": "HLA-DQA1"}
+    pairs = {"Cd3e": "CD3E", "Ins1": "INS", "Ins2": "INS", "Nan": None}
+    # several data genes may share one ortholog (their expression is summed into it)
+    assert ortholog_map(pairs) == {"Cd3e": "CD3E", "Ins1": "INS", "Ins2": "INS"}
+    # a data gene with two orthologs is left to the other rules
     frame = pd.DataFrame({"mouse": ["Cd3e", "Cd3e", "Ms4a1"], "human": ["CD3E", "CD3D", "MS4A1"]})
     assert ortholog_map(frame) == {"Ms4a1": "MS4A1"}
     path = tmp_path / "orthologs.tsv"

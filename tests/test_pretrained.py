@@ -107,9 +107,13 @@ def test_the_bundled_registry_entry_pins_the_folder(tmp_path, monkeypatch):
 
 def test_unknown_name_lists_the_pretrained_models(pbmc, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(KeyError, match=r"No pretrained model named 'pbmc86k'.*\['pancreas', 'pbmc68k'\]"):
+    with pytest.raises(
+        KeyError, match=r"No pretrained model named 'pbmc86k'.*\['pancreas', 'pbmc68k'\]"
+    ):
         GenePTClassifier.load_pretrained("pbmc86k")
-    with pytest.raises(ModelFolderError, match=r"pbmc86k is not a folder.*\['pancreas', 'pbmc68k'\]"):
+    with pytest.raises(
+        ModelFolderError, match=r"pbmc86k is not a folder.*\['pancreas', 'pbmc68k'\]"
+    ):
         sc.tl.genept_annotate(pbmc, model="pbmc86k")
 
 

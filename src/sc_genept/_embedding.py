@@ -25,6 +25,7 @@ from sc_genept._checks import check_adata, positive_int
 from sc_genept._genept_w import NpyFileSink, ScaledDataError, genept_w
 from sc_genept._utils import h5ad_safe, warn_caller
 from sc_genept.genes import GeneEmbeddings, load, match_genes, ortholog_map
+from sc_genept.genes._ids import translate_names
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -91,8 +92,9 @@ def cell_embedding(
     match = match_genes(names, table, orthologs=ortholog_pairs)
     _check_match(match, names, table, source, orthologs_given=orthologs is not None)
     plan = _GenePlan.of(
-        names, table, match, genes, source=source, gene_symbols=gene_symbols,
-        missing_values=missing_values,
+        translate_names(list(map(str, names)), ortholog_pairs), table, match, genes,
+        source=source, gene_symbols=gene_symbols, missing_values=missing_values,
+        original_names=names,
     )  # fmt: skip
     params = {
         "gene_embeddings": str(gene_embeddings)
@@ -290,7 +292,16 @@ class _GenePlan:
 
     @classmethod
     def of(
-        cls, names, table, match, genes, *, source: str, gene_symbols, missing_values=None
+        cls,
+        names,
+        table,
+        match,
+        genes,
+        *,
+        source: str,
+        gene_symbols,
+        missing_values=None,
+        original_names=None,
     ) -> _GenePlan:
         """The plan for columns ``names`` matched to ``table`` (``match``), on ``genes``.
 
@@ -312,7 +323,9 @@ class _GenePlan:
             vectors=table.embeddings[rows[:n_in_set]],
             found=found,
             imputed=_missing_genes(genes, found, missing_values),
-            duplicates=_duplicate_columns(names, var_index, source, gene_symbols),
+            duplicates=_duplicate_columns(
+                names, var_index, source, gene_symbols, original_names=original_names
+            ),
         )
 
     @property
@@ -470,7 +483,9 @@ def _check_options(*, chunk_size, n_dims, normalize, use_raw, genes) -> None:
         )
 
 
-def _duplicate_columns(names, var_index: np.ndarray, source: str, gene_symbols: str | None):
+def _duplicate_columns(
+    names, var_index: np.ndarray, source: str, gene_symbols: str | None, original_names=None
+):
     """Further columns named like a matched gene, which GenePT-w adds to that gene.
 
     Returns ``(columns, slots)`` (slot: the gene's position in ``var_index``), or None
@@ -490,6 +505,13 @@ def _duplicate_columns(names, var_index: np.ndarray, source: str, gene_symbols: 
     dup_names = pd.unique(names[repeated])
     where = f"adata.var[{gene_symbols!r}]" if gene_symbols else "var_names"
     examples = ", ".join(map(repr, dup_names[:5]))
+    original = pd.Index(names if original_names is None else original_names).astype(str)
+    if original.is_unique:  # several genes of the data share one ortholog: summed, as meant
+        logg.info(
+            f"    {len(dup_names)} genes of the table stand for several of the data's genes "
+            f"through orthologs= (e.g. {examples}): their values are summed"
+        )
+        return repeated.astype(np.int64), slot_of[names[repeated]].to_numpy(np.int64)
     warn_caller(
         f"{len(dup_names)} matched gene names occur more than once in the {where} of {source} "
         f"(e.g. {examples}; {len(repeated)} extra columns): columns with the same name are "

@@ -2,8 +2,8 @@
 
 Matching rules, in order, each gene of the dataset matched to at most one table row:
 
-0. With an ortholog table (``orthologs=``, e.g. mouse → human one-to-one orthologs), a
-   name in it matches the row of its ortholog, by the rules below.
+0. With an ortholog table (``orthologs=``, e.g. mouse → human orthologs), a name in it
+   is replaced by its ortholog, which then matches by the rules below.
 1. An Ensembl id (any version suffix stripped) matches the table row with that id, or else
    the row whose gene carries that id in the bundled NCBI map.
 2. A symbol matches the row with the same symbol, ignoring case (which also matches most
@@ -170,7 +170,8 @@ def match_genes(
     case-insensitive symbol or an Ensembl id from the NCBI map, then an alias; ties go to
     the first in ``var``. The others are counted in ``duplicates``.
 
-    ``orthologs`` maps the dataset's names to the table's (see :func:`ortholog_map`).
+    ``orthologs`` maps the dataset's names to the table's (see :func:`ortholog_map`); a
+    name in it is matched as its ortholog, counted in ``matched_by["ortholog"]``.
     """
     from ._table import GeneEmbeddings
 
@@ -184,17 +185,13 @@ def match_genes(
             f"names must be a list of gene names, got the string {names!r}: pass [{names!r}]."
         )
     names = ["" if _is_missing(n) else str(n) for n in names]
+    crossed = {i for i, n in enumerate(names) if orthologs and n in orthologs}
+    names = translate_names(names, orthologs)
     index = _TableIndex.of(table)
-    orthologs = {} if orthologs is None else orthologs
     candidates = []  # (rank, var position, table row, how)
     ambiguous = []
     for i, name in enumerate(names):
         if not name:
-            continue
-        ortholog = orthologs.get(name)
-        rows = index.by_symbol.get(ortholog.upper(), ()) if ortholog else ()
-        if len(rows) == 1:
-            candidates.append((1, i, rows[0], "ortholog"))
             continue
         if is_ensembl_id(name):
             ensembl = strip_ensembl_version([name])[0]
@@ -210,7 +207,7 @@ def match_genes(
                     ambiguous.append(name)
         if len(rows) == 1:
             rank = 0 if exact else 1 if how != "alias" else 2
-            candidates.append((rank, i, rows[0], how))
+            candidates.append((rank, i, rows[0], "ortholog" if i in crossed else how))
         elif len(rows) > 1:
             ambiguous.append(name)
     taken: dict[int, tuple[int, str]] = {}
@@ -236,6 +233,15 @@ def match_genes(
     )
 
 
+def translate_names(names: list[str], orthologs: Mapping[str, str] | None) -> list[str]:
+    """``names`` with each one in ``orthologs`` replaced by its ortholog (the others as given).
+
+    Several names may become one (``Ins1``, ``Ins2`` → ``INS``): to the embedding they are
+    then one gene, whose values are summed.
+    """
+    return list(names) if not orthologs else [orthologs.get(n, n) for n in names]
+
+
 def ortholog_map(orthologs) -> dict[str, str]:
     """A one-to-one map from a dataset's gene names to a gene table's symbols.
 
@@ -248,8 +254,10 @@ def ortholog_map(orthologs) -> dict[str, str]:
 
     Returns
     -------
-    The pairs in which neither side occurs twice: a gene with several orthologs is left to
-    the other matching rules rather than matched to one of them at random.
+    The pairs whose data gene has one ortholog: a gene with several is left to the other
+    matching rules rather than matched to one of them at random. Several data genes may
+    share one ortholog (mouse ``Ins1`` and ``Ins2`` → human ``INS``): their expression is
+    summed into it.
     """
     if isinstance(orthologs, str | PathLike):
         path = Path(orthologs)
@@ -272,8 +280,10 @@ def ortholog_map(orthologs) -> dict[str, str]:
             f"{type(orthologs).__name__}."
         )
     pairs = [(str(a), str(b)) for a, b in pairs if not _is_missing(a) and not _is_missing(b)]
-    keys, values = Counter(a for a, _ in pairs), Counter(b.upper() for _, b in pairs)
-    return {a: b for a, b in pairs if keys[a] == 1 and values[b.upper()] == 1}
+    targets: dict[str, set[str]] = defaultdict(set)
+    for a, b in pairs:
+        targets[a].add(b)
+    return {a: next(iter(b)) for a, b in targets.items() if len(b) == 1}
 
 
 _MISSING = {"", "NAN", "NA", "NONE", "NULL", "-"}
