@@ -55,7 +55,8 @@ def test_python_bound_version_and_entry_points_match():
     assert tests[0]["python"]["pip_check"] is True
     assert "sc_genept" in tests[0]["python"]["imports"]
     license_name = (ROOT / "LICENSE").read_text().splitlines()[0]
-    assert (
-        re.sub(r"[- ]", "", recipe["about"]["license"]).lower()
-        in re.sub(r"[- ]", "", license_name).lower()
-    )
+    code, *data = recipe["about"]["license"].split(" AND ")
+    assert re.sub(r"[- ]", "", code).lower() in re.sub(r"[- ]", "", license_name).lower()
+    assert "CC-BY-SA-4.0" in data  # the default gene table carries HPA data
+    for path in recipe["about"]["license_file"]:
+        assert (ROOT / path).is_file()
