@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--orthologs",
         metavar="CSV",
         help="for another species than the gene table's (human): a CSV/TSV with a header and "
-        "two columns, the data's gene names and their one-to-one human orthologs (default: "
+        "two columns, the data's gene names and their human orthologs (default: "
         "genes match by symbol ignoring case)",
     )
     output = annotate.add_argument_group("output")

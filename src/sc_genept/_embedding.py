@@ -547,7 +547,7 @@ def _check_match(
             f"{match.n_case_differs} of the {match.n_matched} matched genes of {source} match "
             f"only when case is ignored (names like {examples}): these look like mouse genes, "
             "matched to the human genes of the same name. To map to human orthologs whose "
-            "names differ too, pass orthologs= (a one-to-one table, e.g. from Ensembl BioMart)."
+            "names differ too, pass orthologs= (a table of orthologs, e.g. from Ensembl BioMart)."
         )
     if match.n_matched < _FEW_GENES:
         warn_caller(

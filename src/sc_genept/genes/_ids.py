@@ -243,14 +243,14 @@ def translate_names(names: list[str], orthologs: Mapping[str, str] | None) -> li
 
 
 def ortholog_map(orthologs) -> dict[str, str]:
-    """A one-to-one map from a dataset's gene names to a gene table's symbols.
+    """A map from a dataset's gene names to a gene table's symbols, one symbol per name.
 
     Parameters
     ----------
     orthologs
         A mapping, a two-column :class:`~pandas.DataFrame` (the dataset's names first, the
         table's second), or the path of a CSV/TSV file with such two columns and a header:
-        e.g. one-to-one mouse → human orthologs from Ensembl BioMart or HGNC's HCOP.
+        e.g. mouse → human orthologs from Ensembl BioMart or HGNC's HCOP.
 
     Returns
     -------

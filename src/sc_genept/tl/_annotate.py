@@ -121,7 +121,7 @@ def genept_annotate(
         another table raises an error that names it, and a ``gene_embeddings`` that is not
         that table is refused.
     orthologs
-        A one-to-one map from gene names of another species to the table's human symbols
+        A map from gene names of another species to the table's human symbols
         (see :func:`~sc_genept.tl.genept_embed`), applied to ``adata`` and ``reference``
         alike: a mouse query with a human reference or model, or a human query with a
         mouse reference. Without it, genes match by symbol ignoring case. The log and

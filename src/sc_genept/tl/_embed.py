@@ -71,10 +71,10 @@ def genept_embed(
         the first column of each name instead, make the names unique first
         (``adata.var_names_make_unique()``); to choose how, aggregate them yourself.
     orthologs
-        For another species than the table's (human): a one-to-one map from the data's
-        gene names to the table's symbols (a mapping, a two-column DataFrame, or a
-        CSV/TSV path; see :func:`~sc_genept.genes.ortholog_map`), e.g. mouse → human
-        orthologs. Without it, genes match by symbol ignoring case, which pairs most mouse
+        For another species than the table's (human): a map from the data's gene names
+        to the table's symbols (a mapping, a two-column DataFrame, or a CSV/TSV path; see
+        :func:`~sc_genept.genes.ortholog_map`), e.g. mouse → human orthologs. Genes that
+        share one ortholog (mouse ``Ins1`` and ``Ins2`` → ``INS``) are summed into it. Without it, genes match by symbol ignoring case, which pairs most mouse
         genes with their human orthologs (``Cd3e`` → ``CD3E``) but misses those named
         differently. ``uns[key_added]["genes"]["matched_by"]["ortholog"]`` counts the
         genes matched through it.
