@@ -352,3 +352,16 @@ def test_expression_input_reads_the_most_variable_genes(raw_split):
         sc.tl.genept_annotate(
             query, reference=ref, labels_key="cell_type_ontology_term_id", n_expression_genes=0
         )
+
+
+def test_most_variable_genes_are_chosen_on_log_data_however_given(pbmc):
+    """Normalised data given unlogged is ranked as its log (the seurat flavour reads logs)."""
+    from sc_genept.tl._annotate import _EXPRESSION_KEY, _most_variable
+
+    logged = sc.tl.genept_embed(pbmc, use_raw=True, expression=True, copy=True)
+    unlogged = logged.copy()
+    unlogged.obsm[_EXPRESSION_KEY] = unlogged.obsm[_EXPRESSION_KEY].expm1()
+    chosen = _most_variable(logged, 100)
+    assert len(chosen) == 100
+    np.testing.assert_array_equal(_most_variable(unlogged, 100), chosen)
+    assert _most_variable(logged, 5000) is None  # fewer genes than asked: all of them

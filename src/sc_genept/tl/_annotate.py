@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import scanpy as sc
 from scanpy import logging as logg
+from scipy import sparse
 
 from sc_genept._checks import check_adata, check_fraction, positive_int
 from sc_genept._embedding import cell_embedding, expression_record, gene_set_record
@@ -431,12 +432,21 @@ def _embedded(
     return light
 
 
+#: Largest value of log-normalised expression (log1p of 1e4 counts per cell is 9.2).
+_LOGGED_MAX = 30.0
+
+
 def _most_variable(light: AnnData, n_genes: int | None) -> np.ndarray | None:
     """The ``n_genes`` most variable genes of an expression input (``None``: all of them)."""
     names = np.asarray(light.uns[_EXPRESSION_KEY]["gene_set"]["names"], dtype=object)
     if n_genes is None or n_genes >= len(names):
         return None
-    values = ad.AnnData(light.obsm[_EXPRESSION_KEY], var=pd.DataFrame(index=names.astype(str)))
+    x = light.obsm[_EXPRESSION_KEY]
+    # the seurat flavour reads log data (it takes expm1): normalised data given unlogged
+    # (values far above any log1p of a normalised count) is logged for the ranking only
+    if x.max() > _LOGGED_MAX:
+        x = x.log1p() if sparse.issparse(x) else np.log1p(x)
+    values = ad.AnnData(x, var=pd.DataFrame(index=names.astype(str)))
     with warnings.catch_warnings():  # e.g. genes constant in the reference
         warnings.simplefilter("ignore")
         ranked = sc.pp.highly_variable_genes(
