@@ -184,7 +184,11 @@ def across_studies(ref, table, random) -> dict:
             )
             if contender == "sc_genept":  # cosine kNN on the same aligned embedding
                 ref_embedding = sc.tl.genept_embed(
-                    ref, use_raw=True, genes=calls.attrs["genes"], copy=True
+                    ref,
+                    use_raw=True,
+                    gene_embeddings=gene_table,
+                    genes=calls.attrs["genes"],
+                    copy=True,
                 ).obsm["X_genept"]
                 knn = peers.knn_labels(ref_embedding, y_ref, calls.attrs["embedding"])
                 row["cosine 15-NN, X_genept"] = scorer.coarse_f1(truth, knn[scored])
