@@ -258,6 +258,7 @@ def genept_annotate(
             embedded, min_confidence=min_confidence, min_gene_overlap=min_gene_overlap
         )
 
+    crossed = _through_orthologs(embedded)
     adata = adata.copy() if copy else adata
     if _EMBEDDING_KEY not in adata.obsm:  # keep the embedding made
         adata.obsm[_EMBEDDING_KEY] = embedded.obsm[_EMBEDDING_KEY]
@@ -277,7 +278,7 @@ def genept_annotate(
             },
             "gene_embeddings": embedded.uns[_EMBEDDING_KEY]["gene_embeddings"],
             "gene_overlap": overlap or None,
-            "genes_through_orthologs": _through_orthologs(embedded),
+            "genes_through_orthologs": crossed,
             "model": str(model._model_summary_string),
             "model_source": model_source,
             "pretrained_model": model.pretrained_name_,
@@ -291,7 +292,6 @@ def genept_annotate(
         genes = f" on {overlap['n_genes_found']} of the model's {overlap['n_model_genes']} genes"
     else:
         genes = ""
-    crossed = _through_orthologs(embedded)
     if crossed["by_ortholog_table"] or crossed["by_symbol_ignoring_case"]:
         genes += (
             f" ({crossed['by_ortholog_table']} matched through orthologs= and "
@@ -457,14 +457,12 @@ def _most_variable(light: AnnData, n_genes: int | None) -> np.ndarray | None:
 
 def _keep_expression_genes(light: AnnData, genes) -> None:
     """Cut the expression input of ``light`` to the columns of ``genes`` (``None``: all)."""
+    if genes is None:
+        return
     record = light.uns[_EXPRESSION_KEY]["gene_set"]
     names = np.asarray(record["names"], dtype=object)
-    keep = (
-        np.flatnonzero(np.isin(names, np.asarray(genes, dtype=object)))
-        if genes is not None
-        else None
-    )
-    if keep is None or len(keep) == len(names):
+    keep = np.flatnonzero(np.isin(names, np.asarray(genes, dtype=object)))
+    if len(keep) == len(names):
         return
     mean = record["mean_expression"]
     light.obsm[_EXPRESSION_KEY] = light.obsm[_EXPRESSION_KEY][:, keep]
