@@ -14,8 +14,10 @@
 2. Within ``pbmc68k_reduced``: stratified 5-fold cross-validation, macro-F1 under the scTab
    rule (a predicted descendant of the true term counts as right: "CD8-positive, alpha-beta
    T cell" holds "naive thymus-derived CD8-positive, alpha-beta T cell").
-3. Gene panels: the fold's model applied to its test cells with only a random 50 / 25 /
-   10 % of the genes (model trained on all).
+3. Gene panels: the fold's test cells with only a random 50 / 25 / 10 % of the genes,
+   annotated by the fold's model trained on all genes (missing genes take their reference
+   mean) and by the one-liner with the fold's training cells as reference (trained on the
+   genes the panel has); logistic regression both ways.
 
 Contenders, in the same run (see ``peers.py``): the sc_genept one-liner with its defaults
 (``sc.tl.genept_annotate(query, reference=ref, labels_key=...)``; within a dataset and for
@@ -252,7 +254,17 @@ def within_dataset(adata, table, random, n_folds: int) -> tuple[dict, dict]:
                 )
                 for contender, (model, gene_table) in models.items()
             }
+            # with the reference at hand the one-liner trains on the genes the panel has
+            panel_fold["sc_genept, one-liner on the panel's genes"] = scorer.sctab_f1(
+                y[te], sc_genept_transfer(train, panel, table)["finest"]
+            )
+            panel_fold["random vectors, one-liner on the panel's genes"] = scorer.sctab_f1(
+                y[te], sc_genept_transfer(train, panel, random)["finest"]
+            )
             panel_expression = expression.iloc[te, keep]
+            panel_fold["logistic regression, retrained on the panel's genes"] = scorer.sctab_f1(
+                y[te], peers.logistic_labels(expression.iloc[tr, keep], y[tr], panel_expression)
+            )
             panel_fold["CellTypist (SGD)"] = scorer.sctab_f1(
                 y[te], peers.celltypist_labels(expression.iloc[tr], y[tr], panel_expression)
             )
