@@ -22,6 +22,8 @@ COLUMNS = [
     "genept_cell_type_finest",
     "genept_cell_type_finest_ontology_term_id",
     "genept_cell_type_finest_probability",
+    "genept_cell_type_reason",
+    "genept_cell_type_typicality",
 ]
 
 
@@ -120,6 +122,18 @@ def pbmc_split(pbmc_embedded):
 
 
 @pytest.fixture
+def trained(pbmc_split):
+    """A GenePTClassifier trained (40 epochs) on the reference part of ``pbmc_split``."""
+    from sc_genept.model import GenePTClassifier
+
+    ref, _ = pbmc_split
+    GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id")
+    model = GenePTClassifier(ref)
+    model.train(max_epochs=40, enable_progress_bar=False)
+    return model
+
+
+@pytest.fixture
 def backed_reads(monkeypatch):
     """Watch a backed AnnData's X: the sizes of every read of its sparse arrays.
 
@@ -145,6 +159,17 @@ def backed_reads(monkeypatch):
         return reads
 
     return watch
+
+
+def rehash(folder) -> None:
+    """Rewrite a model folder's manifest to match its files: what someone crafting one would do."""
+    import json
+    from hashlib import sha256
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name in manifest["sha256"]:
+        manifest["sha256"][name] = sha256((folder / name).read_bytes()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
 def largest_block(indptr, rows: int) -> int:

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import scanpy as sc
 import torch
+from conftest import rehash
 
 import sc_genept
 from sc_genept.genes import GeneEmbeddings, Provenance
@@ -14,15 +15,6 @@ from sc_genept.model import GenePTClassifier, GenePTClassifierModule, ModelFolde
 
 CELL, IMMUNE, T, CD4, CD8, B, NEURON = (f"CL:000000{i}" for i in range(7))
 FAST = {"max_epochs": 40, "enable_progress_bar": False}
-
-
-@pytest.fixture
-def trained(pbmc_split):
-    ref, _ = pbmc_split
-    GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id")
-    model = GenePTClassifier(ref)
-    model.train(**FAST)
-    return model
 
 
 def test_hierarchical_loss_is_subtree_mass(tiny_cl):
@@ -133,6 +125,8 @@ def test_train_predict_on_real_cells(trained, pbmc_split):
         "finest_ontology_term_id",
         "finest_cell_type",
         "finest_probability",
+        "reason",
+        "typicality",
     ]
     assert pred["confidence"].between(0.5 - 1e-6, 1 + 1e-6).all()
     table = sc_genept.metrics.evaluate(
@@ -170,16 +164,6 @@ def test_save_load_gives_identical_predictions(trained, pbmc_split, tmp_path):
     assert (
         json.loads((tmp_path / "again" / "model.json").read_text())["ontology"] == meta["ontology"]
     )
-
-
-def _rehash(folder):
-    """Rewrite the manifest to match the files: what someone crafting a folder would do."""
-    from hashlib import sha256
-
-    manifest = json.loads((folder / "manifest.json").read_text())
-    for name in manifest["sha256"]:
-        manifest["sha256"][name] = sha256((folder / name).read_bytes()).hexdigest()
-    (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
 def _opened_files():
@@ -228,7 +212,7 @@ def test_model_folder_naming_another_location_is_refused_unread(trained, tmp_pat
     else:
         meta["registry"]["setup_args"]["ontology"] = target[where]
     (folder / "model.json").write_text(json.dumps(meta))
-    _rehash(folder)
+    rehash(folder)
     opened = _opened_files()
     try:
         with pytest.raises(ModelFolderError, match="ontology source|names a location"):
@@ -286,7 +270,7 @@ def test_rehashed_metadata_that_does_not_fit_the_weights_is_refused(trained, tmp
     meta = json.loads((folder / "model.json").read_text())
     meta["init_params"]["non_kwargs"]["n_hidden"] = 7
     (folder / "model.json").write_text(json.dumps(meta))
-    _rehash(folder)
+    rehash(folder)
     with pytest.raises(ModelFolderError, match="do not describe"):
         GenePTClassifier.load(folder)
 

@@ -8,7 +8,7 @@ from importlib import import_module
 
 _LAZY = {
     "GenePTClassifier": "._model",
-    "decode": "._model",
+    "decode": "._calls",
     "GenePTClassifierModule": "._module",
     "ModelFolderError": "._folder",
     "available_models": "._pretrained",

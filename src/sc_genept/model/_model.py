@@ -31,6 +31,17 @@ from sc_genept._checks import (
     positive_number,
 )
 from sc_genept._utils import warn_caller
+from sc_genept.model._calls import (
+    _MAX_CALIBRATION_CELLS,
+    DEFAULT_NOVELTY_RATE,
+    NoveltyFit,
+    decode,
+    error_coverage,
+    level_for_error,
+    novelty_reference,
+    novelty_scores,
+    typicality,
+)
 from sc_genept.model._data import CellData, InMemoryCells, check_cell_data
 from sc_genept.model._folder import OWN_ONTOLOGY, ModelFolderError, read_folder, write_folder
 from sc_genept.model._module import GenePTClassifierModule, TrainingPlan
@@ -143,6 +154,8 @@ class GenePTClassifier(BaseModelClass):
         self.loss_kind = loss
         self._attached = None  # query data given to load()
         self.pretrained_name_ = None  # set by load_pretrained: which registry model
+        # what train() measured on held-out cells: error by level, novelty (see _calls)
+        self.calibration_: dict | None = None
         input_keys = _input_keys(self.embedding_keys)
         self.input_widths = [int(self.summary_stats[f"n_{k}"]) for k in input_keys]
         self.module = GenePTClassifierModule(
@@ -458,7 +471,7 @@ class GenePTClassifier(BaseModelClass):
                 trainer_kwargs, early_stopping, early_stopping_patience, validates, verbose
             )
             result = self._fit(plan, datamodule, checkpoint_dir, verbose, trainer_kwargs)
-            self._calibrate(datamodule.calibration_set())
+            self._calibrate(datamodule, seed)
         return result
 
     def _start(self, datamodule: CellData, seed: int, gene_dropout: float) -> None:
@@ -489,21 +502,75 @@ class GenePTClassifier(BaseModelClass):
             self.module.load_state_dict(plan.best_state)
         return result
 
-    def _calibrate(self, calibration: tuple[np.ndarray, np.ndarray] | None) -> None:
-        """Fit the temperature on the held-out cells (none: confidences stay uncalibrated)."""
+    def _calibrate(self, datamodule: CellData, seed: int) -> None:
+        """Fit what makes calls honest, on cells the weights never saw (see ``_calls``).
+
+        The novelty space from the training cells; then, on the held-out calibration cells,
+        the temperature, the error and coverage of the calls at each level, and the
+        novelty scores. Without calibration cells confidences stay uncalibrated and
+        ``max_error`` and the novelty check are unavailable.
+        """
         self.module.temperature.fill_(1.0)
-        if calibration is not None and len(calibration[1]):
-            inputs, codes = calibration
-            temperature = self.module.calibrate(
-                torch.as_tensor(inputs),
-                torch.as_tensor(codes),
-                hierarchical=self.loss_kind == "hierarchical",
-            )
-            logg.info(
-                f"confidences calibrated on {len(codes)} held-out cells: "
-                f"temperature {temperature:.2f}"
-            )
         self.module.eval()
+        self.calibration_ = None
+        fit = NoveltyFit(len(self.terms))
+        for z, codes in self._standardized_batches(datamodule.train_dataloader()):
+            fit.add(z, codes)
+        space = fit.fit()
+        if space is not None:
+            self.module.set_novelty(space)
+        labelled = [t for t, n in zip(self.terms, datamodule.label_counts(), strict=True) if n]
+        calibration = datamodule.calibration_set()
+        if calibration is None or not len(calibration[1]):
+            return
+        inputs, codes = calibration
+        if len(codes) > _MAX_CALIBRATION_CELLS:  # bounded time; a random subset is as good
+            rows = np.random.default_rng(seed).choice(len(codes), _MAX_CALIBRATION_CELLS, False)
+            inputs, codes = inputs[np.sort(rows)], codes[np.sort(rows)]
+        inputs, codes = torch.as_tensor(inputs), torch.as_tensor(codes)
+        hierarchical = self.loss_kind == "hierarchical"
+        temperature = self.module.calibrate(inputs, codes, hierarchical=hierarchical)
+        probs = self.module.probabilities(inputs).cpu().numpy().astype(np.float64)
+        self.calibration_ = {
+            "labelled_terms": labelled,
+            "error_coverage": error_coverage(
+                probs, codes.numpy(), self.module.subtree.cpu().numpy(), self._labelled()
+            ),
+            "novelty": self._novelty_reference(inputs, datamodule),
+        }
+        logg.info(
+            f"confidences calibrated on {len(codes)} held-out cells: temperature {temperature:.2f}"
+        )
+        self.module.eval()
+
+    def _novelty_reference(self, calibration: torch.Tensor, datamodule) -> dict | None:
+        """Novelty scores of every cell held out from the weights and the novelty fit.
+
+        The calibration and the validation cells: a small reference's calibration cells
+        alone (56 of 700) could not flag a cell at a 2 % rate (p-values start at 1/57).
+        """
+        if not self.module.has_novelty:
+            return None
+        scores = [self.module.novelty(calibration).cpu().numpy()]
+        for z, _ in self._standardized_batches(datamodule.val_dataloader()):
+            space = (self.module.novelty_centroids, self.module.novelty_variance)
+            scores.append(
+                novelty_scores(torch.as_tensor(z).to(space[0].device), *space).cpu().numpy()
+            )
+        return novelty_reference(np.concatenate(scores))
+
+    def _standardized_batches(self, loader):
+        """``(standardised inputs, label codes)`` of each batch of a data loader, as numpy."""
+        keys = _input_keys(self.embedding_keys)
+        for batch in loader:
+            x = torch.cat([batch[k] for k in keys], dim=1).to(self.module.input_mean.device)
+            codes = batch[REGISTRY_KEYS.LABELS_KEY].view(-1).long().cpu().numpy()
+            yield self.module.standardized(x).cpu().numpy(), codes
+
+    def _labelled(self) -> np.ndarray:
+        """Which of the model's terms are the reference's own cell types (had cells)."""
+        labelled = set((self.calibration_ or {}).get("labelled_terms", self.terms))
+        return np.array([t in labelled for t in self.terms])
 
     # ---- prediction --------------------------------------------------------------------
 
@@ -519,6 +586,13 @@ class GenePTClassifier(BaseModelClass):
 
         Arguments as in :meth:`predict`.
         """
+        return self._scores(adata, batch_size, min_gene_overlap, novelty=False)[0]
+
+    @torch.inference_mode()
+    def _scores(
+        self, adata, batch_size: int, min_gene_overlap: float, *, novelty: bool
+    ) -> tuple[pd.DataFrame, np.ndarray | None]:
+        """Term probabilities and (with ``novelty``, where fitted) each cell's novelty score."""
         if adata is not None:
             check_adata(adata)
         positive_int("batch_size", batch_size)
@@ -530,15 +604,19 @@ class GenePTClassifier(BaseModelClass):
             )
         adata = self._query(adata, min_gene_overlap)
         self.module.eval()
+        novelty = novelty and self.module.has_novelty
+        parts, scores = [], []
         # threads chosen as for training: torch's default (one per core) crawls when other
         # programs keep the cores busy
         with torch_threads(cpu_threads(batch_size, "cpu", 1)):
-            parts = [
-                self.module.probabilities(torch.as_tensor(x)).cpu().numpy()
-                for x in self._input_batches(adata, size=batch_size)
-            ]
+            for x in self._input_batches(adata, size=batch_size):
+                x = torch.as_tensor(x)
+                parts.append(self.module.probabilities(x).cpu().numpy())
+                if novelty:
+                    scores.append(self.module.novelty(x).cpu().numpy())
         probs = np.concatenate(parts) if parts else np.zeros((0, len(self.terms)), np.float32)
-        return pd.DataFrame(probs, index=adata.obs_names, columns=self.terms)
+        frame = pd.DataFrame(probs, index=adata.obs_names, columns=self.terms)
+        return frame, (np.concatenate(scores) if scores else np.zeros(0)) if novelty else None
 
     def predict(
         self,
@@ -546,6 +624,8 @@ class GenePTClassifier(BaseModelClass):
         *,
         soft: bool = False,
         min_confidence: float = 0.5,
+        max_error: float | None = None,
+        novelty_rate: float | None = DEFAULT_NOVELTY_RATE,
         batch_size: int = 4096,
         min_gene_overlap: float = DEFAULT_MIN_GENE_OVERLAP,
     ) -> pd.DataFrame:
@@ -560,6 +640,19 @@ class GenePTClassifier(BaseModelClass):
             Return the full probability table (cells × terms) instead.
         min_confidence
             Subtree mass a term needs to be reported. Higher: fewer, coarser, surer calls.
+        max_error
+            Instead of ``min_confidence``: the share of wrong calls to allow, e.g. ``0.1``.
+            Each cell gets the deepest term at the lowest mass level whose calls were
+            wrong on at most this share of the reference cells held out from training
+            (conformal risk control; a call is wrong when it is neither the true term nor
+            above or below it). Guaranteed on cells drawn like the reference's; on data
+            from another study, see :doc:`/honest_calls`.
+        novelty_rate
+            Cells less typical of the reference than all but this share of its held-out
+            cells (``typicality`` below it) are called at a term strictly above their most
+            probable reference type, for they may be of a type the reference lacks: about
+            this share of cells of known types is coarsened too. ``None`` turns the check
+            off.
         batch_size
             Cells per forward pass.
         min_gene_overlap
@@ -571,14 +664,98 @@ class GenePTClassifier(BaseModelClass):
         -------
         With ``soft=False``, a frame indexed like ``adata.obs`` with columns
         ``ontology_term_id`` and ``cell_type`` (the reported term), ``confidence`` (its
-        subtree mass), and ``finest_ontology_term_id``, ``finest_cell_type`` and
-        ``finest_probability`` (the single most probable term, before thresholding).
+        subtree mass), ``finest_ontology_term_id``, ``finest_cell_type`` and
+        ``finest_probability`` (the single most probable term, before thresholding),
+        ``reason`` (why the reported term is the one reported: ``"most probable term"``,
+        ``"uncertain: coarser term"`` or ``"unlike the reference: coarser term"``) and
+        ``typicality`` (the share of held-out reference cells at least as far from the
+        reference's cell types; NaN for a model saved without it).
         """
         check_fraction("min_confidence", min_confidence, "(0, 1]")
-        probs = self.predict_proba(adata, batch_size=batch_size, min_gene_overlap=min_gene_overlap)
+        if max_error is not None:
+            check_fraction("max_error", max_error, "(0, 1)")
+        if novelty_rate is not None:
+            check_fraction("novelty_rate", novelty_rate, "[0, 1)")
+        level = min_confidence if max_error is None else self._level_for_error(max_error)
+        checks = not soft and bool(novelty_rate)
+        probs, scores = self._scores(adata, batch_size, min_gene_overlap, novelty=checks)
         if soft:
             return probs
-        return decode(probs, self.module.subtree.cpu().numpy(), min_confidence, self.ontology)
+        reference = (self.calibration_ or {}).get("novelty")
+        typical = (
+            typicality(scores, reference)
+            if scores is not None and reference
+            else np.full(len(probs), np.nan)
+        )
+        calls = decode(
+            probs,
+            self.module.subtree.cpu().numpy(),
+            level,
+            self.ontology,
+            unlike=typical < novelty_rate if novelty_rate else None,
+            labelled=self._labelled(),
+        )
+        calls["typicality"] = typical
+        return calls
+
+    def _level_for_error(self, max_error: float) -> float:
+        curve = (self.calibration_ or {}).get("error_coverage")
+        if curve is None:
+            raise ValueError(
+                "max_error needs the error this model made on reference cells held out from "
+                "training, and it has none: train it with calibration_size > 0 (the "
+                "default), with this version of sc_genept."
+            )
+        level = level_for_error(curve, max_error)
+        if level is None:
+            warn_caller(
+                f"max_error={max_error} cannot be guaranteed with {curve['n_cells']} held-out "
+                f"cells (at least {int(np.ceil(1 / max_error))} are needed): every cell is "
+                "called at its surest term. Train with more cells or a larger "
+                "calibration_size, or allow a larger error."
+            )
+            return 1.0
+        return level
+
+    def error_coverage(self, adata: AnnData | None = None, labels_key: str | None = None):
+        """Error and coverage of the calls at each mass level: the price of each error rate.
+
+        Without arguments: on the reference cells held out from training (what
+        ``max_error`` is calibrated on). With ``adata`` and ``labels_key`` (a column of CL
+        ids or names): on those cells, e.g. an annotated query whose truth is known.
+
+        Returns
+        -------
+        A frame with one row per level: ``level`` (the subtree mass a term needs),
+        ``error`` (share of calls that are wrong), ``coverage`` (share of cells called at
+        one of the reference's own types) and, on held-out cells, ``bound_error`` (the
+        monotone error ``max_error`` is calibrated on).
+        """
+        if adata is None:
+            curve = (self.calibration_ or {}).get("error_coverage")
+            if curve is None:
+                raise ValueError(
+                    "This model kept no held-out cells (trained with calibration_size=0 or "
+                    "saved by an older sc_genept): pass adata and labels_key."
+                )
+        else:
+            if labels_key is None or labels_key not in adata.obs:
+                raise KeyError(
+                    f"labels_key={labels_key!r} is not a column of adata.obs: pass the column "
+                    "with the cells' true CL ids or names."
+                )
+            # scored: cells whose true type is one of the model's terms
+            truth, _ = self.ontology.map_labels(adata.obs[labels_key].astype(str))
+            known = truth.isin(self.terms).to_numpy()
+            probs = self.predict_proba(adata)[known].to_numpy().astype(np.float64)
+            codes = pd.Index(self.terms).get_indexer(truth[known])
+            curve = error_coverage(
+                probs, codes, self.module.subtree.cpu().numpy(), self._labelled()
+            )
+        columns = ["levels", "error", "coverage", "bound_error"]
+        return pd.DataFrame({c: curve[c] for c in columns if c in curve}).rename(
+            columns={"levels": "level"}
+        )
 
     # ---- persistence -------------------------------------------------------------------
 
@@ -610,6 +787,7 @@ class GenePTClassifier(BaseModelClass):
                 "terms": self.ontology.to_dict(self.terms),
             },
             "is_trained": self.is_trained_,
+            "calibration": self.calibration_,
             "history": {
                 k: v.reset_index().to_dict(orient="list") for k, v in (self.history_ or {}).items()
             },
@@ -667,7 +845,8 @@ class GenePTClassifier(BaseModelClass):
             registry["setup_args"]["ontology"] = ontology  # the model's own terms, not a path
             model = cls(None, registry=registry, **meta["init_params"]["non_kwargs"])
             registry["setup_args"]["ontology"] = OWN_ONTOLOGY
-            model.module.load_state_dict(state)
+            _load_weights(model.module, state)
+            model.calibration_ = meta.get("calibration")  # absent from older folders
             model.embedding_provenance_ = meta["embedding_provenance"]
             model.gene_sets_ = meta["gene_sets"]
             model.is_trained_ = bool(meta["is_trained"])
@@ -830,41 +1009,17 @@ class GenePTClassifier(BaseModelClass):
         return adata
 
 
-def decode(
-    probs: pd.DataFrame, subtree: np.ndarray, min_confidence: float, ontology: CellOntology
-) -> pd.DataFrame:
-    """Hierarchical decoding: per cell, the deepest term whose subtree mass ≥ ``min_confidence``.
+#: Weights a folder saved before the novelty check existed lacks: the check is then off.
+_OPTIONAL_WEIGHTS = {"novelty_variance", "novelty_centroids"}
 
-    "Deepest" means no other qualifying term lies below it; among several such terms (only
-    possible with ``min_confidence`` ≤ 0.5) the one with the larger mass wins. When no term
-    qualifies, the term with the largest mass is reported.
-    """
-    if not 0 < min_confidence <= 1:
-        raise ValueError(f"min_confidence must be in (0, 1], got {min_confidence}.")
-    terms = np.asarray(probs.columns)
-    p = probs.to_numpy()
-    mass = p @ subtree.T
-    qualifies = mass >= min_confidence - 1e-6
-    strict_below = subtree - np.eye(len(terms))  # [c, j] = 1 when j is strictly under c
-    has_qualifying_child = (qualifies.astype(np.float32) @ strict_below.T) > 0
-    deepest = qualifies & ~has_qualifying_child
-    score = np.where(deepest, mass, -np.inf)
-    none = ~deepest.any(axis=1)
-    score[none] = mass[none]
-    chosen = score.argmax(axis=1)
-    finest = p.argmax(axis=1)
-    rows = np.arange(len(p))
-    return pd.DataFrame(
-        {
-            "ontology_term_id": terms[chosen],
-            "cell_type": ontology.names(terms[chosen]),
-            "confidence": mass[rows, chosen],
-            "finest_ontology_term_id": terms[finest],
-            "finest_cell_type": ontology.names(terms[finest]),
-            "finest_probability": p[rows, finest],
-        },
-        index=probs.index,
-    )
+
+def _load_weights(module: GenePTClassifierModule, state: dict) -> None:
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - _OPTIONAL_WEIGHTS:
+        raise RuntimeError(
+            f"the weights lack {sorted(set(missing) - _OPTIONAL_WEIGHTS)} and have "
+            f"unexpected {sorted(unexpected)}"
+        )
 
 
 def _input_keys(embedding_keys: Sequence[str]) -> list[str]:

@@ -11,6 +11,8 @@ from scvi import REGISTRY_KEYS
 from scvi.module.base import BaseModuleClass, auto_move_data
 from torch import nn
 
+from sc_genept.model._calls import novelty_scores
+
 
 class GenePTClassifierModule(BaseModuleClass):
     """Standardise the inputs, then MLPs that score every term of the label set.
@@ -55,6 +57,9 @@ class GenePTClassifierModule(BaseModuleClass):
         self.members = nn.ModuleList(
             _mlp(n_input, n_terms, n_hidden, n_layers, dropout) for _ in range(n_members)
         )
+        # the novelty space of sc_genept.model._calls, fitted after training (NaN: not yet)
+        self.register_buffer("novelty_variance", torch.ones(n_input))
+        self.register_buffer("novelty_centroids", torch.full((n_terms, n_input), float("nan")))
 
     def reset_parameters(self, seed: int) -> None:
         """Re-draw the weights from a seeded generator (reproducible training)."""
@@ -80,10 +85,14 @@ class GenePTClassifierModule(BaseModuleClass):
     #: CellTypist do): a gene nearly constant in the reference must not dominate a query.
     input_clip = 10.0
 
+    def standardized(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs in units of the training cells' spread, capped at ± :attr:`input_clip`."""
+        return ((x - self.input_mean) / self.input_std).clamp(-self.input_clip, self.input_clip)
+
     @auto_move_data
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits over the label set, one row per member: ``(n_members, n_cells, n_terms)``."""
-        z = ((x - self.input_mean) / self.input_std).clamp(-self.input_clip, self.input_clip)
+        z = self.standardized(x)
         if self.training and self.gene_dropout:
             z = z.masked_fill(self.is_gene & (torch.rand_like(z) < self.gene_dropout), 0.0)
         return torch.stack([member(z) for member in self.members])
@@ -113,6 +122,22 @@ class GenePTClassifierModule(BaseModuleClass):
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Calibrated probability of each term (members' mean, tempered)."""
         return self.log_probabilities(self(x), self.temperature).exp()
+
+    @property
+    def has_novelty(self) -> bool:
+        """Whether the novelty space was fitted (models saved before it existed lack it)."""
+        return bool((~torch.isnan(self.novelty_centroids).any(dim=1)).any())
+
+    def set_novelty(self, space: dict[str, np.ndarray]) -> None:
+        """Keep a fitted novelty space (:meth:`NoveltyFit.fit`)."""
+        self.novelty_centroids.copy_(torch.as_tensor(space["centroids"]))
+        self.novelty_variance.copy_(torch.as_tensor(space["variance"]))
+
+    @auto_move_data
+    @torch.no_grad()
+    def novelty(self, x: torch.Tensor) -> torch.Tensor:
+        """Each cell's distance to the nearest reference type (see ``_calls.novelty_scores``)."""
+        return novelty_scores(self.standardized(x), self.novelty_centroids, self.novelty_variance)
 
     def _nll(self, log_p: torch.Tensor, labels: torch.Tensor, *, hierarchical: bool):
         """Per-cell negative log-likelihood of the label (of its subtree when hierarchical)."""

@@ -1,4 +1,4 @@
-"""Plots of a GenePT annotation, scanpy-style: confidence, confusion, ontology, colours.
+"""Plots of a GenePT annotation, scanpy-style: confidence, confusion, errors, colours.
 
 Each plot takes ``adata`` first, draws into ``ax`` (or a new figure), saves through
 scanpy (``save=``, into ``sc.settings.figdir``) and returns its Axes (or Figure) when
@@ -9,6 +9,7 @@ scanpy (``save=``, into ``sc.settings.figdir``) and returns its Axes (or Figure)
 from ._colors import set_term_colors, term_colors
 from ._confidence import confidence
 from ._confusion import collapse_terms, confusion, confusion_table
+from ._error_coverage import error_coverage
 from ._ontology import ontology, ontology_graph
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "confidence",
     "confusion",
     "confusion_table",
+    "error_coverage",
     "ontology",
     "ontology_graph",
     "set_term_colors",

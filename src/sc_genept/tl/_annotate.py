@@ -22,6 +22,7 @@ from sc_genept._utils import h5ad_safe, warn_caller
 from sc_genept.genes import GeneEmbeddings
 from sc_genept.genes import available as available_tables
 from sc_genept.genes import load as load_table
+from sc_genept.model._calls import DEFAULT_NOVELTY_RATE
 from sc_genept.model._overlap import (
     DEFAULT_MIN_GENE_OVERLAP,
     check_gene_overlap,
@@ -53,6 +54,8 @@ def genept_annotate(
     inputs: Literal["genept+expression", "genept"] = "genept+expression",
     n_expression_genes: int | None = 2000,
     min_confidence: float = 0.5,
+    max_error: float | None = None,
+    novelty_rate: float | None = DEFAULT_NOVELTY_RATE,
     min_gene_overlap: float = DEFAULT_MIN_GENE_OVERLAP,
     gene_embeddings: str | Path | GeneEmbeddings | None = None,
     orthologs: Mapping[str, str] | pd.DataFrame | str | Path | None = None,
@@ -107,6 +110,15 @@ def genept_annotate(
         genes it was trained on.
     min_confidence
         Subtree mass a term needs to be reported.
+    max_error
+        Instead of ``min_confidence``: the share of wrong calls to allow (e.g. ``0.1``);
+        each cell gets the deepest term that keeps the calls within it on reference cells
+        held out from training (conformal risk control, see :doc:`/honest_calls`).
+    novelty_rate
+        Cells less typical of the reference than all but this share of its held-out
+        cells are called at a term strictly above their most probable reference type:
+        they may be of a type the reference lacks (about this share of cells of known
+        types is coarsened too). ``None``: no check.
     min_gene_overlap
         With ``model``: the smallest share of the model's genes that ``adata`` must have
         (and at least 10 genes), low by default so that a targeted panel survives a
@@ -159,6 +171,14 @@ def genept_annotate(
         Its subtree probability mass.
     ``adata.obs[key_added + "_finest"]``, ``[… + "_finest_ontology_term_id"]``, ``[… + "_finest_probability"]``
         The single most probable term before thresholding.
+    ``adata.obs[key_added + "_reason"]`` : categorical
+        Why the reported term is the one reported: ``"most probable term"``, ``"uncertain:
+        coarser term"`` (no deeper term held the confidence) or ``"unlike the reference:
+        coarser term"`` (see ``novelty_rate``).
+    ``adata.obs[key_added + "_typicality"]`` : float
+        Share of the reference's held-out cells at least as far from its cell types as
+        this cell (small: unlike any type the reference has; NaN for a model saved
+        without it).
     ``adata.uns[key_added]`` : dict
         ``params``, ``gene_overlap`` (with ``model``: how many of the model's genes
         ``adata`` has, and the share of the reference's expression they carry; with
@@ -177,6 +197,10 @@ def genept_annotate(
     """
     _check_call(adata, model, reference, labels_key, inputs, key_added)
     check_fraction("min_confidence", min_confidence, "(0, 1]")
+    if max_error is not None:
+        check_fraction("max_error", max_error, "(0, 1)")
+    if novelty_rate is not None:
+        check_fraction("novelty_rate", novelty_rate, "[0, 1)")
     check_fraction("min_gene_overlap", min_gene_overlap, "[0, 1]")
     positive_int("n_expression_genes", n_expression_genes, allow_none=True)
     from sc_genept.model import GenePTClassifier  # torch and Lightning: only when annotating
@@ -255,7 +279,11 @@ def genept_annotate(
     with warnings.catch_warnings():  # the overlap was checked and warned about above
         warnings.filterwarnings("ignore", message="The query has .* of the model's")
         prediction = model.predict(
-            embedded, min_confidence=min_confidence, min_gene_overlap=min_gene_overlap
+            embedded,
+            min_confidence=min_confidence,
+            max_error=max_error,
+            novelty_rate=novelty_rate,
+            min_gene_overlap=min_gene_overlap,
         )
 
     crossed = _through_orthologs(embedded)
@@ -268,6 +296,8 @@ def genept_annotate(
         {
             "params": {
                 "min_confidence": min_confidence,
+                "max_error": max_error,
+                "novelty_rate": novelty_rate,
                 "min_gene_overlap": min_gene_overlap,
                 "n_expression_genes": n_expression_genes if model_source == "reference" else None,
                 "labels_key": labels_key,
@@ -378,6 +408,8 @@ def _columns(key: str) -> dict[str, str]:
         f"{key}_finest": "finest_cell_type",
         f"{key}_finest_ontology_term_id": "finest_ontology_term_id",
         f"{key}_finest_probability": "finest_probability",
+        f"{key}_reason": "reason",
+        f"{key}_typicality": "typicality",
     }
 
 
@@ -541,3 +573,5 @@ def _write(adata: AnnData, prediction: pd.DataFrame, key: str) -> None:
         adata.obs[column] = (
             values.astype(np.float32) if values.dtype.kind == "f" else pd.Categorical(values)
         )
+    # every reason is a category, so that columns of several calls concatenate alike
+    adata.obs[f"{key}_reason"] = prediction["reason"].array
