@@ -97,8 +97,9 @@ def test_without_held_out_cells_max_error_says_how_to_get_them(pbmc_split):
     ref, query = pbmc_split
     GenePTClassifier.setup_anndata(ref, labels_key=LABELS)
     model = GenePTClassifier(ref)
-    model.train(max_epochs=2, calibration_size=0, enable_progress_bar=False)
-    with pytest.raises(ValueError, match="calibration_size > 0"):
+    with pytest.warns(UserWarning, match="early stopping is off"):
+        model.train(max_epochs=2, train_size=1, calibration_size=0, enable_progress_bar=False)
+    with pytest.raises(ValueError, match="train_size < 1 or calibration_size > 0"):
         model.predict(query, max_error=0.1)
     with pytest.raises(ValueError, match="max_error must be"):
         model.predict(query, max_error=1.5)
@@ -129,9 +130,9 @@ def test_cells_of_a_type_the_reference_lacks_are_not_given_a_wrong_type(without_
             [c in reference_types and not cl.is_ancestor(c, B_CELL) for c in calls[b_cells]]
         )
 
-    unchecked = model.predict(query, novelty_rate=None)
+    unchecked = model.predict(query)  # the default: no check
     assert wrong_specific(unchecked["ontology_term_id"].to_numpy()) > 0.7  # what it prevents
-    checked = model.predict(query)
+    checked = model.predict(query, novelty_rate=0.02)
     assert wrong_specific(checked["ontology_term_id"].to_numpy()) <= 0.4
     flagged = checked["reason"].astype(str).str.startswith("unlike").to_numpy()
     assert flagged[b_cells].mean() >= 0.5
@@ -176,7 +177,7 @@ def test_calibration_survives_save_and_an_older_folder_still_loads(trained, pbmc
     (folder / "model.json").write_text(json.dumps(meta))
     rehash(folder)
     old = GenePTClassifier.load(folder)
-    calls = old.predict(query)
+    calls = old.predict(query, novelty_rate=0.02)
     assert calls["typicality"].isna().all()
     assert not calls["reason"].astype(str).str.startswith("unlike").any()
     with pytest.raises(ValueError, match="held out"):

@@ -39,7 +39,6 @@ from sc_genept.model._calls import (
     error_coverage,
     level_for_error,
     novelty_reference,
-    novelty_scores,
     typicality,
 )
 from sc_genept.model._data import CellData, InMemoryCells, check_cell_data
@@ -503,69 +502,69 @@ class GenePTClassifier(BaseModelClass):
         return result
 
     def _calibrate(self, datamodule: CellData, seed: int) -> None:
-        """Fit what makes calls honest, on cells the weights never saw (see ``_calls``).
+        """Fit what makes calls honest on cells the weights were not fitted to (``_calls``).
 
-        The novelty space from the training cells; then, on the held-out calibration cells,
-        the temperature, the error and coverage of the calls at each level, and the
-        novelty scores. Without calibration cells confidences stay uncalibrated and
-        ``max_error`` and the novelty check are unavailable.
+        The novelty space from the training cells; then, on the held-out cells (the
+        calibration cells and the validation cells, which only chose the epoch), the
+        temperature, the error and coverage of the calls at each level, and the novelty
+        scores. Both sets together: a small reference's calibration cells alone (56 of
+        700) make the error at each level too uncertain to bound. Without held-out cells
+        confidences stay uncalibrated and ``max_error`` and the novelty check are
+        unavailable.
         """
         self.module.temperature.fill_(1.0)
         self.module.eval()
         self.calibration_ = None
         fit = NoveltyFit(len(self.terms))
-        for z, codes in self._standardized_batches(datamodule.train_dataloader()):
-            fit.add(z, codes)
+        for x, codes in self._batches(datamodule.train_dataloader()):
+            fit.add(self.module.standardized(x).cpu().numpy(), codes.cpu().numpy())
         space = fit.fit()
         if space is not None:
             self.module.set_novelty(space)
-        labelled = [t for t, n in zip(self.terms, datamodule.label_counts(), strict=True) if n]
-        calibration = datamodule.calibration_set()
-        if calibration is None or not len(calibration[1]):
+        held_out = self._held_out(datamodule, seed)
+        if held_out is None:
             return
-        inputs, codes = calibration
-        if len(codes) > _MAX_CALIBRATION_CELLS:  # bounded time; a random subset is as good
-            rows = np.random.default_rng(seed).choice(len(codes), _MAX_CALIBRATION_CELLS, False)
-            inputs, codes = inputs[np.sort(rows)], codes[np.sort(rows)]
-        inputs, codes = torch.as_tensor(inputs), torch.as_tensor(codes)
+        inputs, codes = held_out
         hierarchical = self.loss_kind == "hierarchical"
         temperature = self.module.calibrate(inputs, codes, hierarchical=hierarchical)
         probs = self.module.probabilities(inputs).cpu().numpy().astype(np.float64)
-        self.calibration_ = {
-            "labelled_terms": labelled,
-            "error_coverage": error_coverage(
-                probs, codes.numpy(), self.module.subtree.cpu().numpy(), self._labelled()
-            ),
-            "novelty": self._novelty_reference(inputs, datamodule),
-        }
+        labelled = [t for t, n in zip(self.terms, datamodule.label_counts(), strict=True) if n]
+        self.calibration_ = {"labelled_terms": labelled}
+        self.calibration_["error_coverage"] = error_coverage(
+            probs, codes.cpu().numpy(), self.module.subtree.cpu().numpy(), self._labelled()
+        )
+        self.calibration_["novelty"] = (
+            novelty_reference(self.module.novelty(inputs).cpu().numpy())
+            if self.module.has_novelty
+            else None
+        )
         logg.info(
             f"confidences calibrated on {len(codes)} held-out cells: temperature {temperature:.2f}"
         )
         self.module.eval()
 
-    def _novelty_reference(self, calibration: torch.Tensor, datamodule) -> dict | None:
-        """Novelty scores of every cell held out from the weights and the novelty fit.
-
-        The calibration and the validation cells: a small reference's calibration cells
-        alone (56 of 700) could not flag a cell at a 2 % rate (p-values start at 1/57).
-        """
-        if not self.module.has_novelty:
+    def _held_out(self, datamodule: CellData, seed: int):
+        """Inputs and label codes of the calibration and validation cells (at most 20,000)."""
+        parts = list(self._batches(datamodule.val_dataloader()))
+        calibration = datamodule.calibration_set()
+        if calibration is not None and len(calibration[1]):
+            parts.append(tuple(torch.as_tensor(a) for a in calibration))
+        if not parts:
             return None
-        scores = [self.module.novelty(calibration).cpu().numpy()]
-        for z, _ in self._standardized_batches(datamodule.val_dataloader()):
-            space = (self.module.novelty_centroids, self.module.novelty_variance)
-            scores.append(
-                novelty_scores(torch.as_tensor(z).to(space[0].device), *space).cpu().numpy()
-            )
-        return novelty_reference(np.concatenate(scores))
+        inputs, codes = (torch.cat([p[i].cpu() for p in parts]) for i in (0, 1))
+        if len(codes) > _MAX_CALIBRATION_CELLS:  # bounded time; a random subset is as good
+            rows = np.random.default_rng(seed).choice(len(codes), _MAX_CALIBRATION_CELLS, False)
+            rows = torch.as_tensor(np.sort(rows))
+            inputs, codes = inputs[rows], codes[rows]
+        return inputs, codes.long()
 
-    def _standardized_batches(self, loader):
-        """``(standardised inputs, label codes)`` of each batch of a data loader, as numpy."""
+    def _batches(self, loader):
+        """``(inputs, label codes)`` of each batch of a data loader, on the module's device."""
         keys = _input_keys(self.embedding_keys)
+        device = self.module.input_mean.device
         for batch in loader:
-            x = torch.cat([batch[k] for k in keys], dim=1).to(self.module.input_mean.device)
-            codes = batch[REGISTRY_KEYS.LABELS_KEY].view(-1).long().cpu().numpy()
-            yield self.module.standardized(x).cpu().numpy(), codes
+            x = torch.cat([batch[k] for k in keys], dim=1).to(device)
+            yield x, batch[REGISTRY_KEYS.LABELS_KEY].view(-1).long().to(device)
 
     def _labelled(self) -> np.ndarray:
         """Which of the model's terms are the reference's own cell types (had cells)."""
@@ -650,9 +649,10 @@ class GenePTClassifier(BaseModelClass):
         novelty_rate
             Cells less typical of the reference than all but this share of its held-out
             cells (``typicality`` below it) are called at a term strictly above their most
-            probable reference type, for they may be of a type the reference lacks: about
-            this share of cells of known types is coarsened too. ``None`` turns the check
-            off.
+            probable reference type that is none of its types, for they may be of a type
+            the reference lacks: about this share of cells of known types is coarsened
+            too. ``None`` (default): no check. Meant for data like the reference's: from
+            another study, most cells are less typical than the reference's own.
         batch_size
             Cells per forward pass.
         min_gene_overlap
@@ -677,8 +677,7 @@ class GenePTClassifier(BaseModelClass):
         if novelty_rate is not None:
             check_fraction("novelty_rate", novelty_rate, "[0, 1)")
         level = min_confidence if max_error is None else self._level_for_error(max_error)
-        checks = not soft and bool(novelty_rate)
-        probs, scores = self._scores(adata, batch_size, min_gene_overlap, novelty=checks)
+        probs, scores = self._scores(adata, batch_size, min_gene_overlap, novelty=not soft)
         if soft:
             return probs
         reference = (self.calibration_ or {}).get("novelty")
@@ -703,8 +702,8 @@ class GenePTClassifier(BaseModelClass):
         if curve is None:
             raise ValueError(
                 "max_error needs the error this model made on reference cells held out from "
-                "training, and it has none: train it with calibration_size > 0 (the "
-                "default), with this version of sc_genept."
+                "training, and it has none: train it with train_size < 1 or "
+                "calibration_size > 0 (the defaults), with this version of sc_genept."
             )
         level = level_for_error(curve, max_error)
         if level is None:
@@ -735,8 +734,9 @@ class GenePTClassifier(BaseModelClass):
             curve = (self.calibration_ or {}).get("error_coverage")
             if curve is None:
                 raise ValueError(
-                    "This model kept no held-out cells (trained with calibration_size=0 or "
-                    "saved by an older sc_genept): pass adata and labels_key."
+                    "This model kept no held-out cells (trained with train_size=1 and "
+                    "calibration_size=0, or saved by an older sc_genept): pass adata and "
+                    "labels_key."
                 )
         else:
             if labels_key is None or labels_key not in adata.obs:

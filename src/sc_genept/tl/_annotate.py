@@ -115,10 +115,12 @@ def genept_annotate(
         each cell gets the deepest term that keeps the calls within it on reference cells
         held out from training (conformal risk control, see :doc:`/honest_calls`).
     novelty_rate
-        Cells less typical of the reference than all but this share of its held-out
-        cells are called at a term strictly above their most probable reference type:
-        they may be of a type the reference lacks (about this share of cells of known
-        types is coarsened too). ``None``: no check.
+        E.g. ``0.02``: cells less typical of the reference than all but this share of its
+        held-out cells are called at a term strictly above their most probable
+        reference type that is none of its types, for they may be of a type the
+        reference lacks (about this share of cells of known types is coarsened too).
+        ``None`` (default): no check. Meant for data like the reference's: a query from
+        another study or platform is less typical as a whole (see :doc:`/honest_calls`).
     min_gene_overlap
         With ``model``: the smallest share of the model's genes that ``adata`` must have
         (and at least 10 genes), low by default so that a targeted panel survives a
