@@ -194,3 +194,28 @@ def test_error_coverage_plot(trained, pbmc_split):
     assert len(ax.get_legend().get_texts()) >= 1
     ax = sc_genept.pl.error_coverage(trained, query, labels_key=LABELS, show=False)
     assert ax.get_title() == "cells given"
+
+
+def test_majority_vote_takes_each_cluster_s_most_frequent_call():
+    from sc_genept.tl._voting import majority_vote
+
+    calls = np.array(["T", "T", "B", "B", "B", "NK"])
+    assert majority_vote(calls, [0, 0, 0, 1, 1, 1]).tolist() == ["T"] * 3 + ["B"] * 3
+
+
+def test_majority_voting_in_genept_annotate(trained, pbmc_split):
+    _, query = pbmc_split
+    sc.tl.genept_annotate(query, trained, majority_voting=True, over_clustering="louvain")
+    voted = query.obs.groupby("louvain", observed=True)["genept_cell_type_majority_voting"]
+    assert (voted.nunique() == 1).all()
+    assert query.uns["genept_cell_type"]["params"]["majority_voting"] is True
+    sc.tl.genept_annotate(query, trained, majority_voting=True)  # its own over-clustering
+    assert (
+        query.obs["genept_cell_type_majority_voting_ontology_term_id"].str.startswith("CL:").all()
+    )
+    sc.tl.genept_annotate(query, trained)  # without: the voted columns go
+    assert "genept_cell_type_majority_voting" not in query.obs
+    with pytest.raises(ValueError, match="pass both"):
+        sc.tl.genept_annotate(query, trained, over_clustering="louvain")
+    with pytest.raises(KeyError, match="not a column"):
+        sc.tl.genept_annotate(query, trained, majority_voting=True, over_clustering="nope")

@@ -24,7 +24,7 @@ Contenders, in the same run (see ``peers.py``): the sc_genept one-liner with its
 panels, the same model through ``genept_annotate(query, model)``), the same pipeline on
 random gene vectors (control), CellTypist (SGD mode) on the reference's log-expression,
 logistic regression on the log-expression of shared genes, and cosine 15-NN on the
-GenePT-w embedding. Calibration: expected calibration error (15 bins) of the confidence
+GenePT-w embedding; across studies also the one-liner with ``majority_voting=True``. Calibration: expected calibration error (15 bins) of the confidence
 sc_genept reports for its call, against whether the call is true of the cell (the true
 term, one of its ancestors, or, under the scTab rule, a descendant), pooled over folds.
 """
@@ -68,7 +68,9 @@ INPUT = DEFAULT  # inputs of the within-dataset models (--inputs; sweeps only)
 # ---- the contenders ------------------------------------------------------------------------
 
 
-def sc_genept_transfer(ref: ad.AnnData, query: ad.AnnData, table, inputs=DEFAULT) -> pd.DataFrame:
+def sc_genept_transfer(
+    ref: ad.AnnData, query: ad.AnnData, table, inputs=DEFAULT, **options
+) -> pd.DataFrame:
     """The one-liner: train on the reference, annotate the query (both embedded on shared genes)."""
     out = sc.tl.genept_annotate(
         query,
@@ -77,10 +79,14 @@ def sc_genept_transfer(ref: ad.AnnData, query: ad.AnnData, table, inputs=DEFAULT
         gene_embeddings=table,
         inputs=inputs,
         copy=True,
+        **options,
         **QUIET,
         **TRAIN,
     )
-    return _calls(out)
+    calls = _calls(out)
+    if options.get("majority_voting"):
+        calls["finest"] = out.obs[f"{KEY}_majority_voting_ontology_term_id"].astype(str)
+    return calls
 
 
 def _calls(out: ad.AnnData) -> pd.DataFrame:
@@ -194,6 +200,10 @@ def across_studies(ref, table, random) -> dict:
                 ).obsm["X_genept"]
                 knn = peers.knn_labels(ref_embedding, y_ref, calls.attrs["embedding"])
                 row["cosine 15-NN, X_genept"] = scorer.coarse_f1(truth, knn[scored])
+        voted = sc_genept_transfer(ref, query, table, majority_voting=True)["finest"]
+        row["sc_genept, majority voting (Leiden over-clustering)"] = scorer.coarse_f1(
+            truth, voted.to_numpy()[scored]
+        )
         row["CellTypist (SGD)"] = scorer.coarse_f1(
             truth, peers.celltypist_labels(ref_expression, y_ref, query_expression)[scored]
         )

@@ -29,6 +29,8 @@ from sc_genept.model._overlap import (
     check_shared_genes,
     shared_gene_overlap,
 )
+from sc_genept.tl._voting import majority_vote
+from sc_genept.tl._voting import over_clustering as over_clustering_of
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -56,6 +58,8 @@ def genept_annotate(
     min_confidence: float = 0.5,
     max_error: float | None = None,
     novelty_rate: float | None = DEFAULT_NOVELTY_RATE,
+    majority_voting: bool = False,
+    over_clustering: str | None = None,
     min_gene_overlap: float = DEFAULT_MIN_GENE_OVERLAP,
     gene_embeddings: str | Path | GeneEmbeddings | None = None,
     orthologs: Mapping[str, str] | pd.DataFrame | str | Path | None = None,
@@ -121,6 +125,14 @@ def genept_annotate(
         reference lacks (about this share of cells of known types is coarsened too).
         ``None`` (default): no check. Meant for data like the reference's: a query from
         another study or platform is less typical as a whole (see :doc:`/honest_calls`).
+    majority_voting
+        Also write each cell's cluster's most frequent call, as CellTypist's
+        ``majority_voting``, over ``over_clustering`` or, by default, a Leiden
+        over-clustering of the query's GenePT-w embedding (resolution 5 to 30 as the
+        query grows, as CellTypist does). Off by default: across
+        studies it lowered macro-F1 (see :doc:`/honest_calls`).
+    over_clustering
+        With ``majority_voting``: an ``adata.obs`` column of clusters to vote in.
     min_gene_overlap
         With ``model``: the smallest share of the model's genes that ``adata`` must have
         (and at least 10 genes), low by default so that a targeted panel survives a
@@ -177,6 +189,8 @@ def genept_annotate(
         Why the reported term is the one reported: ``"most probable term"``, ``"uncertain:
         coarser term"`` (no deeper term held the confidence) or ``"unlike the reference:
         coarser term"`` (see ``novelty_rate``).
+    ``adata.obs[key_added + "_majority_voting"]``, ``[… + "_majority_voting_ontology_term_id"]`` : categorical
+        With ``majority_voting``: the most frequent reported term of the cell's cluster.
     ``adata.obs[key_added + "_typicality"]`` : float
         Share of the reference's held-out cells at least as far from its cell types as
         this cell (small: unlike any type the reference has; NaN for a model saved
@@ -203,6 +217,7 @@ def genept_annotate(
         check_fraction("max_error", max_error, "(0, 1)")
     if novelty_rate is not None:
         check_fraction("novelty_rate", novelty_rate, "[0, 1)")
+    _check_voting(adata, majority_voting, over_clustering)
     check_fraction("min_gene_overlap", min_gene_overlap, "[0, 1]")
     positive_int("n_expression_genes", n_expression_genes, allow_none=True)
     from sc_genept.model import GenePTClassifier  # torch and Lightning: only when annotating
@@ -293,6 +308,15 @@ def genept_annotate(
     if _EMBEDDING_KEY not in adata.obsm:  # keep the embedding made
         adata.obsm[_EMBEDDING_KEY] = embedded.obsm[_EMBEDDING_KEY]
         adata.uns[_EMBEDDING_KEY] = embedded.uns[_EMBEDDING_KEY]
+    if majority_voting:
+        clusters = (
+            adata.obs[over_clustering].to_numpy()
+            if over_clustering is not None
+            else over_clustering_of(embedded.obsm[_EMBEDDING_KEY], embedded.obs_names)
+        )
+        voted = majority_vote(prediction["ontology_term_id"].to_numpy(), clusters)
+        prediction["majority_voting_ontology_term_id"] = voted
+        prediction["majority_voting"] = model.ontology.names(voted)
     _write(adata, prediction, key_added)
     adata.uns[key_added] = h5ad_safe(
         {
@@ -300,6 +324,8 @@ def genept_annotate(
                 "min_confidence": min_confidence,
                 "max_error": max_error,
                 "novelty_rate": novelty_rate,
+                "majority_voting": majority_voting,
+                "over_clustering": over_clustering,
                 "min_gene_overlap": min_gene_overlap,
                 "n_expression_genes": n_expression_genes if model_source == "reference" else None,
                 "labels_key": labels_key,
@@ -412,6 +438,8 @@ def _columns(key: str) -> dict[str, str]:
         f"{key}_finest_probability": "finest_probability",
         f"{key}_reason": "reason",
         f"{key}_typicality": "typicality",
+        f"{key}_majority_voting": "majority_voting",
+        f"{key}_majority_voting_ontology_term_id": "majority_voting_ontology_term_id",
     }
 
 
@@ -569,8 +597,27 @@ def _train_on(
     return model
 
 
+def _check_voting(adata: AnnData, majority_voting, over_clustering) -> None:
+    if not isinstance(majority_voting, bool | np.bool_):
+        raise TypeError(f"majority_voting must be True or False, got {majority_voting!r}.")
+    if over_clustering is None:
+        return
+    if not majority_voting:
+        raise ValueError("over_clustering= is what majority_voting=True votes in: pass both.")
+    if over_clustering not in adata.obs:
+        raise KeyError(
+            f"over_clustering={over_clustering!r} is not a column of adata.obs; columns: "
+            f"{list(adata.obs.columns)}. Pass a column of clusters, or leave it out for a "
+            "Leiden over-clustering."
+        )
+
+
 def _write(adata: AnnData, prediction: pd.DataFrame, key: str) -> None:
     for column, source in _columns(key).items():
+        if source not in prediction:  # the majority-voting columns, only when asked for
+            if column in adata.obs:
+                del adata.obs[column]
+            continue
         values = prediction[source].to_numpy()
         adata.obs[column] = (
             values.astype(np.float32) if values.dtype.kind == "f" else pd.Categorical(values)
