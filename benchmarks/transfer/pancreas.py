@@ -42,6 +42,7 @@ import scanpy as sc
 from sklearn.model_selection import StratifiedKFold
 
 import sc_genept
+from sc_genept.metrics import expected_calibration_error
 from sc_genept.model import GenePTClassifier
 
 HERE = Path(__file__).resolve().parent
@@ -73,8 +74,15 @@ def expression(adata: ad.AnnData, upper: bool = False) -> pd.DataFrame:
     return frame
 
 
-def one_liner(ref, query, table, *, inputs="genept+expression", orthologs=None, seeds=None) -> list:
+def one_liner(ref, query, table, **options) -> list:
     """Finest CL ids of ``query`` from the one-liner trained on ``ref``, one array per seed."""
+    return [calls["finest"].to_numpy() for calls in one_liner_calls(ref, query, table, **options)]
+
+
+def one_liner_calls(
+    ref, query, table, *, inputs="genept+expression", orthologs=None, seeds=None
+) -> list:
+    """The one-liner's calls on ``query`` (finest, reported, confidence), one frame per seed."""
     return [
         _calls(
             sc.tl.genept_annotate(
@@ -89,7 +97,7 @@ def one_liner(ref, query, table, *, inputs="genept+expression", orthologs=None, 
                 seed=seed,
                 **QUIET,
             )
-        )["finest"].to_numpy()
+        )
         for seed in (SEEDS if seeds is None else seeds)
     ]
 
@@ -217,9 +225,19 @@ def across_species(human, mouse, table, random, orthologs: pd.DataFrame) -> dict
         def score(calls, truth_scored=truth_scored):
             return _score(scorer, truth_scored, calls)
 
+        default = one_liner_calls(ref, scored_query, table, orthologs=mouse_to_human)
         row = {
-            "sc_genept, orthologs=": score(
-                one_liner(ref, scored_query, table, orthologs=mouse_to_human)
+            "sc_genept, orthologs=": score([calls["finest"].to_numpy() for calls in default]),
+            "sc_genept, orthologs=: ECE of the reported call": float(
+                np.mean(
+                    [
+                        expected_calibration_error(
+                            calls["confidence"].to_numpy(),
+                            scorer.call_is_true(truth_scored, calls["call"].to_numpy()),
+                        )
+                        for calls in default
+                    ]
+                )
             ),
             "sc_genept, symbols ignoring case": score(one_liner(ref, scored_query, table)),
             "random vectors (control), orthologs=": score(
