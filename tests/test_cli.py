@@ -250,6 +250,10 @@ def test_annotate_with_a_saved_model(pbmc_split, h5ads, tmp_path, capsys):
     assert cli.main([*argv, "--key-added", "ct", "--overwrite", "--min-confidence", "0.7"]) == 0
     result = _check_annotated(out, h5ads["query"], key="ct")
     assert result.uns["ct"]["params"]["min_confidence"] == 0.7
+    honest = ["--key-added", "ct", "--overwrite", "--max-error", "0.2", "--novelty-rate", "0.05"]
+    assert cli.main([*argv, *honest]) == 0
+    params = ad.read_h5ad(out).uns["ct"]["params"]
+    assert (params["max_error"], params["novelty_rate"]) == (0.2, 0.05)
     assert _digest(h5ads["query"]) == query_digest
     assert f"with the model {tmp_path / 'model'}" in capsys.readouterr().out
 

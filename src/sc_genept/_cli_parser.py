@@ -241,6 +241,27 @@ def build_parser() -> argparse.ArgumentParser:
         "below it for every subtype gets the broader type (default 0.5)",
     )
     output.add_argument(
+        "--max-error",
+        type=fraction,
+        metavar="F",
+        help="instead of --min-confidence: the share of wrong calls to allow (e.g. 0.1), "
+        "bounded on reference cells held out from training; coarser terms where needed",
+    )
+    output.add_argument(
+        "--novelty-rate",
+        type=fraction,
+        metavar="F",
+        help="call cells less typical of the reference than all but this share of its "
+        "held-out cells (e.g. 0.02) above every reference type: they may be of a type it "
+        "lacks (default: no check; meant for data like the reference's)",
+    )
+    output.add_argument(
+        "--majority-voting",
+        action="store_true",
+        help="also write each cluster's most frequent call (a Leiden over-clustering of "
+        "the query), as CellTypist's majority voting",
+    )
+    output.add_argument(
         "--overwrite", action="store_true", help="replace the output file if it exists"
     )
 

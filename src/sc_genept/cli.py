@@ -302,6 +302,9 @@ def annotate(args) -> None:
         orthologs=args.orthologs,
         key_added=args.key_added,
         min_confidence=args.min_confidence,
+        max_error=args.max_error,
+        novelty_rate=args.novelty_rate,
+        majority_voting=args.majority_voting,
         **train,
     )
     key = args.key_added
