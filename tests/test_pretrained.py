@@ -55,12 +55,15 @@ def test_the_pancreas_model_knows_islets_and_survives_a_panel_of_blood_cells(cl,
     assert row["n_cells"] == 2142 and "Baron" in row["training_data"]
     assert row["macro_f1"] > 0.85 and "5-fold" in row["evaluation"]
     # PBMCs share 4 % of its 19k genes (scanpy's 765 highly variable ones): the model still
-    # answers, and with immune terms, never an islet or exocrine type
+    # answers, and with immune terms (or, unsure, terms above them), never an islet or
+    # exocrine type
     with pytest.warns(UserWarning, match=r"of the model's 19\d{3} genes \(4%\)"):
         sc.tl.genept_annotate(pbmc, model="pancreas")
     leukocyte = "CL:0000738"
     calls = pbmc.obs["genept_cell_type_ontology_term_id"].astype(str)
-    assert calls.map(lambda t: cl.is_ancestor(leukocyte, t)).all()
+    immune = calls.map(lambda t: cl.is_ancestor(leukocyte, t))
+    assert immune.mean() > 0.95
+    assert calls[~immune].map(lambda t: cl.is_ancestor(t, leukocyte)).all()
 
 
 def test_bundled_model_folder_is_small_and_loads_as_data():
