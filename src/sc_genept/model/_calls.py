@@ -2,8 +2,8 @@
 
 A cell's call is the deepest Cell Ontology term whose subtree holds at least a *level* of
 its probability mass (:func:`decode`). Two checks, both fitted on reference cells held out
-from training (the calibration cells of :meth:`GenePTClassifier.train`), make the calls
-honest:
+from the weights (the validation and calibration cells of
+:meth:`GenePTClassifier.train`), make the calls honest:
 
 - **An error rate the user chooses** (:func:`error_coverage`, :func:`level_for_error`):
   conformal risk control :cite:p:`Angelopoulos2024` over the hierarchy. Raising the level
@@ -15,9 +15,9 @@ honest:
   distance to the nearest centroid of the reference's cell types, in units of the spread
   within types (a diagonal Mahalanobis distance, after :cite:t:`Lee2018`), turned into a
   conformal p-value against the held-out cells: the share of reference-like cells at
-  least as far out. A cell below ``novelty_rate`` is
-  called at a term strictly above its most probable reference type, for it may be of a
-  type the reference lacks.
+  least as far out. A cell below ``novelty_rate`` is called at a term strictly above its
+  most probable reference type that is none of the reference's types, for it may be of
+  a type the reference lacks.
 """
 
 from __future__ import annotations

@@ -379,10 +379,13 @@ class GenePTClassifier(BaseModelClass):
             robustness to missing or differently measured genes.
         calibration_size
             Share of each label's cells set aside, used neither for training nor for early
-            stopping, to fit a temperature after training so that confidences match
-            accuracy (temperature scaling, :cite:p:`Guo2017`). The temperature is saved
-            with the model and changes confidences, never which term is most probable.
-            0 leaves confidences uncalibrated.
+            stopping. With the validation cells, they fit a temperature after training so
+            that confidences match accuracy (temperature scaling, :cite:p:`Guo2017`; it
+            changes confidences, never which term is most probable), and measure the
+            error of the calls at each confidence level (for ``max_error``) and how
+            typical held-out cells are (``typicality``); all saved with the model
+            (``calibration_``). With 0 and ``train_size=1`` there are no held-out cells:
+            confidences stay uncalibrated and ``max_error`` is unavailable.
         seed
             Seeds the split, the initial weights (of an untrained model), batch order and
             dropout: the same data and seed give the same model on the same hardware.
