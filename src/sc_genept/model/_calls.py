@@ -83,6 +83,11 @@ def decode(
     called at the deepest qualifying term strictly above their most probable ``labelled``
     term (the reference's cell types, a boolean mask over the columns) that is none of
     the reference's types.
+
+    Returns
+    -------
+    A frame indexed like ``probs`` with the columns of
+    :meth:`~sc_genept.model.GenePTClassifier.predict` but ``typicality``.
     """
     if not 0 < min_confidence <= 1:
         raise ValueError(f"min_confidence must be in (0, 1], got {min_confidence}.")
