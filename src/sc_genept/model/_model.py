@@ -379,10 +379,10 @@ class GenePTClassifier(BaseModelClass):
             robustness to missing or differently measured genes.
         calibration_size
             Share of each label's cells set aside, used neither for training nor for early
-            stopping. They fit a temperature after training so that confidences match
-            accuracy (temperature scaling, :cite:p:`Guo2017`; it changes confidences,
-            never which term is most probable) and, with the validation cells, measure
-            the error of the calls at each confidence level (for ``max_error``) and how
+            stopping. With the validation cells, they fit a temperature after training so
+            that confidences match accuracy (temperature scaling, :cite:p:`Guo2017`; it
+            changes confidences, never which term is most probable), and measure the
+            error of the calls at each confidence level (for ``max_error``) and how
             typical held-out cells are (``typicality``); all saved with the model
             (``calibration_``). With 0 and ``train_size=1`` there are no held-out cells:
             confidences stay uncalibrated and ``max_error`` is unavailable.
@@ -507,11 +507,11 @@ class GenePTClassifier(BaseModelClass):
     def _calibrate(self, datamodule: CellData, seed: int) -> None:
         """Fit what makes calls honest on cells the weights were not fitted to (``_calls``).
 
-        The novelty space from the training cells; the temperature on the calibration
-        cells; then, on all held-out cells (the calibration cells and the validation
-        cells, which only chose the epoch), the error and coverage of the calls at each
-        level and the novelty scores. Both sets together: a small reference's calibration
-        cells alone (56 of 700) make the error at each level too uncertain to bound. Without held-out cells
+        The novelty space from the training cells; then, on the held-out cells (the
+        calibration cells and the validation cells, which only chose the epoch), the
+        temperature, the error and coverage of the calls at each level, and the novelty
+        scores. Both sets together: a small reference's calibration cells alone (56 of
+        700) make the error at each level too uncertain to bound. Without held-out cells
         confidences stay uncalibrated and ``max_error`` and the novelty check are
         unavailable.
         """
@@ -527,16 +527,9 @@ class GenePTClassifier(BaseModelClass):
         held_out = self._held_out(datamodule, seed)
         if held_out is None:
             return
-        inputs, codes, untouched = held_out
+        inputs, codes = held_out
         hierarchical = self.loss_kind == "hierarchical"
-        # the temperature on the calibration cells alone where there are some: fitted also
-        # on the validation cells, whose loss chose the epoch, it came out lower, and
-        # confidences on another study (Kang et al.) were overconfident (ECE 0.065 / 0.091
-        # against 0.039 / 0.059)
-        fit_on = untouched if untouched.any() else slice(None)
-        temperature = self.module.calibrate(
-            inputs[fit_on], codes[fit_on], hierarchical=hierarchical
-        )
+        temperature = self.module.calibrate(inputs, codes, hierarchical=hierarchical)
         probs = self.module.probabilities(inputs).cpu().numpy().astype(np.float64)
         labelled = [t for t, n in zip(self.terms, datamodule.label_counts(), strict=True) if n]
         self.calibration_ = {"labelled_terms": labelled}
@@ -554,21 +547,19 @@ class GenePTClassifier(BaseModelClass):
         self.module.eval()
 
     def _held_out(self, datamodule: CellData, seed: int):
-        """Inputs, label codes and "is a calibration cell" of the held-out cells (≤ 20,000)."""
-        parts = [(x, codes, False) for x, codes in self._batches(datamodule.val_dataloader())]
+        """Inputs and label codes of the calibration and validation cells (at most 20,000)."""
+        parts = list(self._batches(datamodule.val_dataloader()))
         calibration = datamodule.calibration_set()
         if calibration is not None and len(calibration[1]):
-            parts.append((*(torch.as_tensor(a) for a in calibration), True))
+            parts.append(tuple(torch.as_tensor(a) for a in calibration))
         if not parts:
             return None
-        inputs = torch.cat([x.cpu() for x, _, _ in parts])
-        codes = torch.cat([c.cpu() for _, c, _ in parts]).long()
-        untouched = torch.cat([torch.full((len(c),), flag) for _, c, flag in parts])
+        inputs, codes = (torch.cat([p[i].cpu() for p in parts]) for i in (0, 1))
         if len(codes) > _MAX_CALIBRATION_CELLS:  # bounded time; a random subset is as good
             rows = np.random.default_rng(seed).choice(len(codes), _MAX_CALIBRATION_CELLS, False)
             rows = torch.as_tensor(np.sort(rows))
-            inputs, codes, untouched = inputs[rows], codes[rows], untouched[rows]
-        return inputs, codes, untouched
+            inputs, codes = inputs[rows], codes[rows]
+        return inputs, codes.long()
 
     def _batches(self, loader):
         """``(inputs, label codes)`` of each batch of a data loader, on the module's device."""
