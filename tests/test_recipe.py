@@ -10,7 +10,7 @@ from packaging.version import Version
 
 ROOT = Path(__file__).parent.parent
 #: PyPI name → conda-forge name, where they differ.
-CONDA_NAMES = {"torch": "pytorch"}
+CONDA_NAMES = {"torch": "pytorch", "igraph": "python-igraph"}
 
 
 def _pyproject() -> dict:

@@ -149,7 +149,9 @@ def test_train_reads_a_given_datamodule(cells):
     model.train(datamodule=data, **{**FAST, "batch_size": 999})
     np.testing.assert_array_equal(model.train_indices, data.train_idx)
     assert len(data.train_idx) == 4 * 38  # its split (half of each type), not train()'s
-    assert float(model.module.temperature) == 1.0  # no calibration cells: none fitted
+    # no calibration cells: the temperature and the error curve come from its validation cells
+    assert float(model.module.temperature) != 1.0
+    assert model.calibration_["error_coverage"]["n_cells"] == cells.n_obs - len(data.train_idx)
     counts = data.label_counts()
     weights = model.trainer.lightning_module.class_weights.detach().numpy()
     np.testing.assert_allclose(weights[counts > 0], counts.sum() / counts[counts > 0])

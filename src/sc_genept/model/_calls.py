@@ -22,9 +22,13 @@ from the weights (the validation and calibration cells of
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 #: Subtree-mass levels scanned to calibrate the error rate (0.005, 0.010, ..., 1).
 LEVELS = np.round(np.linspace(0.005, 1.0, 200), 3)
@@ -220,6 +224,8 @@ def novelty_scores(z: torch.Tensor, centroids: torch.Tensor, variance: torch.Ten
     this flagged 89 % of them where the squared distance flagged 53 %, at the same rate of
     known cells.
     """
+    import torch  # only when scoring: importing sc_genept stays light
+
     weight = 1 / (variance + _VARIANCE_FLOOR)
     best = torch.full((len(z),), float("inf"), device=z.device)
     for centroid in centroids[~torch.isnan(centroids).any(dim=1)]:
