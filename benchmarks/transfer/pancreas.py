@@ -145,7 +145,7 @@ def _score(scorer, truth, calls: list) -> float:
     return float(np.mean([scorer.sctab_f1(truth, c) for c in calls]))
 
 
-def within_human(human, table, random, n_folds: int) -> tuple[dict, dict]:
+def within_human(human, table, random, n_folds: int, only=None) -> tuple[dict, dict]:
     scorer = Scorer()
     y = human.obs[LABELS].astype(str).to_numpy()
     frame = expression(human)
@@ -153,6 +153,8 @@ def within_human(human, table, random, n_folds: int) -> tuple[dict, dict]:
     scores: dict = {}
     panel_scores: dict = {}
     for k, (tr, te) in enumerate(folds):
+        if only and k + 1 not in only:
+            continue
         train, test = human[tr].copy(), human[te].copy()
         fold = {
             "sc_genept": _score(scorer, y[te], one_liner(train, test, table)),
@@ -278,6 +280,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--table", default="default", help="gene table: a name or a file")
     parser.add_argument("--skip-within", action="store_true", help="across species only")
+    parser.add_argument("--skip-species", action="store_true", help="within human only")
+    parser.add_argument(
+        "--only-folds", type=int, nargs="+", help="within human: only these folds (1-based)"
+    )
     parser.add_argument(
         "--out", type=Path, help="results file (default: results/ for the default table)"
     )
@@ -293,13 +299,14 @@ def main() -> None:
     table = sc_genept.genes.load(args.table)
     random = peers.random_table(table)
     results = {"table": args.table, "seeds": args.seeds}
-    print("Across species (scTab macro-F1 over cells of types the reference has):", flush=True)
-    results["across_species_sctab_macro_f1"] = across_species(
-        human, mouse, table, random, baron.orthologs()
-    )
+    if not args.skip_species:
+        print("Across species (scTab macro-F1 over cells of types the reference has):", flush=True)
+        results["across_species_sctab_macro_f1"] = across_species(
+            human, mouse, table, random, baron.orthologs()
+        )
     if not args.skip_within:
         print(f"Within Baron human ({args.folds}-fold, scTab macro-F1):", flush=True)
-        within, panels = within_human(human, table, random, args.folds)
+        within, panels = within_human(human, table, random, args.folds, args.only_folds)
         results["within_human_sctab_macro_f1"] = within
         results["gene_panels_sctab_macro_f1"] = panels
     results["seconds"] = round(time.perf_counter() - start)
