@@ -53,6 +53,9 @@ exclude_patterns = ["_build", "**/pbmc_model"]
 if os.environ.get("SC_GENEPT_DOCS_OFFLINE"):
     intersphinx_mapping = {}
     nitpick_ignore_regex = [
-        (r"py:.*", r"(anndata|numpy|pandas|scipy|scanpy|scvi|torch|lightning|matplotlib|networkx)\..*"),
+        (
+            r"py:.*",
+            r"(anndata|numpy|pandas|scipy|scanpy|scvi|torch|lightning|matplotlib|networkx)\..*",
+        ),
         (r"py:.*", r"(pathlib|collections|typing|os|io|datetime|dataclasses)\..*"),
     ]
