@@ -143,7 +143,10 @@ def test_cells_of_a_type_the_reference_lacks_are_not_given_a_wrong_type(without_
 def test_genept_annotate_writes_why_and_how_typical(trained, pbmc_split):
     _, query = pbmc_split
     sc.tl.genept_annotate(query, trained, max_error=0.1)
+    assert query.obs["genept_cell_type_typicality"].isna().all()  # not asked for: not paid
+    sc.tl.genept_annotate(query, trained, max_error=0.1, novelty_rate=0)
     assert query.uns["genept_cell_type"]["params"]["max_error"] == 0.1
+    assert not query.obs["genept_cell_type_reason"].astype(str).str.startswith("unlike").any()
     reason = query.obs["genept_cell_type_reason"]
     assert list(reason.cat.categories) == list(sc_genept.model._calls.REASONS)
     assert query.obs["genept_cell_type_typicality"].between(0, 1).all()

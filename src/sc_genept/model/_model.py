@@ -654,8 +654,9 @@ class GenePTClassifier(BaseModelClass):
             cells (``typicality`` below it) are called at a term strictly above their most
             probable reference type that is none of its types, for they may be of a type
             the reference lacks: about this share of cells of known types is coarsened
-            too. ``None`` (default): no check. Meant for data like the reference's: from
-            another study, most cells are less typical than the reference's own.
+            too. ``None`` (default): no check; ``0``: ``typicality`` without coarsening any
+            cell. Meant for data like the reference's: from another study, most cells are
+            less typical than the reference's own.
         batch_size
             Cells per forward pass.
         min_gene_overlap
@@ -671,8 +672,9 @@ class GenePTClassifier(BaseModelClass):
         ``finest_probability`` (the single most probable term, before thresholding),
         ``reason`` (why the reported term is the one reported: ``"most probable term"``,
         ``"uncertain: coarser term"`` or ``"unlike the reference: coarser term"``) and
-        ``typicality`` (the share of held-out reference cells at least as far from the
-        reference's cell types; NaN for a model saved without it).
+        ``typicality`` (with ``novelty_rate``: the share of held-out reference cells at
+        least as far from the reference's cell types; else, or for a model saved without
+        it, NaN).
         """
         check_fraction("min_confidence", min_confidence, "(0, 1]")
         if max_error is not None:
@@ -680,7 +682,9 @@ class GenePTClassifier(BaseModelClass):
         if novelty_rate is not None:
             check_fraction("novelty_rate", novelty_rate, "[0, 1)")
         level = min_confidence if max_error is None else self._level_for_error(max_error)
-        probs, scores = self._scores(adata, batch_size, min_gene_overlap, novelty=not soft)
+        # typicality only when asked for: scoring it costs ~15x the network's forward pass
+        checks = not soft and novelty_rate is not None
+        probs, scores = self._scores(adata, batch_size, min_gene_overlap, novelty=checks)
         if soft:
             return probs
         reference = (self.calibration_ or {}).get("novelty")

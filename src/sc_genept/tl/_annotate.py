@@ -123,8 +123,9 @@ def genept_annotate(
         held-out cells are called at a term strictly above their most probable
         reference type that is none of its types, for they may be of a type the
         reference lacks (about this share of cells of known types is coarsened too).
-        ``None`` (default): no check. Meant for data like the reference's: a query from
-        another study or platform is less typical as a whole (see :doc:`/honest_calls`).
+        ``None`` (default): no check; ``0``: the ``_typicality`` column without
+        coarsening any cell. Meant for data like the reference's: a query from another
+        study or platform is less typical as a whole (see :doc:`/honest_calls`).
     majority_voting
         Also write each cell's cluster's most frequent call, as CellTypist's
         ``majority_voting``, over ``over_clustering`` or, by default, a Leiden
@@ -192,9 +193,9 @@ def genept_annotate(
     ``adata.obs[key_added + "_majority_voting"]``, ``[… + "_majority_voting_ontology_term_id"]`` : categorical
         With ``majority_voting``: the most frequent reported term of the cell's cluster.
     ``adata.obs[key_added + "_typicality"]`` : float
-        Share of the reference's held-out cells at least as far from its cell types as
-        this cell (small: unlike any type the reference has; NaN for a model saved
-        without it).
+        With ``novelty_rate``: the share of the reference's held-out cells at least as far
+        from its cell types as this cell (small: unlike any type the reference has).
+        Otherwise, or for a model saved without it, NaN.
     ``adata.uns[key_added]`` : dict
         ``params``, ``gene_overlap`` (with ``model``: how many of the model's genes
         ``adata`` has, and the share of the reference's expression they carry; with
