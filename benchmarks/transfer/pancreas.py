@@ -210,7 +210,10 @@ def within_human(human, table, random, n_folds: int, only=None) -> tuple[dict, d
             print(f"    {name}: " + ", ".join(f"{c} {v:.3f}" for c, v in row.items()), flush=True)
             for contender, value in row.items():
                 panel_scores.setdefault(key, {}).setdefault(contender, []).append(value)
-        print(f"  fold {k + 1}/{n_folds}: " + ", ".join(f"{c} {v:.3f}" for c, v in fold.items()))
+        print(
+            f"  fold {k + 1}/{n_folds}: " + ", ".join(f"{c} {v:.3f}" for c, v in fold.items()),
+            flush=True,
+        )
     summary = {c: _mean_sd(v) for c, v in scores.items()}
     panels = {p: {c: _mean_sd(v) for c, v in row.items()} for p, row in panel_scores.items()}
     return summary, panels
