@@ -619,9 +619,12 @@ def _write(adata: AnnData, prediction: pd.DataFrame, key: str) -> None:
             if column in adata.obs:
                 del adata.obs[column]
             continue
-        values = prediction[source].to_numpy()
-        adata.obs[column] = (
-            values.astype(np.float32) if values.dtype.kind == "f" else pd.Categorical(values)
-        )
-    # every reason is a category, so that columns of several calls concatenate alike
-    adata.obs[f"{key}_reason"] = prediction["reason"].array
+        values = prediction[source]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            # kept with all its categories (the reasons), so that columns of several calls
+            # concatenate alike
+            adata.obs[column] = values.array
+        elif values.dtype.kind == "f":
+            adata.obs[column] = values.to_numpy().astype(np.float32)
+        else:
+            adata.obs[column] = pd.Categorical(values.to_numpy())
