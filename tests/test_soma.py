@@ -11,7 +11,6 @@ Two experiments are written with ``tiledbsoma.io.from_anndata``, as the census i
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import os
@@ -30,7 +29,6 @@ import scanpy as sc
 import sc_genept
 
 tiledbsoma = pytest.importorskip("tiledbsoma")
-pytest.importorskip("tiledbsoma_ml")
 tiledbsoma_io = pytest.importorskip("tiledbsoma.io")
 
 from file_server import FileServer  # noqa: E402  (a real HTTP server on 127.0.0.1)
@@ -39,17 +37,6 @@ from sc_genept.model import SomaCells  # noqa: E402
 
 LABELS = "cell_type_ontology_term_id"
 PRIMARY_BLOOD = "is_primary_data == True and tissue == 'blood'"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _frozen_heap():
-    """tiledbsoma-ml runs a full garbage collection after every read; over the heap of a
-    test session (torch, scanpy, Lightning, ...) each takes ~0.5 s. What exists now is
-    frozen: left out of those collections for the module's tests."""
-    gc.collect()
-    gc.freeze()
-    yield
-    gc.unfreeze()
 
 
 @pytest.fixture(scope="module")
@@ -198,24 +185,19 @@ def test_batches_mix_datasets_in_a_new_order_every_epoch(pbmc_soma):
     assert (names == adata.obs[LABELS].to_numpy()[rows]).all()
 
 
-def test_ranks_and_workers_read_disjoint_equal_shares(pbmc_soma, monkeypatch):
-    """The environment tiledbsoma-ml reads under DDP (``RANK``/``WORLD_SIZE``) and in
-    DataLoader workers (``WORKER``/``NUM_WORKERS``)."""
+def test_ranks_read_disjoint_equal_shares(pbmc_soma, monkeypatch):
+    """Under DDP without a trainer, the rank comes from ``RANK``/``WORLD_SIZE``."""
     uri, adata = pbmc_soma
     stored = adata.obsm["X_genept"]
     cells = _cells(uri, embedding="X_genept")
-    shares = []
+    ranks = []
     monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("NUM_WORKERS", "2")
     for rank in (0, 1):
         monkeypatch.setenv("RANK", str(rank))
-        for worker in (0, 1):
-            monkeypatch.setenv("WORKER", str(worker))
-            cells._epoch = 0  # the same epoch on every rank, as the trainer's would be
-            shares.append(np.concatenate(_epoch(cells.train_dataloader(), stored)))
-    ranks = [np.concatenate(shares[:2]), np.concatenate(shares[2:])]
+        cells._epoch = 0  # the same epoch on every rank, as the trainer's would be
+        ranks.append(np.concatenate(_epoch(cells.train_dataloader(), stored)))
     assert len(ranks[0]) == len(ranks[1]) == len(cells._train) // 2
-    served = np.concatenate(shares)
+    served = np.concatenate(ranks)
     assert len(np.unique(served)) == len(served)  # no cell read twice
     assert np.isin(served, cells._train).all()
     # each rank's share comes from everywhere, not a contiguous range of the experiment
@@ -226,8 +208,8 @@ def test_ranks_and_workers_read_disjoint_equal_shares(pbmc_soma, monkeypatch):
 
 
 def test_a_trainer_gives_the_epoch_and_the_global_rank(pbmc_soma):
-    """Under Lightning the shard is the trainer's global rank (tiledbsoma-ml alone would
-    take the node-local rank from the environment) and the shuffle its epoch."""
+    """Under Lightning the shard is the trainer's global rank (not the node-local rank of
+    the environment) and the shuffle its epoch."""
     from types import SimpleNamespace
 
     uri, adata = pbmc_soma
@@ -357,14 +339,12 @@ def test_embedding_on_the_fly_is_genept_embed(which, counts_soma, pbmc_soma):
     assert list(record["gene_set"]["names"]) == list(want["gene_set"]["names"])
 
 
-def test_a_worker_process_reads_and_embeds(pbmc_soma):
-    """Spawned, as tiledbsoma-ml requires: the stream is pickled, rows are dense there.
-
-    (One worker: each spawned process compiles tiledbsoma-ml's numba kernels, ~10 s.)
-    """
+def test_worker_processes_read_and_embed_their_own_shares(pbmc_soma):
+    """Spawned workers (the stream is pickled) each read and embed a share: all the
+    training cells, each once."""
     uri, adata = pbmc_soma
     reference = sc.tl.genept_embed(adata, key_added="X_ref", copy=True).obsm["X_ref"]
-    cells = _cells(uri, num_workers=1)
+    cells = _cells(uri, num_workers=2)
     served = np.concatenate(_epoch(cells.train_dataloader(), reference))
     assert np.array_equal(np.sort(served), cells._train)
 
@@ -498,6 +478,6 @@ def test_unlabelled_cells_are_refused(tmp_path):
 
 
 def test_missing_tiledbsoma_gives_the_install_hint(pbmc_soma, monkeypatch):
-    monkeypatch.setitem(sys.modules, "tiledbsoma_ml", None)
+    monkeypatch.setitem(sys.modules, "tiledbsoma", None)
     with pytest.raises(ImportError, match=r"pip install 'sc-genept\[soma\]'"):
         _cells(pbmc_soma[0])

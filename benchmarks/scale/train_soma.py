@@ -6,10 +6,7 @@ types) are written with ``tiledbsoma.io.from_anndata``, with their GenePT-w embe
 
 - from memory: ``train()`` on the embedding made beforehand by ``genept_embed``;
 - from SOMA, stored embedding: ``SomaCells(embedding="X_genept")``, the I/O path alone;
-- from SOMA, on the fly: ``SomaCells`` embedding each batch from the counts;
-- the same after ``gc.freeze()``: tiledbsoma-ml runs a full garbage collection after
-  every read, which over the heap of a session with torch, scanpy and Lightning loaded
-  takes 0.2-0.5 s; frozen objects are left out of it.
+- from SOMA, on the fly: ``SomaCells`` embedding each batch from the counts.
 
 Reported: training cells/s per epoch (median over the epochs after the first, validation
 excluded) and each one's ratio to memory; and ``genept_embed``'s own cells/s, the cost the
@@ -22,7 +19,6 @@ on-the-fly path pays inside every epoch.
 from __future__ import annotations
 
 import argparse
-import gc
 import tempfile
 import time
 import warnings
@@ -104,10 +100,6 @@ def main() -> None:
             "SOMA, stored embedding": from_soma(uri, args, embedding="X_genept"),
             "SOMA, embedded on the fly": from_soma(uri, args),
         }
-        gc.collect()
-        gc.freeze()
-        rates["SOMA, on the fly, gc.freeze()"] = from_soma(uri, args)
-        gc.unfreeze()
     memory = rates["memory (embedding made beforehand)"]
     print(f"genept_embed alone: {embed_rate:,.0f} cells/s")
     for name, rate in rates.items():

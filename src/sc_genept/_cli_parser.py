@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import textwrap
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -40,26 +41,31 @@ ANNOTATE_EPILOG = (
 )
 
 
-class _Formatter(argparse.HelpFormatter):
-    """Help that wraps each line of a description or epilog to the terminal.
+def _wrapped(text: str | None) -> str | None:
+    """A description or epilog with each paragraph line wrapped to the terminal.
 
-    Blocks with indented lines (examples) are kept as written.
+    Blocks with indented lines (examples) are kept as written. Printed through argparse's
+    public ``RawDescriptionHelpFormatter``, which keeps the lines as given here.
     """
+    if text is None:
+        return None
+    width = max(shutil.get_terminal_size().columns - 2, 40)
+    blocks = []
+    for block in text.split("\n\n"):
+        lines = block.splitlines()
+        if any(line[:1].isspace() for line in lines):
+            blocks.append(block)
+        else:
+            blocks.append("\n".join(textwrap.fill(line, width) for line in lines))
+    return "\n\n".join(blocks)
 
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        blocks = []
-        for block in text.split("\n\n"):
-            lines = block.splitlines()
-            if any(line[:1].isspace() for line in lines):
-                blocks.append("\n".join(indent + line for line in lines))
-            else:
-                blocks.append(
-                    "\n".join(
-                        textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent)
-                        for line in lines
-                    )
-                )
-        return "\n\n".join(blocks)
+
+def _parser(add, *args, **kwargs) -> argparse.ArgumentParser:
+    """``add(*args, **kwargs)`` (a parser or sub-parser factory) with wrapped help texts."""
+    for text in ("description", "epilog"):
+        if text in kwargs:
+            kwargs[text] = _wrapped(kwargs[text])
+    return add(*args, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
 
 def positive_int(value: str) -> int:
@@ -129,19 +135,19 @@ def _common(top_level: bool) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``sc-genept`` parser; each command's parser sets ``handler`` and ``parser``."""
-    parser = argparse.ArgumentParser(
+    parser = _parser(
+        argparse.ArgumentParser,
         prog=PROG,
         description=DESCRIPTION,
         epilog=EPILOG,
         parents=[_common(top_level=True)],
-        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     common = _common(top_level=False)
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(group, name: str, handler: str, **kwargs) -> argparse.ArgumentParser:
-        sub = group.add_parser(name, parents=[common], formatter_class=_Formatter, **kwargs)
+        sub = _parser(group.add_parser, name, parents=[common], **kwargs)
         sub.set_defaults(handler=handler, parser=sub)
         return sub
 
@@ -265,9 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace the output file if it exists"
     )
 
-    genes = commands.add_parser(
+    genes = _parser(
+        commands.add_parser,
         "genes",
-        formatter_class=_Formatter,
         help="gene texts and gene-embedding tables",
         description="Build gene texts, embed them into a gene table, and describe gene tables.",
     ).add_subparsers(dest="genes_command", required=True)

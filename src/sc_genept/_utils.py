@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
 import os
-import sys
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -54,7 +54,7 @@ def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
     A fixed ``stacklevel`` is right for one call path only; the same check runs under
     ``genept_embed`` and ``genept_annotate`` at different depths.
     """
-    frame, level = sys._getframe(1), 2
+    frame, level = inspect.currentframe().f_back, 2
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)

@@ -22,6 +22,7 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, ObsmField
 from scvi.model.base import BaseModelClass
 from scvi.train import Trainer as ScviTrainer
+from scvi.train import TrainRunner
 
 from sc_genept._checks import (
     check_adata,
@@ -48,12 +49,12 @@ from sc_genept.model._overlap import DEFAULT_MIN_GENE_OVERLAP, check_gene_overla
 from sc_genept.model._training import (
     DEBUG,
     KeepThreads,
-    QuietTrainRunner,
     checkpoint_callbacks,
     cpu_threads,
     lightning_output,
     output_options,
     quiet_loggers,
+    runner_output,
     scanpy_verbosity,
     torch_threads,
 )
@@ -488,13 +489,10 @@ class GenePTClassifier(BaseModelClass):
         """Run Lightning, then keep the best weights the validation found."""
         checkpoints = checkpoint_callbacks(trainer_kwargs, checkpoint_dir)
         output_options(trainer_kwargs, verbose)
-        with lightning_output(verbose):  # the device banner is logged when the Trainer is made
-            runner = QuietTrainRunner(
-                self,
-                training_plan=plan,
-                data_splitter=datamodule,
-                verbose=verbose,
-                **trainer_kwargs,
+        with lightning_output(verbose), runner_output(verbose):
+            # the device banner is logged when the Trainer is made
+            runner = TrainRunner(
+                self, training_plan=plan, data_splitter=datamodule, **trainer_kwargs
             )
             # added once scvi-tools' Trainer is built: asked for checkpoints, it would put its
             # own SaveCheckpoint in place of Lightning's, which saves scvi-format model folders
@@ -1099,20 +1097,12 @@ def _check_trainer_kwargs(trainer_kwargs: dict) -> None:
 def _stopping_options(
     trainer_kwargs: dict, early_stopping: bool, patience: int, validates: bool, verbose: bool
 ) -> None:
-    """Early stopping on the validation loss: scvi-tools' callback when verbose, else Lightning's."""
-    if early_stopping and verbose:  # scvi-tools' callback, which prints why it stopped
-        trainer_kwargs.update(
-            early_stopping=True,
-            early_stopping_monitor="validation_loss",
-            early_stopping_patience=patience,
-            early_stopping_mode="min",
-        )
-        return
+    """Early stopping on the validation loss, Lightning's (which says why it stopped if verbose)."""
     if validates:
         trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-    if early_stopping:  # Lightning's own, which is silent when asked
+    if early_stopping:
         trainer_kwargs["callbacks"].append(
-            EarlyStopping(monitor="validation_loss", patience=patience, mode="min", verbose=False)
+            EarlyStopping(monitor="validation_loss", patience=patience, mode="min", verbose=verbose)
         )
 
 

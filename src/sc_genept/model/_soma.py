@@ -3,15 +3,18 @@
 :class:`SomaCells` is a Lightning data module over the cells of a SOMA experiment that pass
 an ``obs`` filter: it reads labels from ``obs`` alone (the per-label cap and the splits are
 decided there, before any expression is read), then streams the expression in shuffled
-blocks through tiledbsoma-ml and embeds each mini-batch with GenePT-w on the fly (or reads
-a stored embedding). :meth:`GenePTClassifier.train <sc_genept.model.GenePTClassifier.train>`
-consumes it through ``datamodule=``.
+blocks read with tiledbsoma's own array reads and embeds each mini-batch with GenePT-w on
+the fly (or reads a stored embedding). :meth:`GenePTClassifier.train
+<sc_genept.model.GenePTClassifier.train>` consumes it through ``datamodule=``.
 
-Why tiledbsoma-ml and not annbatch: annbatch needs Python ≥ 3.12 (sc_genept supports 3.11)
-and reads AnnData stores (zarr/h5ad shards it writes itself), so a census user would first
-copy the data out of SOMA; tiledbsoma-ml reads the census where it is, with a value filter,
-shuffles it in chunks of contiguous cells (global randomness at block-read speed) and
-partitions it across DDP ranks and DataLoader workers itself.
+Why tiledbsoma itself: annbatch needs Python ≥ 3.12 (sc_genept supports 3.11) and reads
+AnnData stores it writes itself, so a census user would first copy the data out of SOMA.
+tiledbsoma-ml reads SOMA where it is, but its public API takes a query and decides the
+cell order and the split across DDP ranks itself (the same order every epoch, the
+node-local rank), and cannot read a stored ``obsm`` embedding; driving it the way this
+module needs took its private modules. The stream here is what is left: a shuffled list
+of joinids, one share per rank and worker, and one ``X.read(coords=...)`` per
+``io_batch_size`` cells.
 """
 
 from __future__ import annotations
@@ -46,25 +49,48 @@ _EMBED_ROWS = 2048
 
 
 def _soma():
-    """The modules tiledbsoma and tiledbsoma_ml, or an ImportError naming the install."""
+    """The module tiledbsoma, or an ImportError naming the install."""
     try:
         import tiledbsoma
-        import tiledbsoma_ml
     except ImportError as err:
         raise ImportError(
-            f"Training from a SOMA experiment needs tiledbsoma and tiledbsoma-ml ({err.name} "
-            f"is missing): {_INSTALL}"
+            f"Training from a SOMA experiment needs tiledbsoma ({err.name} is missing): {_INSTALL}"
         ) from err
-    return tiledbsoma, tiledbsoma_ml
+    return tiledbsoma
+
+
+def read_rows(array, joinids: np.ndarray, var_ids: np.ndarray) -> sparse.csr_matrix:
+    """Rows ``joinids`` (in that order) by columns ``var_ids`` (sorted) of a SOMA array."""
+    order = np.argsort(joinids, kind="stable")
+    wanted = joinids[order]
+    table = array.read(coords=(wanted,)).tables().concat()
+    var = table["soma_dim_1"].to_numpy()
+    cols = np.searchsorted(var_ids, var).clip(max=len(var_ids) - 1)
+    keep = var_ids[cols] == var  # columns outside var_ids are left out
+    rows = order[np.searchsorted(wanted, table["soma_dim_0"].to_numpy()[keep])]
+    return sparse.csr_matrix(
+        (table["soma_data"].to_numpy()[keep], (rows, cols[keep])),
+        shape=(len(joinids), len(var_ids)),
+    )
+
+
+def rank_and_world_size() -> tuple[int, int]:
+    """The DDP rank of this process and the number of ranks.
+
+    From ``torch.distributed``, else the ``RANK``/``WORLD_SIZE`` variables, else one process.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    import os
+
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    return 0, 1
 
 
 @dataclass(frozen=True)
 class _Locator:
-    """Where an array of cells lives (``X`` or ``obsm``), as tiledbsoma-ml's ``XLocator``.
-
-    Its own class, so that a stored embedding can be read too; picklable into DataLoader
-    worker processes.
-    """
+    """Where an array of cells lives (``X`` or ``obsm``); picklable into DataLoader workers."""
 
     uri: str
     measurement_name: str
@@ -87,8 +113,8 @@ class _Locator:
 
     @contextmanager
     def open(self):
-        """``(array, obs)``, as tiledbsoma-ml's ``XLocator.open`` yields them."""
-        tiledbsoma, _ = _soma()
+        """``(array, obs)`` of the experiment, open for reading."""
+        tiledbsoma = _soma()
         context = tiledbsoma.SOMATileDBContext(tiledb_config=self.tiledb_config)
         with tiledbsoma.Experiment.open(
             self.uri, tiledb_timestamp=self.tiledb_timestamp_ms, context=context
@@ -102,13 +128,14 @@ class SomaCells(LightningDataModule):
     The cells are those ``obs_value_filter`` selects (e.g. primary data of one tissue and
     assay in the CELLxGENE census), at most ``max_cells_per_label`` of each label, drawn
     at random with ``seed`` from ``obs`` alone. They are split once, per label, into
-    training, validation and calibration cells. Training batches come from tiledbsoma-ml:
+    training, validation and calibration cells. For the training batches,
     every epoch the training cells are cut into blocks of ``shuffle_chunk_size``
     contiguous cells, the blocks shuffled (a new order every epoch, from ``seed``), read
     ``io_batch_size`` cells at a time and shuffled again cell by cell, so each batch mixes
     cells from all over the experiment rather than from one dataset. Under DDP and with
-    DataLoader workers each process reads its own share (tiledbsoma-ml partitions by
-    rank, from ``torch.distributed`` or the ``RANK``/``WORLD_SIZE`` variables).
+    DataLoader workers each process reads its own share of the epoch's order (every rank
+    as many cells; the rank from the trainer, ``torch.distributed`` or the
+    ``RANK``/``WORLD_SIZE`` variables).
 
     Each batch is embedded on the fly with GenePT-w from the counts of ``layer``, as
     :func:`~sc_genept.tl.genept_embed` embeds the same cells, or read from a stored
@@ -164,7 +191,7 @@ class SomaCells(LightningDataModule):
     batch_size
         Cells per training step.
     shuffle_chunk_size, io_batch_size
-        Shuffling granularity of tiledbsoma-ml: contiguous cells read as one block, and
+        Shuffling granularity: contiguous cells read as one block, and
         cells read (and shuffled together) at a time; ``io_batch_size`` must be a multiple
         of ``shuffle_chunk_size``. Smaller blocks shuffle more finely; larger reads mix
         more blocks and read faster.
@@ -240,7 +267,7 @@ class SomaCells(LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        tiledbsoma, _ = _soma()
+        tiledbsoma = _soma()
         for name, value in [
             ("batch_size", batch_size),
             ("shuffle_chunk_size", shuffle_chunk_size),
@@ -511,9 +538,8 @@ class SomaCells(LightningDataModule):
     def _where(self, *, advance: bool = True) -> tuple[int, int | None, int | None]:
         """``(epoch, rank, world_size)`` of the pass about to start.
 
-        From the trainer when there is one (its global rank: tiledbsoma-ml would take the
-        node-local rank from the environment); else a count of passes, and the rank left
-        to tiledbsoma-ml (``RANK``/``WORLD_SIZE`` or ``torch.distributed``).
+        From the trainer when there is one (its global rank); else a count of passes, and
+        the rank left to :func:`rank_and_world_size`.
         """
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
@@ -527,13 +553,7 @@ class SomaCells(LightningDataModule):
     def _rows(self, joinids: np.ndarray):
         """``X`` (CSR, var order) or the stored embedding (dense) of these cells, in order."""
         with self._locator.open() as (array, _):
-            table = array.read(coords=(joinids,)).tables().concat()
-        rows = np.searchsorted(joinids, table["soma_dim_0"].to_numpy())
-        cols = np.searchsorted(self._var_ids, table["soma_dim_1"].to_numpy())
-        matrix = sparse.csr_matrix(
-            (table["soma_data"].to_numpy(), (rows, cols)),
-            shape=(len(joinids), len(self._var_ids)),
-        )
+            matrix = read_rows(array, joinids, self._var_ids)
         return matrix if self._embedder is not None else matrix.toarray().astype(np.float32)
 
     def _inputs(self, joinids: np.ndarray) -> np.ndarray:
@@ -670,25 +690,29 @@ class _Stream(IterableDataset):
     def _partition(self) -> tuple[int, int]:
         if self.rank is not None:
             return self.rank, self.world_size
-        from tiledbsoma_ml._distributed import get_distributed_rank_and_world_size
+        return rank_and_world_size()
 
-        return get_distributed_rank_and_world_size()
+    def _shares(self) -> list[np.ndarray]:
+        """The cells of this rank in this epoch's order, split among its DataLoader workers.
+
+        Every rank gets as many cells (DDP steps in lockstep; up to ``world_size - 1``
+        cells are left out of an epoch), as contiguous stretches of the shuffled order.
+        """
+        rank, world_size = self._partition()
+        per_rank = len(self.ids) // world_size
+        mine = self._order()[rank * per_rank : (rank + 1) * per_rank]
+        return np.array_split(mine, max(1, self.num_workers))
 
     def __len__(self) -> int:
-        """Batches of this rank's pass (all its workers), as tiledbsoma-ml partitions it."""
-        rank, world_size = self._partition()
-        per_rank = len(self.ids) // world_size  # tiledbsoma-ml gives every rank as many
-        workers = max(1, self.num_workers)
-        each, extra = divmod(per_rank, workers)  # its workers' shares, as np.array_split
-        shares = [each + 1] * extra + [each] * (workers - extra)
-        return sum(-(-n // self.options["batch_size"]) for n in shares)
+        """Batches of this rank's pass (all its workers)."""
+        size = self.options["batch_size"]
+        return sum(-(-len(share) // size) for share in self._shares())
 
     def _order(self) -> np.ndarray:
         """The cells in shuffled blocks of contiguous joinids, a new order each epoch.
 
-        tiledbsoma-ml (0.1.0) shuffles with its seed alone, the same order every epoch, and
-        gives each DDP rank a contiguous range of the cells it is handed: handing it blocks
-        in a fresh order each epoch gives each rank fresh cells from everywhere.
+        Contiguous joinids read fast together; shuffled blocks give each batch cells from
+        all over the experiment (the census stores one dataset after another).
         """
         if not self.options["shuffle"]:
             return self.ids
@@ -698,40 +722,37 @@ class _Stream(IterableDataset):
         return np.concatenate([self.ids[s : s + size] for s in rng.permutation(blocks)])
 
     def __iter__(self):
-        from tiledbsoma_ml import ExperimentDataset
-        from tiledbsoma_ml._query_ids import QueryIDs
+        worker = get_worker_info()
+        worker_id = 0 if worker is None else worker.id
+        ids = self._shares()[worker_id]
+        rng = np.random.default_rng([self.options["seed"], self.epoch, *self._partition()])
+        size, io_size = self.options["batch_size"], self.options["io_batch_size"]
+        with self.locator.open() as (array, _):
+            for start in range(0, len(ids), io_size):
+                chunk = ids[start : start + io_size]
+                if self.options["shuffle"]:  # cell by cell within the read
+                    chunk = chunk[rng.permutation(len(chunk))]
+                x = read_rows(array, chunk, self.var_ids)
+                yield from self._batches(chunk, x, size)
 
-        options = dict(self.options)
-        seed, size = options.pop("seed"), options.pop("batch_size")
-        # sparse rows cannot cross from worker processes: there, dense rows are embedded
-        dense_x = self.embedder is not None and get_worker_info() is not None
-        # cells are read (and embedded) several batches at a time, in the same order: one
-        # call per _EMBED_ROWS cells, not per batch (dense rows of all genes: one batch)
-        read = size if dense_x else size * max(1, _EMBED_ROWS // size)
-        dataset = ExperimentDataset(
-            x_locator=self.locator,
-            query_ids=QueryIDs(obs_joinids=self._order(), var_joinids=self.var_ids),
-            return_sparse_X=self.embedder is not None and not dense_x,
-            seed=int(np.random.default_rng([seed, self.epoch]).integers(2**31)),
-            batch_size=read,
-            **options,
-        )
-        rank, world_size = self._partition()
-        # attrs fields tiledbsoma-ml sets itself after init; the trainer knows the global rank
-        object.__setattr__(dataset, "rank", rank)
-        object.__setattr__(dataset, "world_size", world_size)
-        for x, obs in dataset:
-            joinids = obs["soma_joinid"].to_numpy(np.int64)
-            inputs = self.embedder(x) if self.embedder is not None else [x]
+    def _batches(self, joinids: np.ndarray, x: sparse.csr_matrix, size: int):
+        """Batches of ``size`` cells, embedded ``_EMBED_ROWS`` cells at a time."""
+        step = max(size, _EMBED_ROWS // size * size)
+        for start in range(0, len(joinids), step):
+            rows = slice(start, start + step)
+            if self.embedder is not None:
+                inputs = self.embedder(x[rows])
+            else:
+                inputs = [x[rows].toarray()]
             inputs = [np.asarray(part, np.float32) for part in inputs]
-            codes = self.codes[np.searchsorted(self.ids, joinids)][:, None]
-            for start in range(0, len(joinids), size):
-                rows = slice(start, start + size)
+            codes = self.codes[np.searchsorted(self.ids, joinids[rows])][:, None]
+            for first in range(0, len(codes), size):
+                batch_rows = slice(first, first + size)
                 batch = {
-                    key: torch.from_numpy(np.ascontiguousarray(part[rows]))
+                    key: torch.from_numpy(np.ascontiguousarray(part[batch_rows]))
                     for key, part in zip(self.input_keys, inputs, strict=True)
                 }
-                batch["labels"] = torch.from_numpy(codes[rows])
+                batch["labels"] = torch.from_numpy(codes[batch_rows])
                 yield batch
 
 
@@ -744,11 +765,14 @@ class _EpochLoader(DataLoader):
 
     def __init__(self, stream: _Stream, cells: SomaCells):
         num_workers = stream.num_workers
-        if num_workers:
-            from tiledbsoma_ml._distributed import init_multiprocessing
-
-            init_multiprocessing()  # tiledbsoma-ml's rule: spawn, never fork, its threads
-        super().__init__(stream, batch_size=None, num_workers=num_workers, collate_fn=_noop)
+        super().__init__(
+            stream,
+            batch_size=None,
+            num_workers=num_workers,
+            collate_fn=_noop,
+            # tiledbsoma runs threads of its own: a forked worker can inherit a held lock
+            multiprocessing_context="spawn" if num_workers else None,
+        )
         self._cells = cells
 
     def __iter__(self):

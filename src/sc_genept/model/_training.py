@@ -9,11 +9,13 @@ chosen per call (:func:`cpu_threads`) and restored after it.
 
 from __future__ import annotations
 
-import gc
+import io
 import logging
 import os
+import re
+import sys
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +23,6 @@ import scanpy as sc
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from scanpy import logging as logg
-from scvi.train import TrainRunner
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -132,33 +133,71 @@ def lightning_output(verbose: bool):
         yield
 
 
-class QuietTrainRunner(TrainRunner):
-    """scvi-tools' runner, without its ``print`` of an exception that is raised anyway.
+#: What scvi-tools' ``TrainRunner`` prints on stdout before re-raising a training error.
+_RUNNER_FAILURE_LINE = "Exception raised during training."
 
-    ``verbose=True`` keeps scvi-tools' own behaviour.
+
+class _DropRunnerFailureLine(io.TextIOBase):
+    """Text passed on to ``stream`` as it comes, less scvi-tools' line for a failed training.
+
+    Only the start of a line that may still become that line is held back.
     """
 
-    def __init__(self, *args, verbose: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._verbose = verbose
+    def __init__(self, stream):
+        self.stream = stream
+        self._held = ""  # the start of the current line, while it may be the failure line
+        self._line_start = True
+        self._dropping = False
 
-    def _run_training_core(self):
-        if self._verbose:
-            return super()._run_training_core()
-        try:
-            self.trainer.fit(self.training_plan, self.data_splitter, ckpt_path=self.ckpt_path)
-        except BaseException:
-            self._update_history()
-            gc.collect()
-            raise  # the caller sees the exception itself; nothing is printed
-        self._update_history()
-        self.model.train_indices = getattr(self.data_splitter, "train_idx", None)
-        self.model.test_indices = getattr(self.data_splitter, "test_idx", None)
-        self.model.validation_indices = getattr(self.data_splitter, "val_idx", None)
-        self.model.module.eval()
-        self.model.is_trained_ = True
-        self.model.to_device(self.device)
-        self.model.trainer = self.trainer
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self):  # tqdm picks its bar characters by the stream's encoding
+        return getattr(self.stream, "encoding", None)
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def write(self, text: str) -> int:
+        for piece in re.split(r"(\n)", text):
+            if piece == "\n":
+                if not self._dropping:
+                    self.stream.write(self._held + piece)
+                self._held, self._line_start, self._dropping = "", True, False
+            elif self._dropping or not piece:
+                continue
+            elif self._line_start:
+                self._start_of_line(self._held + piece)
+            else:
+                self.stream.write(piece)
+        return len(text)
+
+    def _start_of_line(self, text: str) -> None:
+        if text.startswith(_RUNNER_FAILURE_LINE):
+            self._held, self._dropping = "", True
+        elif _RUNNER_FAILURE_LINE.startswith(text):
+            self._held = text
+        else:
+            self.stream.write(text)
+            self._held, self._line_start = "", False
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+@contextmanager
+def runner_output(verbose: bool):
+    """Stdout of the block, less scvi-tools' line for a failed training (unless verbose).
+
+    scvi-tools' runner prints that line before raising the error anyway, which says what
+    went wrong; everything else printed passes on.
+    """
+    if verbose:
+        yield
+        return
+    with redirect_stdout(_DropRunnerFailureLine(sys.stdout)):
+        yield
 
 
 #: Cells of a batch per torch CPU thread (see :func:`cpu_threads`). A batch of fewer

@@ -78,18 +78,45 @@ def _lineage(term: str, ontology: CellOntology) -> tuple[str, ...]:
 
 
 def finish(fig: Figure, writekey: str, show: bool | None, save: bool | str | None, returned):
-    """End as scanpy does: save to ``sc.settings.figdir`` and/or show; return unless shown."""
+    """End as scanpy's plots do: save to ``sc.settings.figdir`` and/or show; return unless shown.
+
+    ``save=True`` writes ``{figdir}/{writekey}{plot_suffix}.{file_format_figs}``; a string
+    is a suffix of the file name and may carry its own extension (``"_pbmc.pdf"``). Built on
+    scanpy's public settings only: its own helper for this is private.
+    """
     import matplotlib.pyplot as plt
+    from scanpy import logging as logg
     from scanpy import settings
-    from scanpy.plotting._utils import savefig_or_show
 
     if save is not None and not isinstance(save, bool | str):
         raise TypeError(
             f"save must be True, False, None or a file-name suffix such as '_pbmc.png', got "
             f"{save!r}."
         )
-    if fig.canvas.manager is not None:  # savefig_or_show saves the current figure
-        plt.figure(fig.number)
-    savefig_or_show(writekey, show=show, save=save)
+    if isinstance(save, str):
+        suffix, ext = _split_extension(save)
+        writekey, save = writekey + suffix, True
+    else:
+        ext = None
+    save = settings.autosave if save is None else save
     show = settings.autoshow if show is None else show
+    if save:
+        settings.figdir.mkdir(parents=True, exist_ok=True)
+        filename = (
+            settings.figdir / f"{writekey}{settings.plot_suffix}.{ext or settings.file_format_figs}"
+        )
+        logg.warning(f"saving figure to file {filename}")
+        fig.savefig(filename, bbox_inches="tight")
+    if show:
+        plt.show()
+    if save:
+        plt.close(fig)
     return None if show else returned
+
+
+def _split_extension(suffix: str) -> tuple[str, str | None]:
+    """``"_pbmc.pdf"`` -> ``("_pbmc", "pdf")``; a suffix without a figure extension is kept."""
+    for ext in ("svg", "pdf", "png"):
+        if suffix.endswith(f".{ext}"):
+            return suffix.removesuffix(f".{ext}"), ext
+    return suffix, None
