@@ -4,8 +4,11 @@ Each case runs in a fresh Python process, N times; the best (least disturbed) ru
 
 - ``import scanpy``                  the baseline
 - ``import scanpy, sc_genept``       target: at most 0.5 s more than the baseline
-- ``sc-genept --help``               target: under 1.5 s (the installed console script)
-- ``sc-genept --version``            target: under 1.5 s
+- ``sc-genept --help``               target: at most 0.5 s more than ``import scanpy``
+- ``sc-genept --version``            the same
+
+The help waits for scanpy: ``import sc_genept`` imports it to add the tools to
+``scanpy.tl`` without an import hook (issue 18; before, the help took 0.06 s under a hook).
 
 Run: ``python benchmarks/import_time.py [--repeat N]``. Times are wall-clock, process
 start included (a bare ``python -c pass`` is printed for reference). To see where the
@@ -22,8 +25,7 @@ import time
 from pathlib import Path
 
 SCRIPT = Path(sys.executable).with_name("sc-genept")
-OVER_SCANPY = 0.5  # s that `import sc_genept` may add to `import scanpy`
-HELP = 1.5  # s for `sc-genept --help`
+OVER_SCANPY = 0.5  # s that `import sc_genept` (or the CLI's help) may add to `import scanpy`
 
 
 def best(command: list[str], repeat: int) -> float:
@@ -100,10 +102,10 @@ def main() -> int:
         ),
         *(
             (
-                name,
-                f"{t[name]:.3f} s ({t[name] / HELP:.0%} of the target)",
-                f"< {HELP} s",
-                t[name] < HELP,
+                f"{name} over import scanpy",
+                f"{t[name] - t['import scanpy']:+.3f} s",
+                f"≤ +{OVER_SCANPY} s",
+                t[name] - t["import scanpy"] <= OVER_SCANPY,
             )
             for name in ("sc-genept --help", "sc-genept --version")
         ),

@@ -1,8 +1,9 @@
 """The ``sc-genept`` command: ``demo``, ``annotate`` and ``genes text|embed|info``.
 
 The parser lives in :mod:`sc_genept._cli_parser` (standard library only), and this module
-imports nothing heavy at the top either: ``sc-genept --help`` and ``--version`` never load
-scanpy, anndata, pandas or torch. Each command imports what it needs when it runs.
+imports nothing heavy at the top either: ``sc-genept --help`` and ``--version`` load what
+``import sc_genept`` loads (scanpy, see :mod:`sc_genept._scanpy`), never torch, Lightning
+or scvi-tools. Each command imports what it needs when it runs.
 """
 
 from __future__ import annotations
