@@ -48,7 +48,7 @@ from sklearn.model_selection import StratifiedKFold
 import sc_genept
 from sc_genept.metrics import expected_calibration_error
 from sc_genept.model import GenePTClassifier
-from sc_genept.tl._annotate import _keep_expression_genes, _most_variable
+from sc_genept.tl._inputs import keep_expression_genes, most_variable
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE / "transfer")]
@@ -68,7 +68,7 @@ def trained(ref: ad.AnnData, table, *, use_raw: bool, seed: int) -> GenePTClassi
     """The model the one-liner trains on ``ref`` (its own genes), as an object."""
     ref = ref.copy()
     sc.tl.genept_embed(ref, gene_embeddings=table, use_raw=use_raw, expression=True)
-    _keep_expression_genes(ref, _most_variable(ref, 2000))
+    keep_expression_genes(ref, most_variable(ref, 2000))
     GenePTClassifier.setup_anndata(ref, labels_key=LABELS, embedding_keys=KEYS)
     model = GenePTClassifier(ref)
     model.train(seed=seed, **QUIET)

@@ -41,13 +41,13 @@ import scanpy as sc
 import sc_genept
 from sc_genept.metrics import accuracy, macro_f1, sctab_adjusted
 from sc_genept.model import GenePTClassifier
-from sc_genept.tl._annotate import (
-    _EXPRESSION_KEY,
+from sc_genept.tl._inputs import (
+    EXPRESSION_KEY,
     INPUTS,
-    _embedded,
-    _keep_expression_genes,
-    _most_variable,
-    _table,
+    embedded,
+    gene_table,
+    keep_expression_genes,
+    most_variable,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,11 +94,9 @@ REFERENCES = {
 def train_model(ref: ad.AnnData, hyperparameters: dict) -> GenePTClassifier:
     """What ``genept_annotate(reference=ref)`` trains, with the given model size."""
     keys = INPUTS[INPUT]
-    embedded = _embedded(ref, layer=None, use_raw=None, table=_table(TABLE), keys=keys)
-    _keep_expression_genes(embedded, _most_variable(embedded, N_EXPRESSION_GENES))
-    light = ad.AnnData(
-        obs=ref.obs[[LABELS]].copy(), obsm=dict(embedded.obsm), uns=dict(embedded.uns)
-    )
+    inputs = embedded(ref, layer=None, use_raw=None, table=gene_table(TABLE), keys=keys)
+    keep_expression_genes(inputs, most_variable(inputs, N_EXPRESSION_GENES))
+    light = ad.AnnData(obs=ref.obs[[LABELS]].copy(), obsm=dict(inputs.obsm), uns=dict(inputs.uns))
     GenePTClassifier.setup_anndata(light, labels_key=LABELS, embedding_keys=list(keys))
     model = GenePTClassifier(light, **hyperparameters)
     model.train(**TRAIN)
@@ -161,7 +159,7 @@ def build(name: str, folds: int, compare: bool) -> dict:
     size = folder_bytes(folder)
     print(f"wrote {folder.relative_to(ROOT)}: {size / 1e6:.2f} MB")
 
-    table = _table(TABLE)
+    table = gene_table(TABLE)
     cl = model.ontology
     labels = sorted(adata.obs[LABELS].astype(str).unique())
     return {
@@ -189,7 +187,7 @@ def build(name: str, folds: int, compare: bool) -> dict:
             **HYPERPARAMETERS,
             "train": TRAIN,
             "n_genes": len(model.genes),
-            "n_expression_genes": len(model.gene_sets_[_EXPRESSION_KEY]["names"]),
+            "n_expression_genes": len(model.gene_sets_[EXPRESSION_KEY]["names"]),
             "size_bytes": size,
         },
         "folder": name,

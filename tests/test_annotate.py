@@ -356,7 +356,8 @@ def test_expression_input_reads_the_most_variable_genes(raw_split):
 
 def test_most_variable_genes_are_chosen_on_log_data_however_given(pbmc):
     """Normalised data given unlogged is ranked as its log (the seurat flavour reads logs)."""
-    from sc_genept.tl._annotate import _EXPRESSION_KEY, _most_variable
+    from sc_genept.tl._inputs import EXPRESSION_KEY as _EXPRESSION_KEY
+    from sc_genept.tl._inputs import most_variable as _most_variable
 
     logged = sc.tl.genept_embed(pbmc, use_raw=True, expression=True, copy=True)
     unlogged = logged.copy()

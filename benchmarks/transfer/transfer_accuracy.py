@@ -48,7 +48,7 @@ from sklearn.model_selection import StratifiedKFold
 import sc_genept
 from sc_genept.metrics import expected_calibration_error, macro_f1, sctab_adjusted
 from sc_genept.model import GenePTClassifier
-from sc_genept.tl._annotate import INPUTS
+from sc_genept.tl._inputs import INPUTS
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]

@@ -76,16 +76,7 @@ def cell_embedding(
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}.")
     _check_output(device, out_file)
-    table = (
-        gene_embeddings if isinstance(gene_embeddings, GeneEmbeddings) else load(gene_embeddings)
-    )
-    if n_dims is not None:
-        if n_dims > table.n_dims:
-            raise ValueError(
-                f"n_dims={n_dims} but the gene table ({table!r}) has {table.n_dims} "
-                f"dimensions: pass n_dims from 1 to {table.n_dims}, or None for all of them."
-            )
-        table = table.truncate(n_dims)
+    table = _table(gene_embeddings, n_dims)
     matrix, var, source, _ = _choose_expression(adata, use_raw, layer)
     names = var.index if gene_symbols is None else _var_column(var, gene_symbols, source)
     ortholog_pairs = None if orthologs is None else ortholog_map(orthologs)
@@ -112,16 +103,7 @@ def cell_embedding(
         "out_file": None if out_file is None else str(out_file),
     }
     if _dask.is_dask(matrix):
-        if out_file is not None:
-            raise ValueError(
-                f"out_file is for in-memory or backed data; {source} is a Dask array, whose "
-                "embedding is lazy: write it with dask (e.g. adata.obsm[key].to_zarr(...))."
-            )
-        if device not in ("auto", "cpu"):
-            raise ValueError(
-                f"device={device!r} with a Dask array: Dask's workers embed their chunks on "
-                "their CPUs. Use device='cpu' (or 'auto'), or load the matrix to use a GPU."
-            )
+        _check_dask_options(source, device, out_file)
         return _lazy_embedding(
             adata,
             matrix,
@@ -150,29 +132,26 @@ def cell_embedding(
         )
     except ScaledDataError as err:
         raise ScaledDataError(_scaled_message(adata, source, err)) from None
-    n_in_set = len(plan.vectors)
-    set_totals = result.gene_totals[:n_in_set]
+    _warn_coverage(result, match.n_matched, source, adata.n_obs, genes_given=genes is not None)
+    record = _record(params, source, plan, result, adata.n_obs)
+    values = None
+    if expression:  # columns in the order of the record's (sorted) names
+        values = result.expression[:, plan.expression_order]
+    return CellEmbedding(result.embedding, h5ad_safe(record), values)
+
+
+def _record(params: dict, source: str, plan: _GenePlan, result, n_cells: int) -> dict:
+    """The ``uns`` record of an in-memory embedding (what it was made of and from)."""
+    set_totals = result.gene_totals[: len(plan.vectors)]
     matched_total = result.gene_totals.sum()
     share = set_totals.sum() / matched_total if matched_total else 0.0
-    low_coverage = result.fraction_counts_covered < _LOW_COVERAGE
-    if genes is None and match.n_matched >= _FEW_GENES and low_coverage:
-        warn_caller(
-            f"The {match.n_matched} matched genes carry only {result.fraction_counts_covered:.0%} "
-            f"of the expression in {source}: most of what these cells express has no embedding "
-            "(another species, or ids the table lacks?). See adata.uns[key_added]['genes']."
-        )
-    if result.n_empty:
-        warn_caller(
-            f"{result.n_empty} of {adata.n_obs} cells express none of the {match.n_matched} "
-            "matched genes; their embedding is a zero vector."
-        )
-    record = {
+    return {
         "params": params,
         "source": source,
         **plan.record(),
         "gene_set": gene_set_record(
             plan.found,
-            set_totals / max(adata.n_obs, 1),
+            set_totals / max(n_cells, 1),
             fraction_of_matched_expression=share,
             n_imputed=len(plan.imputed),
         ),
@@ -180,10 +159,50 @@ def cell_embedding(
         "log_normalized": result.log_normalized,
         "n_cells_empty": result.n_empty,
     }
-    values = None
-    if expression:  # columns in the order of the record's (sorted) names
-        values = result.expression[:, plan.expression_order]
-    return CellEmbedding(result.embedding, h5ad_safe(record), values)
+
+
+def _table(gene_embeddings: str | Path | GeneEmbeddings, n_dims: int | None) -> GeneEmbeddings:
+    """The gene table named or given, cut to its first ``n_dims`` dimensions."""
+    table = (
+        gene_embeddings if isinstance(gene_embeddings, GeneEmbeddings) else load(gene_embeddings)
+    )
+    if n_dims is None:
+        return table
+    if n_dims > table.n_dims:
+        raise ValueError(
+            f"n_dims={n_dims} but the gene table ({table!r}) has {table.n_dims} "
+            f"dimensions: pass n_dims from 1 to {table.n_dims}, or None for all of them."
+        )
+    return table.truncate(n_dims)
+
+
+def _check_dask_options(source: str, device: str, out_file) -> None:
+    if out_file is not None:
+        raise ValueError(
+            f"out_file is for in-memory or backed data; {source} is a Dask array, whose "
+            "embedding is lazy: write it with dask (e.g. adata.obsm[key].to_zarr(...))."
+        )
+    if device not in ("auto", "cpu"):
+        raise ValueError(
+            f"device={device!r} with a Dask array: Dask's workers embed their chunks on "
+            "their CPUs. Use device='cpu' (or 'auto'), or load the matrix to use a GPU."
+        )
+
+
+def _warn_coverage(result, n_matched: int, source: str, n_cells: int, *, genes_given: bool):
+    """Warn when the matched genes carry little of the expression, or cells express none."""
+    low_coverage = result.fraction_counts_covered < _LOW_COVERAGE
+    if not genes_given and n_matched >= _FEW_GENES and low_coverage:
+        warn_caller(
+            f"The {n_matched} matched genes carry only {result.fraction_counts_covered:.0%} "
+            f"of the expression in {source}: most of what these cells express has no embedding "
+            "(another species, or ids the table lacks?). See adata.uns[key_added]['genes']."
+        )
+    if result.n_empty:
+        warn_caller(
+            f"{result.n_empty} of {n_cells} cells express none of the {n_matched} "
+            "matched genes; their embedding is a zero vector."
+        )
 
 
 def _check_output(device, out_file) -> None:

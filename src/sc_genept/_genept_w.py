@@ -145,22 +145,7 @@ def genept_w(
     block_rows = block_rows or default_block_rows(len(var_index))
     gene_vectors = np.ascontiguousarray(gene_vectors, dtype=np.float32)
     columns = _Columns.of(matrix.shape[1], np.asarray(var_index), duplicates)
-    if sparse.issparse(matrix) and matrix.format != "csr":
-        # row blocks of CSC would each scan the whole matrix: one CSR copy is cheaper
-        size = (matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes) / 2**20
-        warn_caller(
-            f"The matrix is {matrix.format.upper()}, not CSR: embedding reads it by cells, so "
-            f"a CSR copy of it (about {size:,.0f} MiB) is made for this call. Store it as CSR "
-            "once (e.g. adata.X = adata.X.tocsr()) to embed without the copy."
-        )
-        matrix = matrix.tocsr()
-    elif getattr(matrix, "format", None) == "csc":  # backed CSC: same problem, on disk
-        raise ValueError(
-            "The matrix is a backed CSC (column-major) matrix: reading blocks of cells would "
-            "read all of it for every block. Convert it to CSR once (e.g. load it, "
-            "X.tocsr(), write_h5ad) or load it into memory with adata.to_memory()."
-        )
-
+    matrix = _readable_by_rows(matrix)
     sink = sink or ArraySink(n_obs, gene_vectors.shape[1], out_dtype)
     n_embedded = len(gene_vectors)
     product = _Product(
@@ -230,6 +215,26 @@ def genept_w(
         if return_expression
         else None,
     )
+
+
+def _readable_by_rows(matrix):
+    """``matrix``, or a CSR copy of an in-memory sparse matrix of another format (warned)."""
+    if sparse.issparse(matrix) and matrix.format != "csr":
+        # row blocks of CSC would each scan the whole matrix: one CSR copy is cheaper
+        size = (matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes) / 2**20
+        warn_caller(
+            f"The matrix is {matrix.format.upper()}, not CSR: embedding reads it by cells, so "
+            f"a CSR copy of it (about {size:,.0f} MiB) is made for this call. Store it as CSR "
+            "once (e.g. adata.X = adata.X.tocsr()) to embed without the copy."
+        )
+        return matrix.tocsr()
+    if getattr(matrix, "format", None) == "csc":  # backed CSC: same problem, on disk
+        raise ValueError(
+            "The matrix is a backed CSC (column-major) matrix: reading blocks of cells would "
+            "read all of it for every block. Convert it to CSR once (e.g. load it, "
+            "X.tocsr(), write_h5ad) or load it into memory with adata.to_memory()."
+        )
+    return matrix
 
 
 def _csr_rows(matrix, start: int, stop: int):

@@ -4,30 +4,28 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping, Sequence
-from functools import partial
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scanpy as sc
 from scanpy import logging as logg
-from scipy import sparse
 
 from sc_genept._checks import check_adata, check_fraction, positive_int
-from sc_genept._embedding import cell_embedding, expression_record, gene_set_record
-from sc_genept._utils import h5ad_safe, warn_caller
+from sc_genept._utils import h5ad_safe
 from sc_genept.genes import GeneEmbeddings
-from sc_genept.genes import available as available_tables
-from sc_genept.genes import load as load_table
 from sc_genept.model._calls import DEFAULT_NOVELTY_RATE
-from sc_genept.model._overlap import (
-    DEFAULT_MIN_GENE_OVERLAP,
-    check_gene_overlap,
-    check_shared_genes,
-    shared_gene_overlap,
+from sc_genept.model._overlap import DEFAULT_MIN_GENE_OVERLAP
+from sc_genept.tl._inputs import (
+    EMBEDDING_KEY,
+    INPUTS,
+    gene_table,
+    load_model,
+    model_inputs,
+    reference_inputs,
+    through_orthologs,
 )
 from sc_genept.tl._voting import majority_vote
 from sc_genept.tl._voting import over_clustering as over_clustering_of
@@ -36,15 +34,6 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
     from sc_genept.model import GenePTClassifier
-
-_EMBEDDING_KEY = "X_genept"
-_EXPRESSION_KEY = "X_genept_expression"
-#: The inputs a one-line annotation trains on: the GenePT-w embedding, and with it the
-#: expression of the same genes (the default: across studies it is what makes labels right).
-INPUTS = {
-    "genept+expression": (_EMBEDDING_KEY, _EXPRESSION_KEY),
-    "genept": (_EMBEDDING_KEY,),
-}
 
 
 def genept_annotate(
@@ -213,87 +202,34 @@ def genept_annotate(
     >>> sc.pl.umap(query, color=["genept_cell_type", "genept_cell_type_confidence"])
     """
     _check_call(adata, model, reference, labels_key, inputs, key_added)
-    check_fraction("min_confidence", min_confidence, "(0, 1]")
-    if max_error is not None:
-        check_fraction("max_error", max_error, "(0, 1)")
-    if novelty_rate is not None:
-        check_fraction("novelty_rate", novelty_rate, "[0, 1)")
+    _check_numbers(min_confidence, max_error, novelty_rate, min_gene_overlap, n_expression_genes)
     _check_voting(adata, majority_voting, over_clustering)
-    check_fraction("min_gene_overlap", min_gene_overlap, "[0, 1]")
-    positive_int("n_expression_genes", n_expression_genes, allow_none=True)
-    from sc_genept.model import GenePTClassifier  # torch and Lightning: only when annotating
-
+    where = {"layer": layer, "use_raw": use_raw, "n_dims": n_dims, "orthologs": orthologs}
     if model is None:
-        keys = INPUTS[inputs]
-        table = _table(gene_embeddings)
-        embed = partial(_embedded, table=table, keys=keys, n_dims=n_dims, orthologs=orthologs)
-        # reference and query are embedded on the genes they share: embeddings over
-        # different genes differ systematically and a model trained on one misreads the other
-        query_embed = partial(embed, adata, layer=layer, use_raw=use_raw)
-        reference_embed = partial(
-            embed, reference, layer=reference_layer, use_raw=reference_use_raw
+        model, embedded, overlap = _from_reference(
+            adata,
+            reference,
+            labels_key,
+            keys=INPUTS[inputs],
+            table=gene_table(gene_embeddings),
+            reference_layer=reference_layer,
+            reference_use_raw=reference_use_raw,
+            min_gene_overlap=min_gene_overlap,
+            n_expression_genes=n_expression_genes,
+            train_kwargs=train_kwargs,
+            **where,
         )
-        ref_embedded = reference_embed()
-        ref_genes = ref_embedded.uns[_EMBEDDING_KEY]["gene_set"]
-        embedded = query_embed(genes=ref_genes["names"])
-        shared = embedded.uns[_EMBEDDING_KEY]["gene_set"]["names"]
-        overlap = shared_gene_overlap(
-            ref_genes["n_genes"],
-            embedded.uns[_EMBEDDING_KEY]["genes"]["n_genes_matched"],
-            len(shared),
-        )
-        check_shared_genes(overlap, min_gene_overlap)
-        if len(shared) < ref_genes["n_genes"]:
-            ref_embedded = reference_embed(genes=shared)
-        if _EXPRESSION_KEY in keys:
-            informative = _most_variable(ref_embedded, n_expression_genes)
-            for light in (ref_embedded, embedded):
-                _keep_expression_genes(light, informative)
-        model = _train_on(reference, ref_embedded, labels_key, **train_kwargs)
         model_source = "reference"
     else:
-        if train_kwargs or reference_layer is not None or reference_use_raw is not None:
-            given = sorted(train_kwargs) + [
-                k
-                for k, v in (
-                    ("reference_layer", reference_layer),
-                    ("reference_use_raw", reference_use_raw),
-                )
-                if v is not None
-            ]
-            raise TypeError(
-                f"genept_annotate got {given} with model=: they apply only when training on "
-                "reference=. A given model is used as trained; to retrain it, call "
-                "model.train(...) first."
-            )
-        model_source = "object"
-        if not isinstance(model, GenePTClassifier):
-            if not isinstance(model, str | os.PathLike):
-                raise TypeError(
-                    "model must be a GenePTClassifier or the folder its save() wrote (a str or "
-                    f"Path), or a pretrained model's name, got {type(model).__name__}."
-                )
-            model, model_source = _load_model(model)
-        elif model.pretrained_name_ is not None:
-            model_source = "pretrained"
-        gene_set = model.gene_set
-        embedded = _embedded(
+        _check_model_mode_options(train_kwargs, reference_layer, reference_use_raw)
+        model, model_source = _model_object(model)
+        embedded, overlap = model_inputs(
             adata,
-            layer=layer,
-            use_raw=use_raw,
-            table=_model_table(model, gene_embeddings, n_dims),
-            keys=model.embedding_keys,
-            genes=model.genes,
-            orthologs=orthologs,
-            # genes the query lacks count as typical of the reference, not as unexpressed
-            missing_values=dict(zip(gene_set["names"], gene_set["mean_expression"], strict=True))
-            if gene_set
-            else None,
+            model,
+            gene_embeddings=gene_embeddings,
+            min_gene_overlap=min_gene_overlap,
+            **where,
         )
-        if _EXPRESSION_KEY in embedded.obsm:  # a model may read fewer genes' expression
-            _keep_expression_genes(embedded, model.gene_sets_[_EXPRESSION_KEY]["names"])
-        overlap = model.gene_overlap(embedded.uns[_EMBEDDING_KEY]["gene_set"]["names"])
-        check_gene_overlap(overlap, min_gene_overlap)
     with warnings.catch_warnings():  # the overlap was checked and warned about above
         warnings.filterwarnings("ignore", message="The query has .* of the model's")
         prediction = model.predict(
@@ -303,39 +239,32 @@ def genept_annotate(
             novelty_rate=novelty_rate,
             min_gene_overlap=min_gene_overlap,
         )
-
-    crossed = _through_orthologs(embedded)
     adata = adata.copy() if copy else adata
-    if _EMBEDDING_KEY not in adata.obsm:  # keep the embedding made
-        adata.obsm[_EMBEDDING_KEY] = embedded.obsm[_EMBEDDING_KEY]
-        adata.uns[_EMBEDDING_KEY] = embedded.uns[_EMBEDDING_KEY]
+    if EMBEDDING_KEY not in adata.obsm:  # keep the embedding made
+        adata.obsm[EMBEDDING_KEY] = embedded.obsm[EMBEDDING_KEY]
+        adata.uns[EMBEDDING_KEY] = embedded.uns[EMBEDDING_KEY]
     if majority_voting:
-        clusters = (
-            adata.obs[over_clustering].to_numpy()
-            if over_clustering is not None
-            else over_clustering_of(embedded.obsm[_EMBEDDING_KEY], embedded.obs_names)
-        )
-        voted = majority_vote(prediction["ontology_term_id"].to_numpy(), clusters)
-        prediction["majority_voting_ontology_term_id"] = voted
-        prediction["majority_voting"] = model.ontology.names(voted)
+        _vote(adata, prediction, embedded, model, over_clustering)
     _write(adata, prediction, key_added)
+    params = {
+        "min_confidence": min_confidence,
+        "max_error": max_error,
+        "novelty_rate": novelty_rate,
+        "majority_voting": majority_voting,
+        "over_clustering": over_clustering,
+        "min_gene_overlap": min_gene_overlap,
+        "n_expression_genes": n_expression_genes if model_source == "reference" else None,
+        "labels_key": labels_key,
+        "layer": layer,
+        "use_raw": use_raw,
+        "reference_layer": reference_layer,
+        "reference_use_raw": reference_use_raw,
+    }
+    crossed = through_orthologs(embedded)
     adata.uns[key_added] = h5ad_safe(
         {
-            "params": {
-                "min_confidence": min_confidence,
-                "max_error": max_error,
-                "novelty_rate": novelty_rate,
-                "majority_voting": majority_voting,
-                "over_clustering": over_clustering,
-                "min_gene_overlap": min_gene_overlap,
-                "n_expression_genes": n_expression_genes if model_source == "reference" else None,
-                "labels_key": labels_key,
-                "layer": layer,
-                "use_raw": use_raw,
-                "reference_layer": reference_layer,
-                "reference_use_raw": reference_use_raw,
-            },
-            "gene_embeddings": embedded.uns[_EMBEDDING_KEY]["gene_embeddings"],
+            "params": params,
+            "gene_embeddings": embedded.uns[EMBEDDING_KEY]["gene_embeddings"],
             "gene_overlap": overlap or None,
             "genes_through_orthologs": crossed,
             "model": str(model._model_summary_string),
@@ -344,6 +273,65 @@ def genept_annotate(
             "ontology_version": model.ontology.version,
         }
     )
+    _log_summary(adata, prediction, key_added, model_source, overlap, crossed, min_confidence)
+    return adata if copy else None
+
+
+def _from_reference(
+    adata, reference, labels_key, *, keys, table, train_kwargs, **options
+) -> tuple[GenePTClassifier, AnnData, dict]:
+    """The one-line mode: a model trained on ``reference``, and the query's inputs for it."""
+    ref_inputs, query_inputs, overlap = reference_inputs(
+        adata, reference, keys=keys, table=table, **options
+    )
+    return _train_on(reference, ref_inputs, labels_key, **train_kwargs), query_inputs, overlap
+
+
+def _check_model_mode_options(train_kwargs: dict, reference_layer, reference_use_raw) -> None:
+    """Refuse options of the reference mode given with ``model=``."""
+    given = sorted(train_kwargs) + [
+        name
+        for name, value in (
+            ("reference_layer", reference_layer),
+            ("reference_use_raw", reference_use_raw),
+        )
+        if value is not None
+    ]
+    if given:
+        raise TypeError(
+            f"genept_annotate got {given} with model=: they apply only when training on "
+            "reference=. A given model is used as trained; to retrain it, call "
+            "model.train(...) first."
+        )
+
+
+def _model_object(model) -> tuple[GenePTClassifier, str]:
+    """The classifier ``model=`` names, and where it came from (``uns[key]["model_source"]``)."""
+    from sc_genept.model import GenePTClassifier  # torch and Lightning: only when annotating
+
+    if isinstance(model, GenePTClassifier):
+        return model, "object" if model.pretrained_name_ is None else "pretrained"
+    if not isinstance(model, str | os.PathLike):
+        raise TypeError(
+            "model must be a GenePTClassifier or the folder its save() wrote (a str or "
+            f"Path), or a pretrained model's name, got {type(model).__name__}."
+        )
+    return load_model(model)
+
+
+def _vote(adata, prediction: pd.DataFrame, embedded: AnnData, model, over_clustering) -> None:
+    """Add the majority-voting columns to ``prediction``."""
+    clusters = (
+        adata.obs[over_clustering].to_numpy()
+        if over_clustering is not None
+        else over_clustering_of(embedded.obsm[EMBEDDING_KEY], embedded.obs_names)
+    )
+    voted = majority_vote(prediction["ontology_term_id"].to_numpy(), clusters)
+    prediction["majority_voting_ontology_term_id"] = voted
+    prediction["majority_voting"] = model.ontology.names(voted)
+
+
+def _log_summary(adata, prediction, key_added, model_source, overlap, crossed, min_confidence):
     n_coarse = int((prediction["ontology_term_id"] != prediction["finest_ontology_term_id"]).sum())
     if model_source == "reference":
         genes = f" on the {overlap['n_shared_genes']} genes it shares with the reference"
@@ -362,39 +350,25 @@ def genept_annotate(
         f"{n_coarse} cells called at a coarser term than the most probable one "
         f"(min_confidence={min_confidence})\n    added obs[{key_added!r}] and related columns"
     )
-    return adata if copy else None
 
 
-def _through_orthologs(embedded: AnnData) -> dict:
-    """How many of the query's genes matched the table across species, and how."""
-    genes = embedded.uns[_EMBEDDING_KEY]["genes"]
-    return {
-        "by_ortholog_table": int(genes["matched_by"].get("ortholog", 0)),
-        "by_symbol_ignoring_case": int(genes.get("n_symbol_case_differs", 0)),
-    }
+def _train_on(
+    reference: AnnData, embedded: AnnData, labels_key: str, **train_kwargs
+) -> GenePTClassifier:
+    from sc_genept.model import GenePTClassifier
 
-
-def _load_model(model: str | os.PathLike) -> tuple[GenePTClassifier, str]:
-    """A saved folder (an existing path) or a pretrained model (a registry name)."""
-    from sc_genept.model import GenePTClassifier, ModelFolderError
-    from sc_genept.model import _pretrained as pretrained
-
-    is_name = pretrained.is_pretrained(model)
-    if Path(model).exists() or not isinstance(model, str):
-        if is_name:
-            warn_caller(
-                f"model={model!r} is both a path here and a pretrained model's name: loading "
-                f"the folder. For the pretrained model, call "
-                f"GenePTClassifier.load_pretrained({model!r})."
-            )
-        return GenePTClassifier.load(model), "folder"
-    if is_name:
-        return GenePTClassifier.load_pretrained(model), "pretrained"
-    raise ModelFolderError(
-        f"{model} is not a folder: pass the folder that GenePTClassifier.save wrote, or the name "
-        f"of a pretrained model: {pretrained.names()} (sc_genept.model.available_models() "
-        "describes them)."
+    if labels_key not in reference.obs:
+        raise KeyError(
+            f"No column {labels_key!r} in reference.obs; columns: {list(reference.obs.columns)}."
+        )
+    # a light copy: what the model registers (labels, inputs) never touches the reference
+    light = ad.AnnData(
+        obs=reference.obs[[labels_key]].copy(), obsm=dict(embedded.obsm), uns=dict(embedded.uns)
     )
+    GenePTClassifier.setup_anndata(light, labels_key=labels_key, embedding_keys=list(light.obsm))
+    model = GenePTClassifier(light)
+    model.train(**train_kwargs)
+    return model
 
 
 def _check_call(adata, model, reference, labels_key, inputs, key_added: str) -> None:
@@ -444,158 +418,16 @@ def _columns(key: str) -> dict[str, str]:
     }
 
 
-def _embedded(
-    adata: AnnData,
-    *,
-    layer: str | None,
-    use_raw: bool | None,
-    table: GeneEmbeddings,
-    keys: Sequence[str],
-    n_dims: int | None = None,
-    genes: Sequence[str] | None = None,
-    missing_values: dict | None = None,
-    orthologs=None,
-) -> AnnData:
-    """A light AnnData with the model inputs ``keys`` of ``adata``, made of ``genes``.
-
-    The light object shares nothing mutable with ``adata`` and carries only what the model
-    reads (cell names, inputs and their records), so ``adata`` stays as it is and nothing
-    large is copied. ``X_genept`` (and ``X_genept_expression``) are made here; other keys
-    (e.g. ``X_pca``) are taken from ``adata.obsm``.
-    """
-    made = cell_embedding(
-        adata,
-        gene_embeddings=table,
-        layer=layer,
-        use_raw=use_raw,
-        n_dims=n_dims,
-        genes=genes,
-        missing_values=missing_values,
-        orthologs=orthologs,
-        expression=_EXPRESSION_KEY in keys,
-    )
-    light = ad.AnnData(
-        obs=pd.DataFrame(index=adata.obs_names.copy()),
-        obsm={_EMBEDDING_KEY: made.embedding},
-        uns={_EMBEDDING_KEY: made.record},
-    )
-    if _EXPRESSION_KEY in keys:
-        light.obsm[_EXPRESSION_KEY] = made.expression
-        light.uns[_EXPRESSION_KEY] = expression_record(made.record)
-    for key in keys:
-        if key not in light.obsm:
-            if key not in adata.obsm:
-                raise KeyError(
-                    f"The model also reads obsm[{key!r}], which adata lacks; it has "
-                    f"{list(adata.obsm)}. Compute it as for the training data first."
-                )
-            light.obsm[key] = adata.obsm[key]
-            if key in adata.uns:
-                light.uns[key] = adata.uns[key]
-    return light
-
-
-#: Largest value of log-normalised expression (log1p of 1e4 counts per cell is 9.2).
-_LOGGED_MAX = 30.0
-
-
-def _most_variable(light: AnnData, n_genes: int | None) -> np.ndarray | None:
-    """The ``n_genes`` most variable genes of an expression input (``None``: all of them)."""
-    names = np.asarray(light.uns[_EXPRESSION_KEY]["gene_set"]["names"], dtype=object)
-    if n_genes is None or n_genes >= len(names):
-        return None
-    x = light.obsm[_EXPRESSION_KEY]
-    # the seurat flavour reads log data (it takes expm1): normalised data given unlogged
-    # (values far above any log1p of a normalised count) is logged for the ranking only
-    if x.max() > _LOGGED_MAX:
-        x = x.log1p() if sparse.issparse(x) else np.log1p(x)
-    values = ad.AnnData(x, var=pd.DataFrame(index=names.astype(str)))
-    with warnings.catch_warnings():  # e.g. genes constant in the reference
-        warnings.simplefilter("ignore")
-        ranked = sc.pp.highly_variable_genes(
-            values, n_top_genes=n_genes, flavor="seurat", inplace=False
-        )
-    return names[ranked["highly_variable"].to_numpy()]
-
-
-def _keep_expression_genes(light: AnnData, genes) -> None:
-    """Cut the expression input of ``light`` to the columns of ``genes`` (``None``: all)."""
-    if genes is None:
-        return
-    record = light.uns[_EXPRESSION_KEY]["gene_set"]
-    names = np.asarray(record["names"], dtype=object)
-    keep = np.flatnonzero(np.isin(names, np.asarray(genes, dtype=object)))
-    if len(keep) == len(names):
-        return
-    mean = record["mean_expression"]
-    light.obsm[_EXPRESSION_KEY] = light.obsm[_EXPRESSION_KEY][:, keep]
-    light.uns[_EXPRESSION_KEY] = {
-        **light.uns[_EXPRESSION_KEY],
-        "gene_set": gene_set_record(
-            names[keep],
-            None if mean is None else np.asarray(mean)[keep],
-            fraction_of_matched_expression=None,
-        ),
-    }
-
-
-def _table(gene_embeddings: str | Path | GeneEmbeddings | None) -> GeneEmbeddings:
-    if isinstance(gene_embeddings, GeneEmbeddings):
-        return gene_embeddings
-    return load_table("default" if gene_embeddings is None else gene_embeddings)
-
-
-def _model_table(
-    model: GenePTClassifier, gene_embeddings: str | Path | GeneEmbeddings | None, n_dims
-) -> GeneEmbeddings:
-    """The gene table ``model`` was trained on, cut to its dimensions, found by content hash."""
-    trained = model.embedding_provenance_.get(_EMBEDDING_KEY) or {}
-    dims = trained.get("n_dims")
-    if n_dims is not None and dims is not None and n_dims != dims:
-        raise ValueError(
-            f"n_dims={n_dims}, but the model was trained on {dims} dimensions of its gene "
-            "table: leave n_dims out."
-        )
-    candidates = available_tables() if gene_embeddings is None else [gene_embeddings]
-    for candidate in candidates:
-        table = _table(candidate)
-        if dims is not None and table.n_dims > dims:
-            table = table.truncate(dims)
-        if trained.get("sha256") in (None, table.sha256):  # None: trained before hashes
-            return table
-    needed = ", ".join(
-        f"{k}={trained[k]!r}"
-        for k in ("text_source", "embedding_model", "n_genes", "n_dims", "sha256")
-        if k in trained
-    )
-    given = (
-        f"gene_embeddings={gene_embeddings!r} is another table"
-        if gene_embeddings is not None
-        else f"none of the bundled tables {available_tables()} is it"
-    )
-    raise ValueError(
-        f"The model was trained on the gene table ({needed}), and {given}. Pass that table "
-        "as gene_embeddings= (its file or GeneEmbeddings object)."
-    )
-
-
-def _train_on(
-    reference: AnnData, embedded: AnnData, labels_key: str, **train_kwargs
-) -> GenePTClassifier:
-    from sc_genept.model import GenePTClassifier
-
-    if labels_key not in reference.obs:
-        raise KeyError(
-            f"No column {labels_key!r} in reference.obs; columns: {list(reference.obs.columns)}."
-        )
-    # a light copy: what the model registers (labels, inputs) never touches the reference
-    light = ad.AnnData(
-        obs=reference.obs[[labels_key]].copy(), obsm=dict(embedded.obsm), uns=dict(embedded.uns)
-    )
-    GenePTClassifier.setup_anndata(light, labels_key=labels_key, embedding_keys=list(light.obsm))
-    model = GenePTClassifier(light)
-    model.train(**train_kwargs)
-    return model
+def _check_numbers(
+    min_confidence, max_error, novelty_rate, min_gene_overlap, n_expression_genes
+) -> None:
+    check_fraction("min_confidence", min_confidence, "(0, 1]")
+    if max_error is not None:
+        check_fraction("max_error", max_error, "(0, 1)")
+    if novelty_rate is not None:
+        check_fraction("novelty_rate", novelty_rate, "[0, 1)")
+    check_fraction("min_gene_overlap", min_gene_overlap, "[0, 1]")
+    positive_int("n_expression_genes", n_expression_genes, allow_none=True)
 
 
 def _check_voting(adata: AnnData, majority_voting, over_clustering) -> None:
