@@ -26,7 +26,7 @@ from sklearn.model_selection import StratifiedKFold
 import sc_genept
 from sc_genept.metrics import expected_calibration_error
 from sc_genept.model import GenePTClassifier
-from sc_genept.model._model import _stratified_split
+from sc_genept.model._data import stratified_split as _stratified_split
 
 LABELS = "cell_type_ontology_term_id"
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}

@@ -1,11 +1,12 @@
-"""``GenePTClassifier``: Cell Ontology labels from cell embeddings, scvi-tools style."""
+"""``GenePTClassifier``: Cell Ontology labels from cell embeddings, scvi-tools style.
+
+The class holds the public API and its documentation; the steps behind it are in
+``_setup`` (registering a reference), ``_inputs`` (reading and checking inputs),
+``_fitting`` (training), ``_predict`` (predictions) and ``_persist`` (model folders).
+"""
 
 from __future__ import annotations
 
-import difflib
-import inspect
-import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -13,16 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
-from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import EarlyStopping
-from scanpy import logging as logg
-from scipy import sparse
 from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager
-from scvi.data.fields import CategoricalObsField, ObsmField
 from scvi.model.base import BaseModelClass
-from scvi.train import Trainer as ScviTrainer
-from scvi.train import TrainRunner
 
 from sc_genept._checks import (
     check_adata,
@@ -31,50 +24,36 @@ from sc_genept._checks import (
     positive_int,
     positive_number,
 )
-from sc_genept._utils import warn_caller
-from sc_genept.model._calls import (
-    _MAX_CALIBRATION_CELLS,
-    DEFAULT_NOVELTY_RATE,
-    NoveltyFit,
-    decode,
-    error_coverage,
-    level_for_error,
-    novelty_reference,
-    typicality,
-)
+from sc_genept.model._calls import DEFAULT_NOVELTY_RATE
 from sc_genept.model._data import CellData, InMemoryCells, check_cell_data
-from sc_genept.model._folder import OWN_ONTOLOGY, ModelFolderError, read_folder, write_folder
-from sc_genept.model._module import GenePTClassifierModule, TrainingPlan
-from sc_genept.model._overlap import DEFAULT_MIN_GENE_OVERLAP, check_gene_overlap, gene_overlap
-from sc_genept.model._training import (
-    DEBUG,
-    KeepThreads,
-    checkpoint_callbacks,
-    cpu_threads,
-    lightning_output,
-    output_options,
-    quiet_loggers,
-    runner_output,
-    scanpy_verbosity,
-    torch_threads,
+from sc_genept.model._fitting import (
+    _check_trainer_kwargs,
+    _stopping_options,
+    calibrate,
+    check_validation,
+    prepare_module,
+    run_trainer,
+    training_plan,
 )
+from sc_genept.model._inputs import (
+    _check_embedding,
+    _input_keys,
+    check_query,
+    input_batches,
+    model_inputs,
+    record_inputs,
+    training_inputs,
+)
+from sc_genept.model._module import GenePTClassifierModule
+from sc_genept.model._overlap import DEFAULT_MIN_GENE_OVERLAP, gene_overlap
+from sc_genept.model._persist import load_folder, save_folder
+from sc_genept.model._predict import cell_calls, error_curve, level_for_max_error, score_cells
+from sc_genept.model._setup import register_reference
+from sc_genept.model._training import KeepThreads, cpu_threads, torch_threads
 from sc_genept.ontology import CellOntology
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-
-_LABEL_COLUMN = "_genept_label_id"
-#: Provenance fields that must agree between training and query embeddings.
-_PROVENANCE_KEYS = (
-    "text_source",
-    "embedding_model",
-    "build_date",
-    "n_genes",
-    "n_dims",
-    "truncated_from",
-    "sha256",
-)
 
 
 class GenePTClassifier(BaseModelClass):
@@ -166,25 +145,7 @@ class GenePTClassifier(BaseModelClass):
             dropout=dropout,
             n_members=n_members,
         )
-        # which gene table, and which of its genes, made each embedding: checked on every query
-        self.embedding_provenance_ = (
-            {k: _provenance(adata, k) for k in self.embedding_keys} if adata is not None else {}
-        )
-        self.gene_sets_ = (
-            {k: g for k in self.embedding_keys if (g := _gene_set(adata, k))}
-            if adata is not None
-            else {}
-        )
-        self.module.is_gene.copy_(
-            torch.as_tensor(
-                np.concatenate(
-                    [
-                        np.full(width, self._is_expression(key))
-                        for key, width in zip(self.embedding_keys, self.input_widths, strict=True)
-                    ]
-                )
-            )
-        )
+        record_inputs(self, adata)  # which gene table and genes made them; which are expression
         self._model_summary_string = (
             f"GenePTClassifier: {len(self.terms)} CL terms, inputs {self.embedding_keys} "
             f"({sum(self.input_widths)} dims), {n_members} × {n_layers} hidden layer(s) of {n_hidden}, "
@@ -272,49 +233,9 @@ class GenePTClassifier(BaseModelClass):
         setup_method_args["setup_args"]["embedding_keys"] = embedding_keys
         for key in embedding_keys:
             _check_embedding(adata, key)
-        if labels_key not in adata.obs:
-            raise KeyError(
-                f"No column {labels_key!r} in adata.obs; columns: {list(adata.obs.columns)}."
-            )
-        cl = CellOntology.load(ontology)
-        ids, unmapped = cl.map_labels(
-            adata.obs[labels_key].astype(object).where(adata.obs[labels_key].notna())
+        register_reference(
+            cls, adata, labels_key, embedding_keys, ontology, setup_method_args, kwargs
         )
-        missing = int(adata.obs[labels_key].isna().sum())
-        if missing:
-            raise ValueError(
-                f"{missing} cells have no label in obs[{labels_key!r}]: train on the labelled "
-                f"cells only, e.g. adata[adata.obs[{labels_key!r}].notna()].copy()."
-            )
-        if unmapped:
-            why = "; ".join(cl.explain(u) for u in unmapped[:10]) + (
-                "; …" if len(unmapped) > 10 else ""
-            )
-            raise ValueError(
-                f"{len(unmapped)} labels in obs[{labels_key!r}] match no single term of {cl!r} "
-                f"(as CL id, name, synonym or everyday form): {unmapped[:20]} ({why}). Map them "
-                "to CL ids first."
-            )
-        labels = sorted(set(ids))
-        if len(labels) < 2:
-            raise ValueError(
-                f"All {adata.n_obs} cells in obs[{labels_key!r}] have one label "
-                f"({cl.name(labels[0]) if labels else 'none'}): a classifier needs at least two "
-                "cell types to tell apart. Train on a reference with several types."
-            )
-        terms = sorted(
-            set(labels).union(*(cl.ancestors(t) for t in labels)), key=lambda t: (cl.depth(t), t)
-        )
-        adata.obs[_LABEL_COLUMN] = pd.Categorical(ids.to_numpy(), categories=terms)
-        fields = [
-            ObsmField(k, key)
-            for k, key in zip(_input_keys(embedding_keys), embedding_keys, strict=True)
-        ]
-        fields.append(CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, _LABEL_COLUMN))
-        manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        with quiet_loggers(("scvi",), scanpy_verbosity() >= DEBUG):  # "Generating sequential …"
-            manager.register_fields(adata, **kwargs)
-        cls.register_manager(manager)
 
     # ---- training ----------------------------------------------------------------------
 
@@ -445,24 +366,9 @@ class GenePTClassifier(BaseModelClass):
                     batch_size=batch_size,
                     seed=seed,
                 )
-            self._start(datamodule, seed, gene_dropout)
-            validates = _has_batches(datamodule.val_dataloader())
-            if not validates and early_stopping:
-                warn_caller(
-                    "No validation cells (train_size=1, or a datamodule without validation): "
-                    "early stopping is off."
-                )
-                early_stopping = False
-            plan = TrainingPlan(
-                self.module,
-                input_keys,
-                lr=lr,
-                weight_decay=weight_decay,
-                hierarchical=self.loss_kind == "hierarchical",
-                class_weights=_class_weights(datamodule.label_counts())
-                if balance_classes
-                else None,
-            )
+            prepare_module(self, datamodule, seed, gene_dropout)
+            validates, early_stopping = check_validation(datamodule, early_stopping)
+            plan = training_plan(self, datamodule, lr, weight_decay, balance_classes)
             trainer_kwargs.update(
                 max_epochs=max_epochs, accelerator=accelerator, devices=devices, strategy=strategy
             )
@@ -473,99 +379,9 @@ class GenePTClassifier(BaseModelClass):
             _stopping_options(
                 trainer_kwargs, early_stopping, early_stopping_patience, validates, verbose
             )
-            result = self._fit(plan, datamodule, checkpoint_dir, verbose, trainer_kwargs)
-            self._calibrate(datamodule, seed)
+            result = run_trainer(self, plan, datamodule, checkpoint_dir, verbose, trainer_kwargs)
+            calibrate(self, datamodule, seed)
         return result
-
-    def _start(self, datamodule: CellData, seed: int, gene_dropout: float) -> None:
-        """Seed, draw the weights of an untrained model, learn the input standardisation."""
-        torch.manual_seed(seed)  # dropout
-        self.module.gene_dropout = gene_dropout
-        if not self.is_trained_:
-            self.module.reset_parameters(seed)
-        self.module.set_standardization(datamodule.standardization_batches())
-
-    def _fit(self, plan, datamodule, checkpoint_dir, verbose: bool, trainer_kwargs: dict):
-        """Run Lightning, then keep the best weights the validation found."""
-        checkpoints = checkpoint_callbacks(trainer_kwargs, checkpoint_dir)
-        output_options(trainer_kwargs, verbose)
-        with lightning_output(verbose), runner_output(verbose):
-            # the device banner is logged when the Trainer is made
-            runner = TrainRunner(
-                self, training_plan=plan, data_splitter=datamodule, **trainer_kwargs
-            )
-            # added once scvi-tools' Trainer is built: asked for checkpoints, it would put its
-            # own SaveCheckpoint in place of Lightning's, which saves scvi-format model folders
-            runner.trainer.callbacks.extend(checkpoints)
-            result = runner()
-        if plan.best_state is not None:
-            self.module.load_state_dict(plan.best_state)
-        return result
-
-    def _calibrate(self, datamodule: CellData, seed: int) -> None:
-        """Fit what makes calls honest on cells the weights were not fitted to (``_calls``).
-
-        The novelty space from the training cells; then, on the held-out cells (the
-        calibration cells and the validation cells, which only chose the epoch), the
-        temperature, the error and coverage of the calls at each level, and the novelty
-        scores. Both sets together: a small reference's calibration cells alone (56 of
-        700) make the error at each level too uncertain to bound. Without held-out cells
-        confidences stay uncalibrated and ``max_error`` and the novelty check are
-        unavailable.
-        """
-        self.module.temperature.fill_(1.0)
-        self.module.eval()
-        self.calibration_ = None
-        fit = NoveltyFit(len(self.terms))
-        for x, codes in self._batches(datamodule.train_dataloader()):
-            fit.add(self.module.standardized(x).cpu().numpy(), codes.cpu().numpy())
-        space = fit.fit()
-        if space is not None:
-            self.module.set_novelty(space)
-        held_out = self._held_out(datamodule, seed)
-        if held_out is None:
-            return
-        inputs, codes = held_out
-        hierarchical = self.loss_kind == "hierarchical"
-        temperature = self.module.calibrate(inputs, codes, hierarchical=hierarchical)
-        probs = self.module.probabilities(inputs).cpu().numpy().astype(np.float64)
-        labelled = [t for t, n in zip(self.terms, datamodule.label_counts(), strict=True) if n]
-        self.calibration_ = {"labelled_terms": labelled}
-        self.calibration_["error_coverage"] = error_coverage(
-            probs, codes.cpu().numpy(), self.module.subtree.cpu().numpy(), self._labelled()
-        )
-        self.calibration_["novelty"] = (
-            novelty_reference(self.module.novelty(inputs).cpu().numpy())
-            if self.module.has_novelty
-            else None
-        )
-        logg.info(
-            f"confidences calibrated on {len(codes)} held-out cells: temperature {temperature:.2f}"
-        )
-        self.module.eval()
-
-    def _held_out(self, datamodule: CellData, seed: int):
-        """Inputs and label codes of the calibration and validation cells (at most 20,000)."""
-        parts = list(self._batches(datamodule.val_dataloader()))
-        calibration = datamodule.calibration_set()
-        if calibration is not None and len(calibration[1]):
-            parts.append(tuple(torch.as_tensor(a) for a in calibration))
-        if not parts:
-            return None
-        inputs, codes = (torch.cat([p[i].cpu() for p in parts]) for i in (0, 1))
-        if len(codes) > _MAX_CALIBRATION_CELLS:  # bounded time; a random subset is as good
-            rows = np.random.default_rng(seed).choice(len(codes), _MAX_CALIBRATION_CELLS, False)
-            rows = torch.as_tensor(np.sort(rows))
-            inputs, codes = inputs[rows], codes[rows]
-        return inputs, codes.long()
-
-    def _batches(self, loader):
-        """``(inputs, label codes)`` of each batch of a data loader, on the module's device."""
-        keys = _input_keys(self.embedding_keys)
-        device = self.module.input_mean.device
-        for batch in loader:
-            x = torch.cat([batch[k] for k in keys], dim=1).to(device)
-            yield x, batch[REGISTRY_KEYS.LABELS_KEY].view(-1).long().to(device)
 
     def _labelled(self) -> np.ndarray:
         """Which of the model's terms are the reference's own cell types (had cells)."""
@@ -586,37 +402,7 @@ class GenePTClassifier(BaseModelClass):
 
         Arguments as in :meth:`predict`.
         """
-        return self._scores(adata, batch_size, min_gene_overlap, novelty=False)[0]
-
-    @torch.inference_mode()
-    def _scores(
-        self, adata, batch_size: int, min_gene_overlap: float, *, novelty: bool
-    ) -> tuple[pd.DataFrame, np.ndarray | None]:
-        """Term probabilities and (with ``novelty``, where fitted) each cell's novelty score."""
-        if adata is not None:
-            check_adata(adata)
-        positive_int("batch_size", batch_size)
-        check_fraction("min_gene_overlap", min_gene_overlap, "[0, 1]")
-        if not self.is_trained_:
-            raise RuntimeError(
-                "This model has not been trained: call model.train() first, or load a trained "
-                "model with GenePTClassifier.load."
-            )
-        adata = self._query(adata, min_gene_overlap)
-        self.module.eval()
-        novelty = novelty and self.module.has_novelty
-        parts, scores = [], []
-        # threads chosen as for training: torch's default (one per core) crawls when other
-        # programs keep the cores busy
-        with torch_threads(cpu_threads(batch_size, "cpu", 1)):
-            for x in self._input_batches(adata, size=batch_size):
-                x = torch.as_tensor(x)
-                parts.append(self.module.probabilities(x).cpu().numpy())
-                if novelty:
-                    scores.append(self.module.novelty(x).cpu().numpy())
-        probs = np.concatenate(parts) if parts else np.zeros((0, len(self.terms)), np.float32)
-        frame = pd.DataFrame(probs, index=adata.obs_names, columns=self.terms)
-        return frame, (np.concatenate(scores) if scores else np.zeros(0)) if novelty else None
+        return score_cells(self, adata, batch_size, min_gene_overlap, novelty=False)[0]
 
     def predict(
         self,
@@ -679,47 +465,13 @@ class GenePTClassifier(BaseModelClass):
             check_fraction("max_error", max_error, "(0, 1)")
         if novelty_rate is not None:
             check_fraction("novelty_rate", novelty_rate, "[0, 1)")
-        level = min_confidence if max_error is None else self._level_for_error(max_error)
+        level = min_confidence if max_error is None else level_for_max_error(self, max_error)
         # typicality only when asked for: scoring it costs ~15x the network's forward pass
         checks = not soft and novelty_rate is not None
-        probs, scores = self._scores(adata, batch_size, min_gene_overlap, novelty=checks)
+        probs, scores = score_cells(self, adata, batch_size, min_gene_overlap, novelty=checks)
         if soft:
             return probs
-        reference = (self.calibration_ or {}).get("novelty")
-        typical = (
-            typicality(scores, reference)
-            if scores is not None and reference
-            else np.full(len(probs), np.nan)
-        )
-        calls = decode(
-            probs,
-            self.module.subtree.cpu().numpy(),
-            level,
-            self.ontology,
-            unlike=typical < novelty_rate if novelty_rate else None,
-            labelled=self._labelled(),
-        )
-        calls["typicality"] = typical
-        return calls
-
-    def _level_for_error(self, max_error: float) -> float:
-        curve = (self.calibration_ or {}).get("error_coverage")
-        if curve is None:
-            raise ValueError(
-                "max_error needs the error this model made on reference cells held out from "
-                "training, and it has none: train it with train_size < 1 or "
-                "calibration_size > 0 (the defaults), with this version of sc_genept."
-            )
-        level = level_for_error(curve, max_error)
-        if level is None:
-            warn_caller(
-                f"max_error={max_error} cannot be guaranteed with {curve['n_cells']} held-out "
-                f"cells (at least {int(np.ceil(1 / max_error))} are needed): every cell is "
-                "called at its surest term. Train with more cells or a larger "
-                "calibration_size, or allow a larger error."
-            )
-            return 1.0
-        return level
+        return cell_calls(self, probs, scores, level, novelty_rate)
 
     def error_coverage(self, adata: AnnData | None = None, labels_key: str | None = None):
         """Error and coverage of the calls at each mass level: the price of each error rate.
@@ -735,32 +487,7 @@ class GenePTClassifier(BaseModelClass):
         one of the reference's own types) and, on held-out cells, ``bound_error`` (the
         monotone error ``max_error`` is calibrated on).
         """
-        if adata is None:
-            curve = (self.calibration_ or {}).get("error_coverage")
-            if curve is None:
-                raise ValueError(
-                    "This model kept no held-out cells (trained with train_size=1 and "
-                    "calibration_size=0, or saved by an older sc_genept): pass adata and "
-                    "labels_key."
-                )
-        else:
-            if labels_key is None or labels_key not in adata.obs:
-                raise KeyError(
-                    f"labels_key={labels_key!r} is not a column of adata.obs: pass the column "
-                    "with the cells' true CL ids or names."
-                )
-            # scored: cells whose true type is one of the model's terms
-            truth, _ = self.ontology.map_labels(adata.obs[labels_key].astype(str))
-            known = truth.isin(self.terms).to_numpy()
-            probs = self.predict_proba(adata)[known].to_numpy().astype(np.float64)
-            codes = pd.Index(self.terms).get_indexer(truth[known])
-            curve = error_coverage(
-                probs, codes, self.module.subtree.cpu().numpy(), self._labelled()
-            )
-        columns = ["levels", "error", "coverage", "bound_error"]
-        return pd.DataFrame({c: curve[c] for c in columns if c in curve}).rename(
-            columns={"levels": "level"}
-        )
+        return error_curve(self, adata, labels_key)
 
     # ---- persistence -------------------------------------------------------------------
 
@@ -773,33 +500,7 @@ class GenePTClassifier(BaseModelClass):
         edited folder. Nothing in the folder names another file or URL; no data, and no
         API key or other secret, is written.
         """
-        path = Path(dir_path)
-        if path.exists() and not path.is_dir():
-            raise FileExistsError(f"{path} is a file; pass a folder to save the model in.")
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            raise FileExistsError(f"{path} exists and is not empty; pass overwrite=True.")
-        registry = _to_plain(self.registry_)
-        registry["setup_args"]["ontology"] = OWN_ONTOLOGY
-        meta = {
-            "model": type(self).__name__,
-            "sc_genept_version": _version(),
-            "init_params": self.init_params_,
-            "registry": registry,
-            "embedding_provenance": self.embedding_provenance_,
-            "gene_sets": self.gene_sets_,
-            "ontology": {
-                "version": self.ontology.version,
-                "terms": self.ontology.to_dict(self.terms),
-            },
-            "is_trained": self.is_trained_,
-            "calibration": self.calibration_,
-            "history": {
-                k: v.reset_index().to_dict(orient="list") for k, v in (self.history_ or {}).items()
-            },
-        }
-        write_folder(
-            path, self.module.state_dict(), json.loads(json.dumps(meta, default=_json_default))
-        )
+        save_folder(self, dir_path, overwrite)
 
     @classmethod
     def load(
@@ -822,55 +523,7 @@ class GenePTClassifier(BaseModelClass):
         device
             Where to put the weights (``"cpu"``, ``"cuda"``, ``"cuda:1"`` …).
         """
-        if not isinstance(dir_path, str | os.PathLike):
-            raise TypeError(
-                "dir_path must be the folder GenePTClassifier.save wrote (a str or Path), got "
-                f"{type(dir_path).__name__}."
-            )
-        try:
-            torch.device(device)
-        except (RuntimeError, TypeError) as err:
-            raise ValueError(
-                f"device={device!r} is not a torch device: pass 'cpu', 'cuda' or "
-                f"'cuda:<index>' ({err})."
-            ) from None
-        if adata is not None:
-            check_adata(adata)
-        path = Path(dir_path)
-        meta, state = read_folder(path, device)
-        if meta.get("model") != cls.__name__:
-            raise ModelFolderError(f"{path} holds a {meta.get('model')!r}, not a {cls.__name__}.")
-        try:
-            ontology = CellOntology.from_dict(
-                meta["ontology"]["terms"],
-                version=str(meta["ontology"]["version"]),
-                source=f"the model folder {path.name}",
-            )
-            registry = _from_plain(meta["registry"])
-            registry["setup_args"]["ontology"] = ontology  # the model's own terms, not a path
-            model = cls(None, registry=registry, **meta["init_params"]["non_kwargs"])
-            registry["setup_args"]["ontology"] = OWN_ONTOLOGY
-            _load_weights(model.module, state)
-            model.calibration_ = meta.get("calibration")  # absent from older folders
-            model.embedding_provenance_ = meta["embedding_provenance"]
-            model.gene_sets_ = meta["gene_sets"]
-            model.is_trained_ = bool(meta["is_trained"])
-            model.history_ = {
-                k: pd.DataFrame(v).set_index("epoch") for k, v in meta["history"].items()
-            }
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            if isinstance(err, ModelFolderError):
-                raise
-            raise ModelFolderError(
-                f"{path / 'model.json'} and its weights do not describe a GenePTClassifier "
-                f"this sc_genept can rebuild ({type(err).__name__}: {err}). Save it again with "
-                "this version."
-            ) from err
-        model.module.to(device).eval()
-        if adata is not None:
-            model._query(adata)
-            model._attached = adata
-        return model
+        return load_folder(cls, dir_path, adata, device)
 
     @classmethod
     def load_pretrained(
@@ -907,292 +560,18 @@ class GenePTClassifier(BaseModelClass):
 
     def _training_inputs(self, size: int = 4096) -> list[np.ndarray]:
         """Each input of the training data as one dense float32 array, read in blocks."""
-        n_cells = self.adata.n_obs
-        parts = [np.empty((n_cells, width), np.float32) for width in self.input_widths]
-        bounds = np.cumsum(self.input_widths)[:-1]
-        for start, x in zip(
-            range(0, n_cells, size), self._input_batches(self.adata, size=size), strict=True
-        ):
-            for part, block in zip(parts, np.split(x, bounds, axis=1), strict=True):
-                part[start : start + len(x)] = block
-        return parts
+        return training_inputs(self, size)
 
     def _inputs(self, adata: AnnData, rows=slice(None), sources=None) -> np.ndarray:
-        """The model's input for ``rows`` of ``adata``: its representations side by side.
-
-        An expression input is put in the order of the model's genes, and genes the query
-        lacks take their mean in the training data: "unknown", not "not expressed".
-        ``sources`` (from :meth:`_input_sources`) spares re-checking ``adata`` per batch.
-        """
-        parts = []
-        for key, x, columns, width in sources or self._input_sources(adata):
-            x = x[rows]
-            if columns is not None:
-                x = _aligned(x, columns, self.gene_sets_[key]["mean_expression"])
-            x = x.toarray() if sparse.issparse(x) else np.asarray(x)
-            if x.shape[1] != width:
-                raise ValueError(
-                    f"obsm[{key!r}] has {x.shape[1]} columns; the model was trained on {width}."
-                )
-            parts.append(x.astype(np.float32, copy=False))
-        return np.concatenate(parts, axis=1)
-
-    def _input_sources(self, adata: AnnData) -> list[tuple]:
-        """Each input of ``adata``, checked once: ``(key, matrix, columns, width)``.
-
-        ``columns``: for an expression input whose genes differ from the model's, the model
-        column of each of its genes; else ``None``.
-        """
-        sources = []
-        for key, width in zip(self.embedding_keys, self.input_widths, strict=True):
-            columns = None
-            if self._is_expression(key):
-                columns = _gene_columns(_gene_set(adata, key), self.gene_sets_[key])
-            sources.append((key, _check_embedding(adata, key), columns, width))
-        return sources
-
-    def _is_expression(self, key: str) -> bool:
-        """Whether the input ``key`` is the expression of genes (not an embedding)."""
-        return self.gene_sets_.get(key, {}).get("kind") == "expression"
+        """The model's input for ``rows`` of ``adata``: its representations side by side."""
+        return model_inputs(self, adata, rows, sources)
 
     def _input_batches(self, adata: AnnData, rows: np.ndarray | None = None, size: int = 4096):
         """:meth:`_inputs` in batches of ``size`` cells (bounded memory)."""
-        rows = np.arange(adata.n_obs) if rows is None else np.asarray(rows)
-        sources = self._input_sources(adata)
-        for start in range(0, len(rows), size):
-            yield self._inputs(adata, rows[start : start + size], sources)
+        return input_batches(self, adata, rows, size)
 
     def _query(
         self, adata: AnnData | None, min_gene_overlap: float = DEFAULT_MIN_GENE_OVERLAP
     ) -> AnnData:
         """The data to predict on, after checking its embeddings come from the right gene table."""
-        for candidate in (adata, self._attached, self.adata):
-            if candidate is not None:
-                adata = candidate
-                break
-        if adata is None:
-            raise ValueError("Pass adata: this model was loaded without data.")
-        for key, trained in self.embedding_provenance_.items():
-            query = _provenance(adata, key)
-            if trained and query is None:
-                warn_caller(
-                    f"adata.uns[{key!r}] has no gene-table provenance, so it cannot be checked "
-                    "against the training data's; embed with sc.tl.genept_embed."
-                )
-            elif trained and query:
-                # tables written before content hashes were recorded compare without one
-                keys = [k for k in _PROVENANCE_KEYS if k != "sha256" or k in trained and k in query]
-                differ = [f for f in keys if trained.get(f) != query.get(f)]
-                if differ:
-                    raise ValueError(
-                        f"obsm[{key!r}] was made with another gene table than the model's training "
-                        f"data (differs in {differ}: {[query.get(f) for f in differ]} vs "
-                        f"{[trained.get(f) for f in differ]}). Re-embed with the model's table."
-                    )
-        overlap = None
-        for key, trained in self.gene_sets_.items():
-            query = _gene_set(adata, key)
-            if query is None:
-                warn_caller(
-                    f"adata.uns[{key!r}] does not record which genes obsm[{key!r}] was made of, "
-                    "so it cannot be checked against the model's genes; embed with "
-                    "sc.tl.genept_embed(adata, genes=model.genes) or use sc.tl.genept_annotate."
-                )
-                continue
-            extra = set(query["names"]) - set(trained["names"])
-            if extra:
-                raise ValueError(
-                    f"obsm[{key!r}] was made of {query['n_genes']} genes, {len(extra)} of which "
-                    f"the model was not trained on (e.g. {sorted(extra)[:5]}): inputs over "
-                    "different genes are not comparable. Embed the query on the model's genes "
-                    f"with sc.tl.genept_embed(adata, genes=model.genes, key_added={key!r}), or "
-                    "let sc.tl.genept_annotate(adata, model=model) do it."
-                )
-            overlap = overlap or gene_overlap(trained, query["names"])
-        if overlap:
-            check_gene_overlap(overlap, min_gene_overlap)
-        return adata
-
-
-#: Weights a folder saved before the novelty check existed lacks: the check is then off.
-_OPTIONAL_WEIGHTS = {"novelty_variance", "novelty_centroids"}
-
-
-def _load_weights(module: GenePTClassifierModule, state: dict) -> None:
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if unexpected or set(missing) - _OPTIONAL_WEIGHTS:
-        raise RuntimeError(
-            f"the weights lack {sorted(set(missing) - _OPTIONAL_WEIGHTS)} and have "
-            f"unexpected {sorted(unexpected)}"
-        )
-
-
-def _input_keys(embedding_keys: Sequence[str]) -> list[str]:
-    return [f"input_{i}" for i in range(len(embedding_keys))]
-
-
-def _check_embedding(adata: AnnData, key: str) -> np.ndarray:
-    if key not in adata.obsm:
-        hint = (
-            " Run sc.tl.genept_embed(adata) first."
-            if key == "X_genept"
-            else " Compute it first, as for the training data."
-        )
-        raise KeyError(f"No obsm[{key!r}] in adata; it has {list(adata.obsm)}.{hint}")
-    x = adata.obsm[key]
-    if sparse.issparse(x):
-        x = sparse.csr_matrix(x)
-        values = x.data
-    else:
-        try:
-            x = values = np.asarray(x, dtype=np.float32)
-        except (TypeError, ValueError) as err:
-            raise ValueError(
-                f"obsm[{key!r}] must be a 2-D array of numbers ({err}): compute it again."
-            ) from None
-    if x.ndim != 2:
-        raise ValueError(
-            f"obsm[{key!r}] must be a 2-D array (cells × dimensions), got shape {x.shape}: "
-            "compute it again."
-        )
-    if not np.isfinite(values).all():
-        bad = (
-            np.unique(x.tocoo().row[~np.isfinite(x.tocoo().data)])
-            if sparse.issparse(x)
-            else np.flatnonzero(~np.isfinite(x).all(axis=1))
-        )
-        raise ValueError(
-            f"obsm[{key!r}] has NaN or infinite values in {len(bad)} cells (e.g. "
-            f"{list(adata.obs_names[bad[:3]])}): embed again or drop those cells."
-        )
-    return x
-
-
-def _train_arguments() -> set[str]:
-    """What ``train(**trainer_kwargs)`` may pass on: scvi-tools' and Lightning's Trainer."""
-    names = {"ckpt_path", "callbacks", "enable_checkpointing"}
-    for function in (ScviTrainer.__init__, Trainer.__init__):
-        names |= {
-            p.name
-            for p in inspect.signature(function).parameters.values()
-            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"
-        }
-    return names
-
-
-def _check_trainer_kwargs(trainer_kwargs: dict) -> None:
-    """Refuse a misspelt training argument by name, before anything trains."""
-    known = _train_arguments()
-    own = [p for p in inspect.signature(GenePTClassifier.train).parameters if p != "self"]
-    for name in trainer_kwargs:
-        if name not in known:
-            close = difflib.get_close_matches(name, [*own, *known], n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else "."
-            raise TypeError(
-                f"{name} is not an argument of GenePTClassifier.train or of Lightning's "
-                f"Trainer{hint} See help(GenePTClassifier.train) for what it takes."
-            )
-
-
-def _stopping_options(
-    trainer_kwargs: dict, early_stopping: bool, patience: int, validates: bool, verbose: bool
-) -> None:
-    """Early stopping on the validation loss, Lightning's (which says why it stopped if verbose)."""
-    if validates:
-        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-    if early_stopping:
-        trainer_kwargs["callbacks"].append(
-            EarlyStopping(monitor="validation_loss", patience=patience, mode="min", verbose=verbose)
-        )
-
-
-def _class_weights(counts: np.ndarray) -> torch.Tensor:
-    """Each label's weight: inverse to its training cells (0 for a label without any)."""
-    counts = np.asarray(counts, dtype=np.float32)
-    return torch.as_tensor(np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0))
-
-
-def _has_batches(loader) -> bool:
-    """Whether a data module's ``val_dataloader()`` answer holds any batch."""
-    if loader is None:
-        return False
-    return len(loader) > 0 if hasattr(loader, "__len__") else True
-
-
-def _gene_columns(query_genes: dict | None, model_genes: dict) -> np.ndarray | None:
-    """The model column of each query gene, or ``None`` when the genes are the model's own."""
-    names = list(model_genes["names"])
-    if query_genes is None or list(query_genes["names"]) == names:
-        return None
-    column = {g: i for i, g in enumerate(names)}
-    return np.array([column[g] for g in query_genes["names"]], dtype=int)
-
-
-def _aligned(x, columns: np.ndarray, mean_expression) -> np.ndarray:
-    """Query expression put in the model's ``columns``; the model's other genes: their mean."""
-    out = np.tile(np.asarray(mean_expression, dtype=np.float32), (x.shape[0], 1))
-    out[:, columns] = x.toarray() if sparse.issparse(x) else x
-    return out
-
-
-def _gene_set(adata: AnnData, key: str) -> dict | None:
-    """The genes an embedding was made of (names, mean expression, hash), if recorded."""
-    info = adata.uns.get(key)
-    gene_set = info.get("gene_set") if isinstance(info, dict) else None
-    if not isinstance(gene_set, dict) or "sha256" not in gene_set:
-        return None
-    return {
-        "kind": str(info.get("kind", "embedding")),
-        "n_genes": int(gene_set["n_genes"]),
-        "sha256": str(gene_set["sha256"]),
-        "names": [str(g) for g in gene_set["names"]],
-        "mean_expression": np.asarray(gene_set["mean_expression"], dtype=float).round(6).tolist(),
-    }
-
-
-def _provenance(adata: AnnData, key: str) -> dict | None:
-    info = adata.uns.get(key)
-    return (
-        dict(info["gene_embeddings"])
-        if isinstance(info, dict) and "gene_embeddings" in info
-        else None
-    )
-
-
-def _to_plain(value):
-    """JSON-able copy of a registry: numpy arrays and scalars become tagged lists / numbers."""
-    if isinstance(value, dict):
-        return {str(k): _to_plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_to_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return {"__ndarray__": value.tolist(), "dtype": str(value.dtype)}
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _from_plain(value):
-    if isinstance(value, dict):
-        if "__ndarray__" in value:
-            return np.asarray(
-                value["__ndarray__"], dtype=value["dtype"] if value["dtype"] != "object" else object
-            )
-        return {k: _from_plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_plain(v) for v in value]
-    return value
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"Cannot store {type(value).__name__} in model.json")
-
-
-def _version() -> str:
-    from importlib.metadata import version
-
-    return version("sc-genept")
+        return check_query(self, adata, min_gene_overlap)

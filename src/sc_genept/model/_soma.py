@@ -389,7 +389,7 @@ class SomaCells(LightningDataModule):
     @property
     def input_keys(self) -> list[str]:
         """Batch keys of the inputs, as the model names them."""
-        from sc_genept.model._model import _input_keys
+        from sc_genept.model._inputs import _input_keys
 
         return _input_keys(self.keys)
 

@@ -1,0 +1,162 @@
+"""A GenePTClassifier written as a model folder, and rebuilt from one.
+
+What a folder holds and how it is checked (safetensors, JSON, sha256 manifest) is in
+``_folder``; these functions turn a model into the folder's weights and metadata, and back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sc_genept._checks import check_adata
+from sc_genept.model._folder import OWN_ONTOLOGY, ModelFolderError, read_folder, write_folder
+from sc_genept.ontology import CellOntology
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+    from sc_genept.model._model import GenePTClassifier
+    from sc_genept.model._module import GenePTClassifierModule
+
+
+#: Weights a folder saved before the novelty check existed lacks: the check is then off.
+_OPTIONAL_WEIGHTS = {"novelty_variance", "novelty_centroids"}
+
+
+def save_folder(model: GenePTClassifier, dir_path: str | Path, overwrite: bool) -> None:
+    """Write ``model`` to the folder ``dir_path``: see :meth:`GenePTClassifier.save`."""
+    path = Path(dir_path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} is a file; pass a folder to save the model in.")
+    if path.exists() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(f"{path} exists and is not empty; pass overwrite=True.")
+    registry = _to_plain(model.registry_)
+    registry["setup_args"]["ontology"] = OWN_ONTOLOGY
+    meta = {
+        "model": type(model).__name__,
+        "sc_genept_version": _version(),
+        "init_params": model.init_params_,
+        "registry": registry,
+        "embedding_provenance": model.embedding_provenance_,
+        "gene_sets": model.gene_sets_,
+        "ontology": {
+            "version": model.ontology.version,
+            "terms": model.ontology.to_dict(model.terms),
+        },
+        "is_trained": model.is_trained_,
+        "calibration": model.calibration_,
+        "history": {
+            k: v.reset_index().to_dict(orient="list") for k, v in (model.history_ or {}).items()
+        },
+    }
+    write_folder(
+        path, model.module.state_dict(), json.loads(json.dumps(meta, default=_json_default))
+    )
+
+
+def load_folder(
+    cls: type[GenePTClassifier], dir_path: str | Path, adata: AnnData | None, device: str
+) -> GenePTClassifier:
+    """Rebuild a ``cls`` from the folder ``dir_path``: see :meth:`GenePTClassifier.load`."""
+    if not isinstance(dir_path, str | os.PathLike):
+        raise TypeError(
+            "dir_path must be the folder GenePTClassifier.save wrote (a str or Path), got "
+            f"{type(dir_path).__name__}."
+        )
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"device={device!r} is not a torch device: pass 'cpu', 'cuda' or "
+            f"'cuda:<index>' ({err})."
+        ) from None
+    if adata is not None:
+        check_adata(adata)
+    path = Path(dir_path)
+    meta, state = read_folder(path, device)
+    if meta.get("model") != cls.__name__:
+        raise ModelFolderError(f"{path} holds a {meta.get('model')!r}, not a {cls.__name__}.")
+    try:
+        ontology = CellOntology.from_dict(
+            meta["ontology"]["terms"],
+            version=str(meta["ontology"]["version"]),
+            source=f"the model folder {path.name}",
+        )
+        registry = _from_plain(meta["registry"])
+        registry["setup_args"]["ontology"] = ontology  # the model's own terms, not a path
+        model = cls(None, registry=registry, **meta["init_params"]["non_kwargs"])
+        registry["setup_args"]["ontology"] = OWN_ONTOLOGY
+        _load_weights(model.module, state)
+        model.calibration_ = meta.get("calibration")  # absent from older folders
+        model.embedding_provenance_ = meta["embedding_provenance"]
+        model.gene_sets_ = meta["gene_sets"]
+        model.is_trained_ = bool(meta["is_trained"])
+        model.history_ = {k: pd.DataFrame(v).set_index("epoch") for k, v in meta["history"].items()}
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        if isinstance(err, ModelFolderError):
+            raise
+        raise ModelFolderError(
+            f"{path / 'model.json'} and its weights do not describe a GenePTClassifier "
+            f"this sc_genept can rebuild ({type(err).__name__}: {err}). Save it again with "
+            "this version."
+        ) from err
+    model.module.to(device).eval()
+    if adata is not None:
+        model._query(adata)
+        model._attached = adata
+    return model
+
+
+def _load_weights(module: GenePTClassifierModule, state: dict) -> None:
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - _OPTIONAL_WEIGHTS:
+        raise RuntimeError(
+            f"the weights lack {sorted(set(missing) - _OPTIONAL_WEIGHTS)} and have "
+            f"unexpected {sorted(unexpected)}"
+        )
+
+
+def _to_plain(value):
+    """JSON-able copy of a registry: numpy arrays and scalars become tagged lists / numbers."""
+    if isinstance(value, dict):
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": value.tolist(), "dtype": str(value.dtype)}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _from_plain(value):
+    if isinstance(value, dict):
+        if "__ndarray__" in value:
+            return np.asarray(
+                value["__ndarray__"], dtype=value["dtype"] if value["dtype"] != "object" else object
+            )
+        return {k: _from_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_plain(v) for v in value]
+    return value
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"Cannot store {type(value).__name__} in model.json")
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("sc-genept")
