@@ -381,3 +381,46 @@ def test_interrupted_training_resumes_from_its_checkpoint(pbmc_split, tmp_path):
     epochs = model.history_["train_loss"].index
     assert epochs.min() >= 3 and epochs.max() == 7  # picked up after the last saved epoch
     assert model.predict(query)["ontology_term_id"].isin(model.terms).all()
+
+
+def test_a_saved_model_loads_through_scvi_tools_model_sharing(trained, pbmc_split, tmp_path):
+    """scvi-tools' ``HubModel`` (what its hub uploads and downloads) loads the folder."""
+    pytest.importorskip("huggingface_hub")
+    import anndata
+    import scvi
+    from huggingface_hub import ModelCard
+    from scvi.hub import HubMetadata, HubModel
+
+    _, query = pbmc_split
+    folder = tmp_path / "model"
+    trained.save(folder)
+    metadata = HubMetadata(
+        scvi.__version__,
+        anndata.__version__,
+        "GenePTClassifier",
+        model_parent_module="sc_genept.model",
+    )
+    card = ModelCard("---\nlicense: cc-by-4.0\n---\n# A GenePT classifier of PBMCs\n")
+    HubModel(str(folder), metadata=metadata, model_card=card).save()  # beside the model's files
+    shared = HubModel(str(folder))  # as a download would be read
+    shared.load_model(adata=query)  # GenePTClassifier.load(accelerator="auto", device="auto")
+    assert isinstance(shared.model, GenePTClassifier)
+    pd.testing.assert_frame_equal(shared.model.predict(query), trained.predict(query))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"accelerator": "tpu"}, "accelerator must be"),
+        ({"accelerator": "cpu", "device": 1.5}, "device must be"),
+        pytest.param(
+            {"accelerator": "gpu", "device": "auto"},
+            "sees no CUDA GPU",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here"),
+        ),
+    ],
+)
+def test_load_refuses_an_accelerator_it_cannot_use(trained, tmp_path, options, message):
+    trained.save(tmp_path / "model")
+    with pytest.raises(ValueError, match=message):
+        GenePTClassifier.load(tmp_path / "model", **options)

@@ -46,7 +46,7 @@ from sc_genept.model._inputs import (
 )
 from sc_genept.model._module import GenePTClassifierModule
 from sc_genept.model._overlap import DEFAULT_MIN_GENE_OVERLAP, gene_overlap
-from sc_genept.model._persist import load_folder, save_folder
+from sc_genept.model._persist import load_folder, save_folder, torch_device
 from sc_genept.model._predict import cell_calls, error_curve, level_for_max_error, score_cells
 from sc_genept.model._setup import register_reference
 from sc_genept.model._training import KeepThreads, cpu_threads, torch_threads
@@ -504,7 +504,12 @@ class GenePTClassifier(BaseModelClass):
 
     @classmethod
     def load(
-        cls, dir_path: str | Path, adata: AnnData | None = None, *, device: str = "cpu"
+        cls,
+        dir_path: str | Path,
+        adata: AnnData | None = None,
+        *,
+        accelerator: str = "cpu",
+        device: str | int = "cpu",
     ) -> GenePTClassifier:
         """Load a model folder written by :meth:`~sc_genept.model.GenePTClassifier.save`.
 
@@ -520,10 +525,15 @@ class GenePTClassifier(BaseModelClass):
         adata
             Optional query data to attach; its embeddings must come from the same gene
             table as the training data's, else a :class:`ValueError` says which differ.
-        device
-            Where to put the weights (``"cpu"``, ``"cuda"``, ``"cuda:1"`` …).
+        accelerator, device
+            Where to put the weights: a torch device (``device="cpu"``, ``"cuda"``,
+            ``"cuda:1"`` …), or, as scvi-tools' models take them, an ``accelerator``
+            (``"auto"``, ``"cpu"``, ``"gpu"``/``"cuda"``) with ``device="auto"`` or a GPU
+            index. ``accelerator="auto"`` picks a GPU when torch sees one. scvi-tools'
+            model sharing (``scvi.hub.HubModel``) loads a model folder this way (see
+            :doc:`/annotation`).
         """
-        return load_folder(cls, dir_path, adata, device)
+        return load_folder(cls, dir_path, adata, torch_device(accelerator, device))
 
     @classmethod
     def load_pretrained(

@@ -61,6 +61,28 @@ def save_folder(model: GenePTClassifier, dir_path: str | Path, overwrite: bool) 
     )
 
 
+def torch_device(accelerator: str, device: str | int) -> str:
+    """The torch device of an scvi-tools-style ``accelerator`` and ``device`` pair.
+
+    ``device`` may already be a torch device (``"cuda:1"``); ``"auto"`` or an index picks
+    one for ``accelerator``.
+    """
+    if accelerator not in ("auto", "cpu", "gpu", "cuda"):
+        raise ValueError(
+            f"accelerator must be 'auto', 'cpu', 'gpu' or 'cuda', got {accelerator!r}."
+        )
+    if isinstance(device, str) and device != "auto":
+        return device
+    if device != "auto" and (isinstance(device, bool) or not isinstance(device, int)):
+        raise ValueError(f"device must be a torch device, 'auto' or a GPU index, got {device!r}.")
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if not gpu:
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise ValueError(f"accelerator={accelerator!r}, but torch sees no CUDA GPU here.")
+    return "cuda" if device == "auto" else f"cuda:{device}"
+
+
 def load_folder(
     cls: type[GenePTClassifier], dir_path: str | Path, adata: AnnData | None, device: str
 ) -> GenePTClassifier:
