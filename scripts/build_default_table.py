@@ -39,8 +39,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sc_genept.genes import GeneEmbeddings, Provenance
-from sc_genept.genes._embedders import SentenceTransformerEmbedder, embed_texts
+from sc_genept.genes import GeneEmbeddings, Provenance, SentenceTransformerEmbedder, embed_texts
 from sc_genept.genes._ids import primary_ensembl_ids
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -346,14 +346,14 @@ def test_pbmc_table_needs_a_cl_where_its_names_resolve(tiny_cl):
 def test_rules_run_once_per_distinct_label(cl, monkeypatch):
     import numpy as np
 
-    from sc_genept.ontology import _cell_ontology
+    from sc_genept.ontology import _label_lookup
 
     distinct = [*list(EVERYDAY)[:15], *UNMAPPED[:5]]
     labels = np.random.default_rng(0).choice(distinct, size=100_000)
     cl.match("warm up the indices")
     calls = []
-    real = _cell_ontology.rule_keys
-    monkeypatch.setattr(_cell_ontology, "rule_keys", lambda key: calls.append(key) or real(key))
+    real = _label_lookup.rule_keys
+    monkeypatch.setattr(_label_lookup, "rule_keys", lambda key: calls.append(key) or real(key))
     start = time.perf_counter()
     ids, unmapped = cl.map_labels(labels)
     took = time.perf_counter() - start

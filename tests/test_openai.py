@@ -34,7 +34,7 @@ from sc_genept.genes import (
     estimate_cost,
     text,
 )
-from sc_genept.genes._embedders import text_key
+from sc_genept.genes._embed_texts import text_key
 
 KEY = "sk-test-DO-NOT-WRITE-3b9f0c"
 TEXTS = ["CD3E: CD3 epsilon.", "MS4A1: membrane spanning 4-domains A1.", "LYZ: lysozyme."]
@@ -122,7 +122,7 @@ def test_batch_api(server, embedder, tmp_path):
 
 
 def test_failed_batch_requests_are_retried_synchronously(server, embedder, tmp_path):
-    from sc_genept.genes._embedders import text_key
+    from sc_genept.genes._embed_texts import text_key
 
     server.fail_custom_ids = {text_key(embedder, TEXTS[1])}
     vectors = embed_texts(TEXTS, embedder, cache_dir=tmp_path, batch_api=True, poll_interval=0.01)
@@ -332,7 +332,7 @@ def test_cli_asks_before_paid_calls_and_declines_without_a_terminal(monkeypatch)
 
 def test_a_crash_while_storing_does_not_pay_twice(server, embedder, tmp_path):
     from sc_genept.genes import Cache
-    from sc_genept.genes._embedders import text_key
+    from sc_genept.genes._embed_texts import text_key
 
     cache = Cache(tmp_path, "embeddings")
 

@@ -145,14 +145,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     common = _common(top_level=False)
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_demo(commands, common)
+    _add_annotate(commands, common)
+    genes = _parser(
+        commands.add_parser,
+        "genes",
+        help="gene texts and gene-embedding tables",
+        description="Build gene texts, embed them into a gene table, and describe gene tables.",
+    ).add_subparsers(dest="genes_command", required=True)
+    _add_genes_text(genes, common)
+    _add_genes_embed(genes, common)
+    _add_genes_info(genes, common)
+    return parser
 
-    def command(group, name: str, handler: str, **kwargs) -> argparse.ArgumentParser:
-        sub = _parser(group.add_parser, name, parents=[common], **kwargs)
-        sub.set_defaults(handler=handler, parser=sub)
-        return sub
 
-    demo = command(
+def _command(group, common, name: str, handler: str, **kwargs) -> argparse.ArgumentParser:
+    """A command's parser in ``group``, with the ``common`` options, that sets ``handler``."""
+    sub = _parser(group.add_parser, name, parents=[common], **kwargs)
+    sub.set_defaults(handler=handler, parser=sub)
+    return sub
+
+
+def _add_demo(commands, common) -> None:
+    """The parser of ``sc-genept demo``."""
+    demo = _command(
         commands,
+        common,
         "demo",
         "demo",
         help="embed scanpy's bundled PBMCs, plot a UMAP, annotate 20 %% from the other 80 %%",
@@ -167,8 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for the UMAP plot (default: sc_genept_demo)",
     )
 
-    annotate = command(
+
+def _add_annotate(commands, common) -> None:
+    """The parser of ``sc-genept annotate``: what to annotate with, which matrix, the output."""
+    annotate = _command(
         commands,
+        common,
         "annotate",
         "annotate",
         help="annotate the cells of an .h5ad file with Cell Ontology terms",
@@ -181,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     annotate.add_argument(
         "-o", "--out", required=True, help="where to write the annotated cells (.h5ad)"
     )
+    _add_annotate_source(annotate)
+    _add_annotate_matrix(annotate)
+    _add_annotate_output(annotate)
+
+
+def _add_annotate_source(annotate: argparse.ArgumentParser) -> None:
+    """The options of ``annotate`` that say what to annotate with: a model or a reference."""
     source = annotate.add_argument_group(
         "what to annotate with (one of)",
         "A model, or a reference with its labels to train one on.",
@@ -204,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="upper bound on training passes over the reference (default 200; with --reference)",
     )
+
+
+def _add_annotate_matrix(annotate: argparse.ArgumentParser) -> None:
+    """The options of ``annotate`` that choose the expression matrix to read."""
     matrix = annotate.add_argument_group("which expression matrix to read")
     matrix.add_argument(
         "--layer",
@@ -231,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
         "two columns, the data's gene names and their human orthologs (default: "
         "genes match by symbol ignoring case)",
     )
+
+
+def _add_annotate_output(annotate: argparse.ArgumentParser) -> None:
+    """The options of ``annotate`` that shape what it writes."""
     output = annotate.add_argument_group("output")
     output.add_argument(
         "--key-added",
@@ -271,15 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace the output file if it exists"
     )
 
-    genes = _parser(
-        commands.add_parser,
-        "genes",
-        help="gene texts and gene-embedding tables",
-        description="Build gene texts, embed them into a gene table, and describe gene tables.",
-    ).add_subparsers(dest="genes_command", required=True)
 
-    text = command(
+def _add_genes_text(genes, common) -> None:
+    """The parser of ``sc-genept genes text``."""
+    text = _command(
         genes,
+        common,
         "text",
         "genes text",
         help="build (and enrich) a gene-texts table",
@@ -307,8 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     text.add_argument("--yes", action="store_true", help="send to a paid API without asking")
 
-    embed = command(
+
+def _add_genes_embed(genes, common) -> None:
+    """The parser of ``sc-genept genes embed``."""
+    embed = _command(
         genes,
+        common,
         "embed",
         "genes embed",
         help="embed a texts table into a gene table",
@@ -353,8 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embed.add_argument("--yes", action="store_true", help="send to a paid API without asking")
 
-    info = command(
+
+def _add_genes_info(genes, common) -> None:
+    """The parser of ``sc-genept genes info``."""
+    info = _command(
         genes,
+        common,
         "info",
         "genes info",
         help="provenance and coverage of a gene table",
@@ -363,4 +405,3 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument(
         "table", nargs="?", default="default", help="bundled table name or file (default: default)"
     )
-    return parser

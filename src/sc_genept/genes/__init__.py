@@ -3,6 +3,7 @@
 from . import text
 from ._build import build_table
 from ._cache import Cache
+from ._embed_texts import embed_texts
 from ._embedders import (
     OPENAI_PRICES,
     BatchJobError,
@@ -10,8 +11,6 @@ from ._embedders import (
     Embedder,
     EmbeddingError,
     OpenAIEmbedder,
-    SentenceTransformerEmbedder,
-    embed_texts,
     estimate_cost,
 )
 from ._ids import GeneMatch, gene_map, match_genes, ortholog_map, primary_ensembl_ids
@@ -24,6 +23,7 @@ from ._readers import (
     read_table_file,
 )
 from ._registry import available, load
+from ._sentence_transformer import SentenceTransformerEmbedder
 from ._table import GeneEmbeddings, Provenance
 
 # What users call (see docs/api.md). Helpers such as ``detect_id_type``,

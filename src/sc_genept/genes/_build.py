@@ -8,7 +8,8 @@ from importlib.metadata import version
 import pandas as pd
 
 from sc_genept._utils import warn_caller
-from sc_genept.genes._embedders import Embedder, OpenAIEmbedder, embed_texts
+from sc_genept.genes._embed_texts import embed_texts
+from sc_genept.genes._embedders import Embedder, OpenAIEmbedder
 from sc_genept.genes._table import GeneEmbeddings, Provenance
 
 

