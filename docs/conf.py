@@ -59,3 +59,19 @@ if os.environ.get("SC_GENEPT_DOCS_OFFLINE"):
         ),
         (r"py:.*", r"(pathlib|collections|typing|os|io|datetime|dataclasses)\..*"),
     ]
+
+
+def _public_bases(app, name, obj, options, bases):
+    """Leave sc_genept's private base classes (code organisation, not API) out of "Bases"."""
+    bases[:] = [
+        base
+        for base in bases
+        if not (
+            base.__module__.startswith("sc_genept.")
+            and any(part.startswith("_") for part in base.__module__.split("."))
+        )
+    ]
+
+
+def setup(app):
+    app.connect("autodoc-process-bases", _public_bases)
