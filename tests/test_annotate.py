@@ -79,6 +79,7 @@ def test_bad_calls(pbmc, kwargs, message):
     assert "genept_cell_type" not in pbmc.obs
 
 
+@pytest.mark.slow
 def test_same_seed_same_annotation(pbmc_split):
     ref, query = pbmc_split
     runs = [

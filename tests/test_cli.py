@@ -16,6 +16,7 @@ from sc_genept import cli
 from sc_genept._cli_parser import build_parser
 
 
+@pytest.mark.slow
 def test_demo_embeds_plots_and_annotates(tmp_path, capsys):
     path = cli.demo(tmp_path / "demo", max_epochs=20)
     assert path.exists() and path.stat().st_size > 10_000

@@ -53,6 +53,9 @@ SCRIPT = textwrap.dedent(
 )
 
 
+pytestmark = pytest.mark.slow  # minutes of training or processes: the full lane only
+
+
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ddp")

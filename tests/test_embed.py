@@ -274,6 +274,7 @@ def test_backed_csc_is_refused_with_advice(counts, tmp_path):
         sc_genept.tl.genept_embed(backed)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None)
 @given(
     st.integers(1, 30),

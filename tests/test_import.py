@@ -44,6 +44,7 @@ def test_registration_installs_no_hook_on_scanpy():
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "first",
     [
@@ -82,6 +83,7 @@ def not_for_help() -> tuple[str, ...]:
     return tuple(m for m in NOT_FOR_HELP if m not in result.stdout.split())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "argv",
     [

@@ -21,7 +21,9 @@ CPU_KERNELS = ["sparse", "dense", "torch"]
 
 
 def _random_csr(rng, n_rows, n_genes, density):
-    x = sparse.random(n_rows, n_genes, density=density, format="csr", rng=rng, dtype=np.float32)
+    x = sparse.random(
+        n_rows, n_genes, density=density, format="csr", random_state=rng, dtype=np.float32
+    )
     x.data = np.ceil(x.data * 20)  # counts
     return x
 

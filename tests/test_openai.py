@@ -131,6 +131,7 @@ def test_failed_batch_requests_are_retried_synchronously(server, embedder, tmp_p
     np.testing.assert_allclose(vectors, expected(TEXTS), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_killed_batch_run_resumes_the_same_job(server, tmp_path):
     server.hold_batches = True
     script = textwrap.dedent(

