@@ -3,12 +3,12 @@
 :func:`cell_embedding` is what :func:`~sc_genept.tl.genept_embed` and
 :func:`~sc_genept.tl.genept_annotate` write, and what a streaming data module
 (:class:`~sc_genept.model.SomaCells`) embeds batches with: the choice of matrix, gene
-matching, duplicate names, the gene set, the checks and the record live here, once.
+matching, duplicate names, the gene set and the checks live here, once. The record's
+fields are built here; its type and ``uns`` form are :mod:`sc_genept._record`'s.
 """
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +23,8 @@ from scipy import sparse
 from sc_genept import _dask
 from sc_genept._checks import check_adata, positive_int
 from sc_genept._genept_w import NpyFileSink, ScaledDataError, genept_w
-from sc_genept._utils import h5ad_safe, warn_caller
+from sc_genept._record import EmbeddingRecord, GeneSet
+from sc_genept._utils import warn_caller
 from sc_genept.genes import GeneEmbeddings, load, match_genes, ortholog_map
 from sc_genept.genes._ids import translate_names
 
@@ -67,7 +68,7 @@ def cell_embedding(
         so that a missing gene counts as "typical" rather than "not expressed".
     expression
         Also return the (log-normalised) expression of the embedded genes, cells × genes
-        in the order of ``record["gene_set"]["names"]``.
+        in the order of ``record.gene_set.names``.
     """
     check_adata(adata, empty_ok=False)
     _check_options(
@@ -137,28 +138,28 @@ def cell_embedding(
     values = None
     if expression:  # columns in the order of the record's (sorted) names
         values = result.expression[:, plan.expression_order]
-    return CellEmbedding(result.embedding, h5ad_safe(record), values)
+    return CellEmbedding(result.embedding, record, values)
 
 
-def _record(params: dict, source: str, plan: _GenePlan, result, n_cells: int) -> dict:
-    """The ``uns`` record of an in-memory embedding (what it was made of and from)."""
+def _record(params: dict, source: str, plan: _GenePlan, result, n_cells: int) -> EmbeddingRecord:
+    """The record of an in-memory embedding (what it was made of and from)."""
     set_totals = result.gene_totals[: len(plan.vectors)]
     matched_total = result.gene_totals.sum()
     share = set_totals.sum() / matched_total if matched_total else 0.0
-    return {
-        "params": params,
-        "source": source,
-        **plan.record(),
-        "gene_set": gene_set_record(
-            plan.found,
-            set_totals / max(n_cells, 1),
-            fraction_of_matched_expression=share,
-            n_imputed=len(plan.imputed),
-        ),
-        "fraction_counts_covered": round(float(result.fraction_counts_covered), 6),
-        "log_normalized": result.log_normalized,
-        "n_cells_empty": result.n_empty,
-    }
+    gene_set = GeneSet.sorted_by_name(
+        plan.found,
+        set_totals / max(n_cells, 1),
+        fraction_of_matched_expression=share,
+        n_imputed=len(plan.imputed),
+    )
+    return plan.record(
+        params,
+        source,
+        gene_set,
+        fraction_counts_covered=round(float(result.fraction_counts_covered), 6),
+        log_normalized=result.log_normalized,
+        n_cells_empty=result.n_empty,
+    )
 
 
 def _table(gene_embeddings: str | Path | GeneEmbeddings, n_dims: int | None) -> GeneEmbeddings:
@@ -279,19 +280,11 @@ def _lazy_embedding(
         scaled_message=_scaled_message(adata, source, "\0"),
         dtype=np.dtype(dtype),
     )
-    record = {
-        "params": params,
-        "source": source,
-        **plan.record(),
-        "gene_set": gene_set_record(
-            plan.found, None, fraction_of_matched_expression=None, n_imputed=len(plan.imputed)
-        ),
-        "fraction_counts_covered": None,
-        "log_normalized": log_normalized,
-        "n_cells_empty": None,
-        "lazy": True,
-    }
-    return CellEmbedding(embedding, h5ad_safe(record), None)
+    gene_set = GeneSet.sorted_by_name(
+        plan.found, None, fraction_of_matched_expression=None, n_imputed=len(plan.imputed)
+    )
+    record = plan.record(params, source, gene_set, log_normalized=log_normalized, lazy=True)
+    return CellEmbedding(embedding, record, None)
 
 
 @dataclass
@@ -357,17 +350,21 @@ class _GenePlan:
         """The imputed genes' contribution to every cell, if any are imputed."""
         return _imputed_sum(self.table, self.imputed) if self.imputed else None
 
-    def record(self) -> dict:
-        """The ``gene_embeddings`` and ``genes`` entries of the ``uns`` record."""
-        return {
-            "gene_embeddings": self.table.describe(),
-            "genes": {
-                **self.match.summary(),
-                "n_duplicate_columns_summed": 0
-                if self.duplicates is None
-                else len(self.duplicates[0]),
-            },
-        }
+    def record(self, params: dict, source: str, gene_set: GeneSet, **statistics) -> EmbeddingRecord:
+        """The embedding's record: the plan's gene table and matches, with ``statistics``.
+
+        ``statistics``: the :class:`EmbeddingRecord` fields measured by the pass over the
+        data (``fraction_counts_covered``, ``log_normalized``, ...).
+        """
+        n_summed = 0 if self.duplicates is None else len(self.duplicates[0])
+        return EmbeddingRecord(
+            params=params,
+            source=source,
+            gene_embeddings=self.table.describe(),
+            genes={**self.match.summary(), "n_duplicate_columns_summed": n_summed},
+            gene_set=gene_set,
+            **statistics,
+        )
 
 
 @dataclass
@@ -375,40 +372,10 @@ class CellEmbedding:
     """What :func:`cell_embedding` returns."""
 
     embedding: np.ndarray
-    record: dict
-    #: Cells × genes of ``record["gene_set"]["names"]``, with ``expression=True``.
+    #: What ``uns[key_added]`` records (:meth:`EmbeddingRecord.to_uns`).
+    record: EmbeddingRecord
+    #: Cells × genes of ``record.gene_set.names``, with ``expression=True``.
     expression: sparse.csr_matrix | None = None
-
-
-def expression_record(record: dict) -> dict:
-    """The ``uns`` record of an expression input: which genes its columns are."""
-    return {
-        "kind": "expression",
-        "values": "log-normalised" if record["log_normalized"] else "as given",
-        "gene_set": record["gene_set"],
-        "gene_embeddings": record["gene_embeddings"],
-    }
-
-
-def gene_set_record(
-    names, mean_expression, *, fraction_of_matched_expression: float = 1.0, n_imputed: int = 0
-) -> dict:
-    """The ``uns`` record of the genes an embedding is made of, sorted by name."""
-    names = np.asarray(names, dtype=object)
-    order = np.argsort(names, kind="stable")
-    names = names[order]
-    if mean_expression is not None:  # None: not known without a pass over the data (Dask)
-        mean_expression = np.asarray(mean_expression, dtype=np.float64)[order].astype(np.float32)
-    if fraction_of_matched_expression is not None:
-        fraction_of_matched_expression = round(float(fraction_of_matched_expression), 6)
-    return {
-        "n_genes": len(names),
-        "sha256": gene_set_hash(names),
-        "names": names.astype(str),
-        "mean_expression": mean_expression,
-        "fraction_of_matched_expression": fraction_of_matched_expression,
-        "n_imputed": n_imputed,
-    }
 
 
 def _missing_genes(genes, found, missing_values) -> dict:
@@ -425,11 +392,6 @@ def _imputed_sum(table: GeneEmbeddings, imputed: dict) -> np.ndarray:
     rows = [row_of[g] for g in imputed if g in row_of]
     values = np.array([imputed[g] for g in imputed if g in row_of], dtype=np.float32)
     return values @ table.embeddings[rows]
-
-
-def gene_set_hash(names) -> str:
-    """Identity of a set of gene names (order does not matter)."""
-    return hashlib.sha256("\n".join(sorted(map(str, names))).encode()).hexdigest()
 
 
 class ExpressionSource(NamedTuple):

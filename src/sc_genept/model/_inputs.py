@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
+from sc_genept._record import EmbeddingRecord
 from sc_genept._utils import warn_caller
 from sc_genept.model._overlap import DEFAULT_MIN_GENE_OVERLAP, check_gene_overlap, gene_overlap
 
@@ -237,25 +238,37 @@ def _aligned(x, columns: np.ndarray, mean_expression) -> np.ndarray:
     return out
 
 
-def _gene_set(adata: AnnData, key: str) -> dict | None:
-    """The genes an embedding was made of (names, mean expression, hash), if recorded."""
-    info = adata.uns.get(key)
-    gene_set = info.get("gene_set") if isinstance(info, dict) else None
-    if not isinstance(gene_set, dict) or "sha256" not in gene_set:
+def _genept_record(adata: AnnData, key: str) -> EmbeddingRecord | None:
+    """The genept_embed record of input ``key``, or None when it has none.
+
+    An input made otherwise (e.g. ``X_pca``) has no record: that is not an error here,
+    its genes and gene table are just not checked.
+    """
+    try:
+        return EmbeddingRecord.read(adata, key)
+    except ValueError:
         return None
+
+
+def _gene_set(adata: AnnData, key: str) -> dict | None:
+    """The genes an embedding was made of (names, mean expression, hash), if recorded.
+
+    In the form model folders keep in ``model.json``'s ``gene_sets``.
+    """
+    record = _genept_record(adata, key)
+    if record is None:
+        return None
+    gene_set = record.gene_set
     return {
-        "kind": str(info.get("kind", "embedding")),
-        "n_genes": int(gene_set["n_genes"]),
-        "sha256": str(gene_set["sha256"]),
-        "names": [str(g) for g in gene_set["names"]],
-        "mean_expression": np.asarray(gene_set["mean_expression"], dtype=float).round(6).tolist(),
+        "kind": record.kind,
+        "n_genes": gene_set.n_genes,
+        "sha256": gene_set.sha256,
+        "names": [str(g) for g in gene_set.names],
+        "mean_expression": np.asarray(gene_set.mean_expression, dtype=float).round(6).tolist(),
     }
 
 
 def _provenance(adata: AnnData, key: str) -> dict | None:
-    info = adata.uns.get(key)
-    return (
-        dict(info["gene_embeddings"])
-        if isinstance(info, dict) and "gene_embeddings" in info
-        else None
-    )
+    """The gene table an embedding was made with, as ``model.json`` keeps it, if recorded."""
+    record = _genept_record(adata, key)
+    return None if record is None else record.gene_embeddings

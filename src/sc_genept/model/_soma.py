@@ -30,6 +30,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from sc_genept._checks import check_fraction, positive_int
+from sc_genept._record import EmbeddingRecord
 from sc_genept.model._soma_stream import (
     Embedder,
     EpochLoader,
@@ -260,7 +261,8 @@ class SomaCells(LightningDataModule):
         )
         if self._embedder is not None:
             # every batch must be normalised as the prototype was: counts are, values are not
-            self._embedder.normalize = bool(self._prototype.uns[key]["log_normalized"])
+            prototype_record = EmbeddingRecord.read(self._prototype, key)
+            self._embedder.normalize = bool(prototype_record.log_normalized)
         self._standardization_ids = np.sort(
             rng.choice(self._train, min(standardization_cells, len(self._train)), replace=False)
         )
@@ -510,7 +512,7 @@ class SomaCells(LightningDataModule):
             return adata
         # the reference is embedded by genept_embed itself: its record (genes, their mean
         # expression, the table's provenance) is what a query is later checked against
-        from sc_genept._embedding import cell_embedding, expression_record
+        from sc_genept._embedding import cell_embedding
 
         with warnings.catch_warnings():  # names may repeat: genept_embed sums their columns
             warnings.filterwarnings("ignore", message=".*not unique", category=UserWarning)
@@ -524,8 +526,8 @@ class SomaCells(LightningDataModule):
             expression=expression,
         )
         adata = AnnData(obs=obs, obsm={self.key: embedded.embedding})
-        adata.uns[self.key] = embedded.record
+        adata.uns[self.key] = embedded.record.to_uns()
         if expression:
             adata.obsm[self.keys[1]] = embedded.expression
-            adata.uns[self.keys[1]] = expression_record(embedded.record)
+            adata.uns[self.keys[1]] = embedded.record.expression().to_uns()
         return adata

@@ -14,6 +14,7 @@ import pandas as pd
 from scanpy import logging as logg
 
 from sc_genept._checks import check_adata, check_fraction, positive_int
+from sc_genept._record import EmbeddingRecord
 from sc_genept._utils import h5ad_safe
 from sc_genept.genes import GeneEmbeddings
 from sc_genept.model._calls import DEFAULT_NOVELTY_RATE
@@ -264,7 +265,7 @@ def genept_annotate(
     adata.uns[key_added] = h5ad_safe(
         {
             "params": params,
-            "gene_embeddings": embedded.uns[EMBEDDING_KEY]["gene_embeddings"],
+            "gene_embeddings": EmbeddingRecord.read(embedded, EMBEDDING_KEY).gene_embeddings,
             "gene_overlap": overlap or None,
             "genes_through_orthologs": crossed,
             "model": str(model._model_summary_string),

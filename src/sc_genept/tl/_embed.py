@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Literal
 from scanpy import logging as logg
 
 from sc_genept._checks import check_adata
-from sc_genept._embedding import cell_embedding, expression_record
+from sc_genept._embedding import cell_embedding
+from sc_genept._record import EmbeddingRecord
 from sc_genept._utils import warn_caller
 from sc_genept.genes import GeneEmbeddings
 
@@ -212,12 +213,12 @@ def genept_embed(
     _warn_overwrite(adata, [key_added, *([f"{key_added}_expression"] if expression else [])])
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = embedding
-    adata.uns[key_added] = record
+    adata.uns[key_added] = record.to_uns()
     if expression:
         adata.obsm[f"{key_added}_expression"] = embedded.expression
-        adata.uns[f"{key_added}_expression"] = expression_record(record)
-    genes = record["genes"]
-    covered = record.get("fraction_counts_covered")
+        adata.uns[f"{key_added}_expression"] = record.expression().to_uns()
+    genes = record.genes
+    covered = record.fraction_counts_covered
     covering = (
         "embedding lazily (Dask) the expression in"
         if covered is None
@@ -225,7 +226,7 @@ def genept_embed(
     )
     logg.info(
         f"GenePT-w: {genes['n_genes_matched']} of {genes['n_genes']} genes matched "
-        f"({genes['fraction_genes_matched']:.1%}), {covering} {record['source']}\n"
+        f"({genes['fraction_genes_matched']:.1%}), {covering} {record.source}\n"
         f"    added 'obsm[{key_added!r}]' ({embedding.shape[1]} dims) and 'uns[{key_added!r}]'"
     )
     return adata if copy else None
@@ -250,6 +251,10 @@ def _warn_overwrite(adata: AnnData, keys: Sequence[str]) -> None:
         )
 
 
-def _is_genept_record(record) -> bool:
-    """Whether ``record`` is an ``uns`` entry written by genept_embed (embedding or expression)."""
-    return isinstance(record, Mapping) and "gene_set" in record and "gene_embeddings" in record
+def _is_genept_record(value) -> bool:
+    """Whether ``value`` is an ``uns`` entry written by genept_embed (embedding or expression)."""
+    try:
+        EmbeddingRecord.from_uns(value)
+    except ValueError:
+        return False
+    return True

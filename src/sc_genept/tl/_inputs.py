@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,8 @@ import pandas as pd
 import scanpy as sc
 from scipy import sparse
 
-from sc_genept._embedding import cell_embedding, expression_record, gene_set_record
+from sc_genept._embedding import cell_embedding
+from sc_genept._record import EmbeddingRecord, GeneSet
 from sc_genept._utils import warn_caller
 from sc_genept.genes import GeneEmbeddings
 from sc_genept.genes import available as available_tables
@@ -69,14 +71,15 @@ def reference_inputs(
         )
 
     ref = embed(reference, layer=reference_layer, use_raw=reference_use_raw)
-    ref_genes = ref.uns[EMBEDDING_KEY]["gene_set"]
-    query = embed(adata, genes=ref_genes["names"], layer=layer, use_raw=use_raw)
-    shared = query.uns[EMBEDDING_KEY]["gene_set"]["names"]
+    ref_genes = EmbeddingRecord.read(ref, EMBEDDING_KEY).gene_set
+    query = embed(adata, genes=ref_genes.names, layer=layer, use_raw=use_raw)
+    query_record = EmbeddingRecord.read(query, EMBEDDING_KEY)
+    shared = query_record.gene_set.names
     overlap = shared_gene_overlap(
-        ref_genes["n_genes"], query.uns[EMBEDDING_KEY]["genes"]["n_genes_matched"], len(shared)
+        ref_genes.n_genes, query_record.genes["n_genes_matched"], len(shared)
     )
     check_shared_genes(overlap, min_gene_overlap)
-    if len(shared) < ref_genes["n_genes"]:
+    if len(shared) < ref_genes.n_genes:
         ref = embed(reference, genes=shared, layer=reference_layer, use_raw=reference_use_raw)
     if EXPRESSION_KEY in keys:
         informative = most_variable(ref, n_expression_genes)
@@ -113,7 +116,7 @@ def model_inputs(
     )
     if EXPRESSION_KEY in query.obsm:  # a model may read fewer genes' expression
         keep_expression_genes(query, model.gene_sets_[EXPRESSION_KEY]["names"])
-    overlap = model.gene_overlap(query.uns[EMBEDDING_KEY]["gene_set"]["names"])
+    overlap = model.gene_overlap(EmbeddingRecord.read(query, EMBEDDING_KEY).gene_set.names)
     check_gene_overlap(overlap, min_gene_overlap)
     return query, overlap
 
@@ -151,11 +154,11 @@ def embedded(
     light = ad.AnnData(
         obs=pd.DataFrame(index=adata.obs_names.copy()),
         obsm={EMBEDDING_KEY: made.embedding},
-        uns={EMBEDDING_KEY: made.record},
+        uns={EMBEDDING_KEY: made.record.to_uns()},
     )
     if EXPRESSION_KEY in keys:
         light.obsm[EXPRESSION_KEY] = made.expression
-        light.uns[EXPRESSION_KEY] = expression_record(made.record)
+        light.uns[EXPRESSION_KEY] = made.record.expression().to_uns()
     for key in keys:
         if key not in light.obsm:
             if key not in adata.obsm:
@@ -175,7 +178,7 @@ _LOGGED_MAX = 30.0
 
 def most_variable(light: AnnData, n_genes: int | None) -> np.ndarray | None:
     """The ``n_genes`` most variable genes of an expression input (``None``: all of them)."""
-    names = np.asarray(light.uns[EXPRESSION_KEY]["gene_set"]["names"], dtype=object)
+    names = np.asarray(EmbeddingRecord.read(light, EXPRESSION_KEY).gene_set.names, dtype=object)
     if n_genes is None or n_genes >= len(names):
         return None
     x = light.obsm[EXPRESSION_KEY]
@@ -196,21 +199,20 @@ def keep_expression_genes(light: AnnData, genes) -> None:
     """Cut the expression input of ``light`` to the columns of ``genes`` (``None``: all)."""
     if genes is None:
         return
-    record = light.uns[EXPRESSION_KEY]["gene_set"]
-    names = np.asarray(record["names"], dtype=object)
+    record = EmbeddingRecord.read(light, EXPRESSION_KEY)
+    names = np.asarray(record.gene_set.names, dtype=object)
     keep = np.flatnonzero(np.isin(names, np.asarray(genes, dtype=object)))
     if len(keep) == len(names):
         return
-    mean = record["mean_expression"]
+    mean = record.gene_set.mean_expression
     light.obsm[EXPRESSION_KEY] = light.obsm[EXPRESSION_KEY][:, keep]
-    light.uns[EXPRESSION_KEY] = {
-        **light.uns[EXPRESSION_KEY],
-        "gene_set": gene_set_record(
-            names[keep],
-            None if mean is None else np.asarray(mean)[keep],
-            fraction_of_matched_expression=None,
-        ),
-    }
+    # the share of the expression the kept genes carry is not known: recorded as None
+    kept = GeneSet.sorted_by_name(
+        names[keep],
+        None if mean is None else mean[keep],
+        fraction_of_matched_expression=None,
+    )
+    light.uns[EXPRESSION_KEY] = replace(record, gene_set=kept).to_uns()
 
 
 def gene_table(gene_embeddings: str | Path | GeneEmbeddings | None) -> GeneEmbeddings:
@@ -255,7 +257,7 @@ def model_table(
 
 def through_orthologs(embedded: AnnData) -> dict:
     """How many of the query's genes matched the table across species, and how."""
-    genes = embedded.uns[EMBEDDING_KEY]["genes"]
+    genes = EmbeddingRecord.read(embedded, EMBEDDING_KEY).genes
     return {
         "by_ortholog_table": int(genes["matched_by"].get("ortholog", 0)),
         "by_symbol_ignoring_case": int(genes.get("n_symbol_case_differs", 0)),
