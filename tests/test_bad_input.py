@@ -58,6 +58,15 @@ from sc_genept.ontology import CellOntology
 LABELS = "cell_type_ontology_term_id"
 FAST = {"max_epochs": 1, "enable_progress_bar": False}
 NAN, INF = float("nan"), float("inf")
+#: Options of GenePTClassifier.train that go in its plan_kwargs.
+PLAN_OPTIONS = ("lr", "weight_decay", "balance_classes", "gene_dropout")
+
+
+def _train_option(key: str, value) -> dict:
+    """``key=value`` as train() takes it: a plan option inside ``plan_kwargs``."""
+    return {"plan_kwargs": {key: value}} if key in PLAN_OPTIONS else {key: value}
+
+
 #: Obsolete CL ids of the bundled release: replaced by a live term, and replaced by none.
 OBSOLETE_REPLACED, OBSOLETE_GONE = "CL:0000003", "CL:0000002"
 
@@ -727,10 +736,22 @@ ANNOTATE = [
         id="train-max_epochs=0",
     ),
     pytest.param(
-        lambda e: _annotate(e, lr=NAN),
+        lambda e: _annotate(e, plan_kwargs={"lr": NAN}),
         ValueError,
-        r"lr must be a finite number > 0, got nan",
+        r"plan_kwargs\['lr'\] must be a finite number > 0, got nan",
         id="train-lr=nan",
+    ),
+    pytest.param(
+        lambda e: _annotate(e, lr=0.01),
+        TypeError,
+        r"lr is an option of the training plan: pass plan_kwargs=\{'lr': \.\.\.\}",
+        id="train-lr-outside-plan_kwargs",
+    ),
+    pytest.param(
+        lambda e: _annotate(e, plan_kwargs={"learning_rate": 0.01}),
+        TypeError,
+        r"plan_kwargs takes \['balance_classes', 'gene_dropout', 'lr', 'weight_decay'\], not \['learning_rate'\]",
+        id="train-plan_kwargs-unknown",
     ),
     pytest.param(
         lambda e: _annotate(e, max_epoch=5),
@@ -937,9 +958,11 @@ CLASSIFIER = [
     ),
     *(
         pytest.param(
-            lambda e, k=key, v=value: e.untrained().train(**{**FAST, k: v}),
+            lambda e, k=key, v=value: e.untrained().train(**{**FAST, **_train_option(k, v)}),
             error,
-            match,
+            match.replace(f"{key} must", rf"plan_kwargs\['{key}'\] must", 1)
+            if key in PLAN_OPTIONS
+            else match,
             id=f"train-{key}={value!r}",
         )
         for key, value, error, match in (
@@ -977,6 +1000,7 @@ CLASSIFIER = [
                 TypeError,
                 r"gene_dropout must be a number in \[0, 1\), got '0\.1'",
             ),
+            ("balance_classes", "yes", TypeError, r"balance_classes must be True or False"),
             ("early_stopping_patience", -1, ValueError, r"early_stopping_patience must be ≥ 0"),
             (
                 "max_epoch",

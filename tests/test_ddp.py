@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent(
     model.train(
         max_epochs=4,
         batch_size=32,
-        lr=0.01,
+        plan_kwargs={"lr": 0.01},
         early_stopping=False,
         accelerator="cpu",
         devices=2,

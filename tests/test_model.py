@@ -330,7 +330,7 @@ def test_ensemble_inputs_flat_loss_and_balancing(pbmc_split):
         ref, labels_key="cell_type_ontology_term_id", embedding_keys=("X_genept", "X_pca")
     )
     model = GenePTClassifier(ref, loss="flat", n_layers=0)
-    model.train(balance_classes=True, **FAST)
+    model.train(plan_kwargs={"balance_classes": True}, **FAST)
     # both inputs are read: shuffling either one's rows changes the predictions
     base = model.predict_proba(query).to_numpy()
     for key in ("X_genept", "X_pca"):

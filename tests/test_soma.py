@@ -252,7 +252,7 @@ DDP_SCRIPT = textwrap.dedent(
     model = GenePTClassifier(reference, n_hidden=16, n_members=1)
     seen = Seen(SimpleNamespace(obsm={"X_genept": np.load(sys.argv[4])}))
     model.train(
-        datamodule=cells, max_epochs=2, lr=0.01, early_stopping=False, accelerator="cpu",
+        datamodule=cells, max_epochs=2, plan_kwargs={"lr": 0.01}, early_stopping=False, accelerator="cpu",
         devices=2, strategy="ddp", num_threads=1, callbacks=[seen], enable_progress_bar=False,
     )
     rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -367,7 +367,12 @@ def test_a_model_trained_from_soma_predicts_as_one_trained_in_memory(
     sc.tl.genept_embed(adata, expression=True)  # the same cells, in memory
     held_out = adata.obs["held_out"].to_numpy()
     query, reference = adata[held_out].copy(), adata[~held_out].copy()
-    options = {"max_epochs": 8, "lr": 3e-3, "seed": 0, "enable_progress_bar": False}
+    options = {
+        "max_epochs": 8,
+        "plan_kwargs": {"lr": 3e-3},
+        "seed": 0,
+        "enable_progress_bar": False,
+    }
     GenePTClassifier = sc_genept.model.GenePTClassifier
 
     keys = ["X_genept", "X_genept_expression"]  # sc_genept's default model: GenePT-w + expression

@@ -15,7 +15,12 @@ from sc_genept.model._data import InMemoryCells, shard
 from sc_genept.model._training import CELLS_PER_THREAD, cpu_threads
 
 TERMS = ["CL:0000236", "CL:0000624", "CL:0000623", "CL:0000576"]
-FAST = {"max_epochs": 3, "lr": 0.01, "batch_size": 32, "enable_progress_bar": False}
+FAST = {
+    "max_epochs": 3,
+    "plan_kwargs": {"lr": 0.01},
+    "batch_size": 32,
+    "enable_progress_bar": False,
+}
 
 
 def generated(n_per_type: int = 75) -> ad.AnnData:

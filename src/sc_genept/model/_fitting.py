@@ -19,6 +19,7 @@ from scvi import REGISTRY_KEYS
 from scvi.train import Trainer as ScviTrainer
 from scvi.train import TrainRunner
 
+from sc_genept._checks import check_fraction, positive_number
 from sc_genept._utils import warn_caller
 from sc_genept.model._calls import (
     _MAX_CALIBRATION_CELLS,
@@ -179,6 +180,37 @@ def _train_arguments() -> set[str]:
     return names
 
 
+#: What ``train(plan_kwargs=...)`` sets, and the default of each: the training plan's
+#: optimiser and loss, grouped as scvi-tools' models group them.
+PLAN_DEFAULTS = {"lr": 1e-3, "weight_decay": 1e-4, "balance_classes": True, "gene_dropout": 0.0}
+
+
+def plan_options(plan_kwargs: dict | None) -> dict:
+    """``PLAN_DEFAULTS`` updated with ``plan_kwargs``, each value checked."""
+    if plan_kwargs is None:
+        plan_kwargs = {}
+    if not isinstance(plan_kwargs, dict):
+        raise TypeError(
+            f"plan_kwargs must be a dict such as {{'lr': 1e-3}}, got {type(plan_kwargs).__name__}."
+        )
+    unknown = sorted(set(plan_kwargs) - set(PLAN_DEFAULTS))
+    if unknown:
+        raise TypeError(
+            f"plan_kwargs takes {sorted(PLAN_DEFAULTS)}, not {unknown}. Lightning's Trainer "
+            "arguments go to train() itself."
+        )
+    options = {**PLAN_DEFAULTS, **plan_kwargs}
+    positive_number("plan_kwargs['lr']", options["lr"])
+    positive_number("plan_kwargs['weight_decay']", options["weight_decay"], allow_zero=True)
+    check_fraction("plan_kwargs['gene_dropout']", options["gene_dropout"], "[0, 1)")
+    if not isinstance(options["balance_classes"], bool | np.bool_):
+        raise TypeError(
+            f"plan_kwargs['balance_classes'] must be True or False, got "
+            f"{options['balance_classes']!r}."
+        )
+    return options
+
+
 def _check_trainer_kwargs(trainer_kwargs: dict) -> None:
     """Refuse a misspelt training argument by name, before anything trains."""
     from sc_genept.model._model import GenePTClassifier
@@ -186,6 +218,11 @@ def _check_trainer_kwargs(trainer_kwargs: dict) -> None:
     known = _train_arguments()
     own = [p for p in inspect.signature(GenePTClassifier.train).parameters if p != "self"]
     for name in trainer_kwargs:
+        if name in PLAN_DEFAULTS:
+            raise TypeError(
+                f"{name} is an option of the training plan: pass plan_kwargs={{{name!r}: ...}} "
+                "(as scvi-tools' models take it)."
+            )
         if name not in known:
             close = difflib.get_close_matches(name, [*own, *known], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else "."

@@ -22,7 +22,6 @@ from sc_genept._checks import (
     check_fraction,
     non_negative_int,
     positive_int,
-    positive_number,
 )
 from sc_genept.model._calls import DEFAULT_NOVELTY_RATE
 from sc_genept.model._data import CellData, InMemoryCells, check_cell_data
@@ -31,6 +30,7 @@ from sc_genept.model._fitting import (
     _stopping_options,
     calibrate,
     check_validation,
+    plan_options,
     prepare_module,
     run_trainer,
     training_plan,
@@ -244,22 +244,19 @@ class GenePTClassifier(BaseModelClass):
         max_epochs: int = 200,
         *,
         batch_size: int = 128,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         strategy: str = "auto",
         train_size: float = 0.9,
         early_stopping: bool = True,
         early_stopping_patience: int = 15,
-        balance_classes: bool = True,
-        gene_dropout: float = 0.0,
         calibration_size: float = 0.1,
         seed: int = 0,
         checkpoint_dir: str | Path | None = None,
         datamodule: CellData | None = None,
         num_threads: int | None = None,
         verbose: bool = False,
+        plan_kwargs: dict | None = None,
         **trainer_kwargs,
     ):
         """Train with Lightning on a stratified train/validation split.
@@ -277,8 +274,6 @@ class GenePTClassifier(BaseModelClass):
             Cells per step; batches are drawn from all training cells, reshuffled every
             epoch (no dataset-ordered batches). The cells' inputs are read into memory
             once, as float32, and batches are taken from there.
-        lr, weight_decay
-            AdamW settings.
         accelerator, devices, strategy
             Passed to Lightning: ``"auto"`` uses a GPU when there is one; e.g.
             ``devices=4, strategy="ddp"`` trains on 4 GPUs (or, with ``accelerator="cpu"``,
@@ -291,14 +286,6 @@ class GenePTClassifier(BaseModelClass):
             weights).
         early_stopping, early_stopping_patience
             Stop when the validation loss has not improved for this many epochs.
-        balance_classes
-            Weight each cell by the inverse frequency of its label, so that rare types
-            count as much as common ones (on by default: it raised macro-F1 within a
-            dataset and across studies, where type proportions differ).
-        gene_dropout
-            Share of the expression inputs (genes) hidden from each training cell at each
-            step, set to their reference mean as a gene a query lacks is at prediction:
-            robustness to missing or differently measured genes.
         calibration_size
             Share of each label's cells set aside, used neither for training nor for early
             stopping. With the validation cells, they fit a temperature after training so
@@ -332,6 +319,17 @@ class GenePTClassifier(BaseModelClass):
         verbose
             Bring back Lightning's own output: its device banner, model summary, per-step
             progress bar and warnings.
+        plan_kwargs
+            The training plan's options, grouped as scvi-tools' models take them:
+
+            - ``lr`` (1e-3), ``weight_decay`` (1e-4): AdamW settings;
+            - ``balance_classes`` (True): weight each cell by the inverse frequency of its
+              label, so that rare types count as much as common ones (it raised macro-F1
+              within a dataset and across studies, where type proportions differ);
+            - ``gene_dropout`` (0.0): share of the expression inputs (genes) hidden from
+              each training cell at each step, set to their reference mean as a gene a
+              query lacks is at prediction: robustness to missing or differently measured
+              genes.
         **trainer_kwargs
             Other :class:`lightning.pytorch.Trainer` arguments; e.g.
             ``enable_progress_bar=False`` hides the progress bar at any verbosity.
@@ -339,11 +337,9 @@ class GenePTClassifier(BaseModelClass):
         # every argument is checked before anything is changed or trained
         positive_int("max_epochs", max_epochs)
         positive_int("batch_size", batch_size)
-        positive_number("lr", lr)
-        positive_number("weight_decay", weight_decay, allow_zero=True)
+        options = plan_options(plan_kwargs)
         check_fraction("train_size", train_size, "(0, 1]")
         check_fraction("calibration_size", calibration_size, "[0, 1)")
-        check_fraction("gene_dropout", gene_dropout, "[0, 1)")
         non_negative_int("early_stopping_patience", early_stopping_patience)
         if num_threads is not None:
             positive_int("num_threads", num_threads)
@@ -366,9 +362,11 @@ class GenePTClassifier(BaseModelClass):
                     batch_size=batch_size,
                     seed=seed,
                 )
-            prepare_module(self, datamodule, seed, gene_dropout)
+            prepare_module(self, datamodule, seed, options["gene_dropout"])
             validates, early_stopping = check_validation(datamodule, early_stopping)
-            plan = training_plan(self, datamodule, lr, weight_decay, balance_classes)
+            plan = training_plan(
+                self, datamodule, options["lr"], options["weight_decay"], options["balance_classes"]
+            )
             trainer_kwargs.update(
                 max_epochs=max_epochs, accelerator=accelerator, devices=devices, strategy=strategy
             )
