@@ -109,41 +109,28 @@ def pbmc_embedded(_pbmc_embedded_once):
     return _pbmc_embedded_once.copy()
 
 
-def _split(embedded):
-    """A fixed, stratified 80/20 split of embedded PBMCs: (reference, query), copies."""
-    rng = np.random.default_rng(0)
-    labels = embedded.obs["cell_type_ontology_term_id"].to_numpy()
-    test = np.concatenate(
-        [rng.permutation(np.flatnonzero(labels == c))[::5] for c in np.unique(labels)]
-    )
-    is_test = np.isin(np.arange(embedded.n_obs), test)
-    return embedded[~is_test].copy(), embedded[is_test].copy()
-
-
 @pytest.fixture
 def pbmc_split(pbmc_embedded):
     """A fixed, stratified 80/20 split of the embedded PBMCs: (reference, query)."""
-    return _split(pbmc_embedded)
+    rng = np.random.default_rng(0)
+    labels = pbmc_embedded.obs["cell_type_ontology_term_id"].to_numpy()
+    test = np.concatenate(
+        [rng.permutation(np.flatnonzero(labels == c))[::5] for c in np.unique(labels)]
+    )
+    is_test = np.isin(np.arange(pbmc_embedded.n_obs), test)
+    return pbmc_embedded[~is_test].copy(), pbmc_embedded[is_test].copy()
 
 
-@pytest.fixture(scope="session")
-def _trained_once(_pbmc_embedded_once):
+@pytest.fixture
+def trained(pbmc_split):
+    """A GenePTClassifier trained (40 epochs) on the reference part of ``pbmc_split``."""
     from sc_genept.model import GenePTClassifier
 
-    ref, _ = _split(_pbmc_embedded_once)
+    ref, _ = pbmc_split
     GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id")
     model = GenePTClassifier(ref)
     model.train(max_epochs=40, enable_progress_bar=False)
     return model
-
-
-@pytest.fixture
-def trained(_trained_once):
-    """A GenePTClassifier trained (40 epochs) on the reference part of ``pbmc_split``.
-
-    Trained once per session; each test gets its own deep copy (weights, data, history).
-    """
-    return copy.deepcopy(_trained_once)
 
 
 @pytest.fixture
