@@ -100,7 +100,10 @@ def test_info_verbosity_shows_one_per_epoch_bar_and_log_lines(pbmc, verbosity, c
     assert not re.search(r"\b\d+/5\b", bar)  # 5 steps an epoch: no per-step counter
 
 
-def test_an_error_in_training_is_raised_not_printed(pbmc_embedded, verbosity, capfd):
+@pytest.mark.parametrize("level", ["warning", "info"])  # "info": after the progress bar
+def test_an_error_in_training_is_raised_not_printed(pbmc_embedded, verbosity, capfd, level):
+    verbosity(level)
+
     class Boom(RuntimeError):
         pass
 
@@ -110,7 +113,7 @@ def test_an_error_in_training_is_raised_not_printed(pbmc_embedded, verbosity, ca
     plan_step = type(model.module).forward
 
     def broken(self, x):
-        raise Boom("broken on purpose")
+        raise Boom("broken on purpose\nwith a second line")
 
     type(model.module).forward = broken
     try:
@@ -120,6 +123,7 @@ def test_an_error_in_training_is_raised_not_printed(pbmc_embedded, verbosity, ca
         type(model.module).forward = plan_step
     out, err = capfd.readouterr()
     assert "Exception raised during training" not in out + err
+    assert "with a second line" not in out + err
     assert model.is_trained_ is False
 
 

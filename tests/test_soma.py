@@ -185,6 +185,18 @@ def test_batches_mix_datasets_in_a_new_order_every_epoch(pbmc_soma):
     assert (names == adata.obs[LABELS].to_numpy()[rows]).all()
 
 
+def test_an_epoch_has_as_many_whole_batches_as_its_length_says(pbmc_soma):
+    """Reads of ``io_batch_size`` cells that are not whole batches do not cut batches short:
+    Lightning stops an epoch after ``len(loader)`` batches, and every cell must be in one."""
+    uri, adata = pbmc_soma
+    cells = _cells(uri, embedding="X_genept", batch_size=30, io_batch_size=64)
+    loader = cells.train_dataloader()
+    batches = _epoch(loader, adata.obsm["X_genept"])
+    assert len(batches) == len(loader)
+    assert [len(b) for b in batches[:-1]] == [30] * (len(batches) - 1)
+    assert sorted(np.concatenate(batches)) == sorted(cells._train)
+
+
 def test_ranks_read_disjoint_equal_shares(pbmc_soma, monkeypatch):
     """Under DDP without a trainer, the rank comes from ``RANK``/``WORLD_SIZE``."""
     uri, adata = pbmc_soma

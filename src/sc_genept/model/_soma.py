@@ -120,8 +120,8 @@ class SomaCells(LightningDataModule):
     shuffle_chunk_size, io_batch_size
         Shuffling granularity: contiguous cells read as one block, and
         cells read (and shuffled together) at a time; ``io_batch_size`` must be a multiple
-        of ``shuffle_chunk_size``. Smaller blocks shuffle more finely; larger reads mix
-        more blocks and read faster.
+        of ``shuffle_chunk_size`` (and each read is rounded down to whole batches). Smaller
+        blocks shuffle more finely; larger reads mix more blocks and read faster.
     num_workers
         DataLoader worker processes (each reads and embeds its own share).
     standardization_cells

@@ -222,7 +222,10 @@ class Stream(IterableDataset):
         worker_id = 0 if worker is None else worker.id
         ids = self._shares()[worker_id]
         rng = np.random.default_rng([self.options["seed"], self.epoch, *self._partition()])
-        size, io_size = self.options["batch_size"], self.options["io_batch_size"]
+        size = self.options["batch_size"]
+        # whole batches per read, so that only the share's last batch is partial (as
+        # __len__ counts them)
+        io_size = max(size, self.options["io_batch_size"] // size * size)
         with self.locator.open() as (array, _):
             for start in range(0, len(ids), io_size):
                 chunk = ids[start : start + io_size]

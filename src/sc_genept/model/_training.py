@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import re
 import sys
 import warnings
 from contextlib import contextmanager, redirect_stdout
@@ -140,13 +139,15 @@ _RUNNER_FAILURE_LINE = "Exception raised during training."
 class _DropRunnerFailureLine(io.TextIOBase):
     """Text passed on to ``stream`` as it comes, less scvi-tools' line for a failed training.
 
-    Only the start of a line that may still become that line is held back.
+    That line is one ``print(message, NameError, error)``: ``print`` writes its first
+    argument in one call, then the rest, then its ``end`` (a newline) in a call of its own.
+    A write that starts with the message starts dropping, wherever the cursor is (after a
+    progress bar's carriage return too), and the ``end`` write stops it, so an error
+    message of several lines goes as a whole.
     """
 
     def __init__(self, stream):
         self.stream = stream
-        self._held = ""  # the start of the current line, while it may be the failure line
-        self._line_start = True
         self._dropping = False
 
     def writable(self) -> bool:
@@ -156,31 +157,24 @@ class _DropRunnerFailureLine(io.TextIOBase):
     def encoding(self):  # tqdm picks its bar characters by the stream's encoding
         return getattr(self.stream, "encoding", None)
 
+    @property
+    def buffer(self):
+        return self.stream.buffer
+
     def isatty(self) -> bool:
         return self.stream.isatty()
 
-    def write(self, text: str) -> int:
-        for piece in re.split(r"(\n)", text):
-            if piece == "\n":
-                if not self._dropping:
-                    self.stream.write(self._held + piece)
-                self._held, self._line_start, self._dropping = "", True, False
-            elif self._dropping or not piece:
-                continue
-            elif self._line_start:
-                self._start_of_line(self._held + piece)
-            else:
-                self.stream.write(piece)
-        return len(text)
+    def fileno(self) -> int:
+        return self.stream.fileno()
 
-    def _start_of_line(self, text: str) -> None:
-        if text.startswith(_RUNNER_FAILURE_LINE):
-            self._held, self._dropping = "", True
-        elif _RUNNER_FAILURE_LINE.startswith(text):
-            self._held = text
+    def write(self, text: str) -> int:
+        if self._dropping:
+            self._dropping = text != "\n"
+        elif text.startswith(_RUNNER_FAILURE_LINE):
+            self._dropping = True
         else:
             self.stream.write(text)
-            self._held, self._line_start = "", False
+        return len(text)
 
     def flush(self) -> None:
         self.stream.flush()
