@@ -413,6 +413,8 @@ def test_a_saved_model_loads_through_scvi_tools_model_sharing(trained, pbmc_spli
     [
         ({"accelerator": "tpu"}, "accelerator must be"),
         ({"accelerator": "cpu", "device": 1.5}, "device must be"),
+        ({"accelerator": "gpu", "device": "cpu"}, "contradict each other"),
+        ({"accelerator": "cpu", "device": "cuda:1"}, "contradict each other"),
         pytest.param(
             {"accelerator": "gpu", "device": "auto"},
             "sees no CUDA GPU",

@@ -506,8 +506,8 @@ class GenePTClassifier(BaseModelClass):
         dir_path: str | Path,
         adata: AnnData | None = None,
         *,
-        accelerator: str = "cpu",
-        device: str | int = "cpu",
+        accelerator: str | None = None,
+        device: str | int | None = None,
     ) -> GenePTClassifier:
         """Load a model folder written by :meth:`~sc_genept.model.GenePTClassifier.save`.
 
@@ -524,11 +524,12 @@ class GenePTClassifier(BaseModelClass):
             Optional query data to attach; its embeddings must come from the same gene
             table as the training data's, else a :class:`ValueError` says which differ.
         accelerator, device
-            Where to put the weights: a torch device (``device="cpu"``, ``"cuda"``,
-            ``"cuda:1"`` …), or, as scvi-tools' models take them, an ``accelerator``
-            (``"auto"``, ``"cpu"``, ``"gpu"``/``"cuda"``) with ``device="auto"`` or a GPU
-            index. ``accelerator="auto"`` picks a GPU when torch sees one. scvi-tools'
-            model sharing (``scvi.hub.HubModel``) loads a model folder this way (see
+            Where to put the weights; the CPU when neither is given. ``device`` may be a
+            torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"`` …); or, as scvi-tools' models
+            take them, an ``accelerator`` (``"auto"``: a GPU when torch sees one, ``"cpu"``,
+            ``"gpu"``/``"cuda"``) with ``device="auto"`` or a GPU index. Contradicting
+            values (``accelerator="gpu", device="cpu"``) are an error. scvi-tools' model
+            sharing (``scvi.hub.HubModel``) loads a model folder this way (see
             :doc:`/annotation`).
         """
         return load_folder(cls, dir_path, adata, torch_device(accelerator, device))

@@ -61,26 +61,39 @@ def save_folder(model: GenePTClassifier, dir_path: str | Path, overwrite: bool) 
     )
 
 
-def torch_device(accelerator: str, device: str | int) -> str:
+def torch_device(accelerator: str | None, device: str | int | None) -> str:
     """The torch device of an scvi-tools-style ``accelerator`` and ``device`` pair.
 
-    ``device`` may already be a torch device (``"cuda:1"``); ``"auto"`` or an index picks
-    one for ``accelerator``.
+    Neither given: the CPU. ``device`` may be a torch device (``"cuda:1"``), used as it is
+    (an ``accelerator`` that contradicts it is an error); ``"auto"``, an index or nothing
+    lets ``accelerator`` choose (``"auto"``: a GPU when torch sees one).
     """
-    if accelerator not in ("auto", "cpu", "gpu", "cuda"):
+    if accelerator not in (None, "auto", "cpu", "gpu", "cuda"):
         raise ValueError(
             f"accelerator must be 'auto', 'cpu', 'gpu' or 'cuda', got {accelerator!r}."
         )
     if isinstance(device, str) and device != "auto":
+        kind = device.partition(":")[0]
+        wanted = {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda"}.get(accelerator, kind)
+        if wanted != kind:
+            raise ValueError(
+                f"accelerator={accelerator!r} and device={device!r} contradict each other: "
+                "pass one of them, or device='auto' to let the accelerator choose."
+            )
         return device
-    if device != "auto" and (isinstance(device, bool) or not isinstance(device, int)):
+    if (
+        device is not None
+        and device != "auto"
+        and (isinstance(device, bool) or not isinstance(device, int))
+    ):
         raise ValueError(f"device must be a torch device, 'auto' or a GPU index, got {device!r}.")
-    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if not gpu:
+    if accelerator is None or accelerator == "cpu":
+        return "cpu"
+    if accelerator == "auto" and not torch.cuda.is_available():
         return "cpu"
     if not torch.cuda.is_available():
         raise ValueError(f"accelerator={accelerator!r}, but torch sees no CUDA GPU here.")
-    return "cuda" if device == "auto" else f"cuda:{device}"
+    return "cuda" if device in (None, "auto") else f"cuda:{device}"
 
 
 def load_folder(
