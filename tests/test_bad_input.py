@@ -1886,6 +1886,7 @@ def test_cli(argv, code, stream, match, tmp_path, capsys):
 SCRIPT = Path(sys.executable).with_name("sc-genept")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("command", "code", "stream", "match"),
     [

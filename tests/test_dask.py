@@ -113,6 +113,7 @@ def client():
     cluster.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("as_sparse", [False, True], ids=["dense", "sparse-chunks"])
 def test_dask_on_local_cluster(client, counts, as_sparse):
     expected = sc_genept.tl.genept_embed(counts, copy=True).obsm["X_genept"]

@@ -8,6 +8,7 @@ import pytest
 HEAVY = ("torch", "lightning", "scvi", "networkx", "obonet", "sentence_transformers", "openai")
 
 
+@pytest.mark.slow
 def test_import_loads_no_heavy_dependency_until_used():
     code = (
         "import sys, scanpy as sc\n"

@@ -423,6 +423,7 @@ def test_plots_draw_into_given_axes_and_return_them(annotated, figdir):
     assert axs[0].images and axs[1].collections and axs[2].collections
 
 
+@pytest.mark.slow
 def test_importing_pl_stays_light():
     code = (
         "import sys, sc_genept\n"
