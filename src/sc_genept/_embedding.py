@@ -77,7 +77,7 @@ def cell_embedding(
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}.")
     _check_output(device, out_file)
-    table = _table(gene_embeddings, n_dims)
+    table = gene_table(gene_embeddings, n_dims)
     matrix, var, source, _ = _choose_expression(adata, use_raw, layer)
     names = var.index if gene_symbols is None else _var_column(var, gene_symbols, source)
     ortholog_pairs = None if orthologs is None else ortholog_map(orthologs)
@@ -162,8 +162,10 @@ def _record(params: dict, source: str, plan: _GenePlan, result, n_cells: int) ->
     )
 
 
-def _table(gene_embeddings: str | Path | GeneEmbeddings, n_dims: int | None) -> GeneEmbeddings:
-    """The gene table named or given, cut to its first ``n_dims`` dimensions."""
+def gene_table(
+    gene_embeddings: str | Path | GeneEmbeddings, n_dims: int | None = None
+) -> GeneEmbeddings:
+    """The gene table given or named, cut to its first ``n_dims`` dimensions."""
     table = (
         gene_embeddings if isinstance(gene_embeddings, GeneEmbeddings) else load(gene_embeddings)
     )
@@ -376,6 +378,17 @@ class CellEmbedding:
     record: EmbeddingRecord
     #: Cells × genes of ``record.gene_set.names``, with ``expression=True``.
     expression: sparse.csr_matrix | None = None
+
+    def store(self, adata: AnnData, key: str) -> None:
+        """Write the embedding and its record to ``adata.obsm[key]`` / ``adata.uns[key]``.
+
+        The expression, when there is one, goes with its record to ``key + "_expression"``.
+        """
+        adata.obsm[key] = self.embedding
+        adata.uns[key] = self.record.to_uns()
+        if self.expression is not None:
+            adata.obsm[f"{key}_expression"] = self.expression
+            adata.uns[f"{key}_expression"] = self.record.expression().to_uns()
 
 
 def _missing_genes(genes, found, missing_values) -> dict:

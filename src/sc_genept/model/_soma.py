@@ -525,9 +525,6 @@ class SomaCells(LightningDataModule):
             normalize=normalize,
             expression=expression,
         )
-        adata = AnnData(obs=obs, obsm={self.key: embedded.embedding})
-        adata.uns[self.key] = embedded.record.to_uns()
-        if expression:
-            adata.obsm[self.keys[1]] = embedded.expression
-            adata.uns[self.keys[1]] = embedded.record.expression().to_uns()
+        adata = AnnData(obs=obs)
+        embedded.store(adata, self.key)  # self.keys[1] is its "_expression"
         return adata

@@ -118,14 +118,10 @@ class Embedder:
         cls, names: np.ndarray, column: str, gene_embeddings, genes, *, expression: bool
     ) -> Embedder:
         """Which columns feed which gene vector, in the order genept_embed uses."""
-        from sc_genept._embedding import _GenePlan
-        from sc_genept.genes import GeneEmbeddings, load, match_genes
+        from sc_genept._embedding import _GenePlan, gene_table
+        from sc_genept.genes import match_genes
 
-        table = (
-            gene_embeddings
-            if isinstance(gene_embeddings, GeneEmbeddings)
-            else load(gene_embeddings)
-        )
+        table = gene_table(gene_embeddings)
         match = match_genes(names, table)
         if match.n_matched == 0:
             raise ValueError(

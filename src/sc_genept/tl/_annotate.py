@@ -212,7 +212,7 @@ def genept_annotate(
             reference,
             labels_key,
             keys=INPUTS[inputs],
-            table=gene_table(gene_embeddings),
+            table=gene_table("default" if gene_embeddings is None else gene_embeddings),
             reference_layer=reference_layer,
             reference_use_raw=reference_use_raw,
             min_gene_overlap=min_gene_overlap,

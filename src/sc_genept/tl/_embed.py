@@ -212,11 +212,7 @@ def genept_embed(
     embedding, record = embedded.embedding, embedded.record
     _warn_overwrite(adata, [key_added, *([f"{key_added}_expression"] if expression else [])])
     adata = adata.copy() if copy else adata
-    adata.obsm[key_added] = embedding
-    adata.uns[key_added] = record.to_uns()
-    if expression:
-        adata.obsm[f"{key_added}_expression"] = embedded.expression
-        adata.uns[f"{key_added}_expression"] = record.expression().to_uns()
+    embedded.store(adata, key_added)
     genes = record.genes
     covered = record.fraction_counts_covered
     covering = (

@@ -20,12 +20,11 @@ import pandas as pd
 import scanpy as sc
 from scipy import sparse
 
-from sc_genept._embedding import cell_embedding
+from sc_genept._embedding import cell_embedding, gene_table
 from sc_genept._record import EmbeddingRecord, GeneSet
 from sc_genept._utils import warn_caller
 from sc_genept.genes import GeneEmbeddings
 from sc_genept.genes import available as available_tables
-from sc_genept.genes import load as load_table
 from sc_genept.model._overlap import check_gene_overlap, check_shared_genes, shared_gene_overlap
 
 if TYPE_CHECKING:
@@ -151,14 +150,8 @@ def embedded(
         orthologs=orthologs,
         expression=EXPRESSION_KEY in keys,
     )
-    light = ad.AnnData(
-        obs=pd.DataFrame(index=adata.obs_names.copy()),
-        obsm={EMBEDDING_KEY: made.embedding},
-        uns={EMBEDDING_KEY: made.record.to_uns()},
-    )
-    if EXPRESSION_KEY in keys:
-        light.obsm[EXPRESSION_KEY] = made.expression
-        light.uns[EXPRESSION_KEY] = made.record.expression().to_uns()
+    light = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names.copy()))
+    made.store(light, EMBEDDING_KEY)  # and EXPRESSION_KEY, its "_expression"
     for key in keys:
         if key not in light.obsm:
             if key not in adata.obsm:
@@ -213,12 +206,6 @@ def keep_expression_genes(light: AnnData, genes) -> None:
         fraction_of_matched_expression=None,
     )
     light.uns[EXPRESSION_KEY] = replace(record, gene_set=kept).to_uns()
-
-
-def gene_table(gene_embeddings: str | Path | GeneEmbeddings | None) -> GeneEmbeddings:
-    if isinstance(gene_embeddings, GeneEmbeddings):
-        return gene_embeddings
-    return load_table("default" if gene_embeddings is None else gene_embeddings)
 
 
 def model_table(
