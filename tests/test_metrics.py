@@ -162,7 +162,6 @@ def test_everyday_names_score_like_ids_on_both_sides(cl):
     assert expected.loc["accuracy", "value"] == pytest.approx(3 / 6)
 
 
-@pytest.mark.filterwarnings("ignore:Category .* has fewer than 3 cells")
 def test_the_classifier_maps_labels_as_the_metrics_do(cl):
     # genept_annotate's reference labels go through GenePTClassifier.setup_anndata, which
     # uses the same CellOntology.map_labels: the same names give the same terms

@@ -140,7 +140,6 @@ def test_filter_cap_and_splits_come_from_obs(pbmc_soma):
     assert not np.array_equal(other._train, train)
 
 
-@pytest.mark.filterwarnings("ignore:Category .* has fewer than 3 cells")
 def test_labels_are_the_models_terms_and_the_prototype_has_every_label(pbmc_soma):
     uri, _ = pbmc_soma
     cells = _cells(uri, obs_value_filter=PRIMARY_BLOOD, embedding="X_genept", prototype_cells=9)

@@ -194,3 +194,16 @@ def test_without_validation_cells_training_runs_to_the_end(cells):
     assert len(seen.epochs) == FAST["max_epochs"]
     assert "validation_loss" not in model.history_
     assert accuracy(model, cells) > 0.9
+
+
+def test_a_label_with_too_few_training_cells_is_named(recwarn):
+    """sc_genept names the rare type by CL name; scvi-tools' warning (an internal code, the
+    registered cells rather than the training ones) does not reach the user."""
+    adata = generated()
+    adata.obs["cell_type"] = adata.obs["cell_type"].astype(str)
+    adata.obs.iloc[:2, 0] = "CL:0000084"  # two T cells
+    GenePTClassifier.setup_anndata(adata, labels_key="cell_type")
+    model = GenePTClassifier(adata, n_hidden=16, n_members=1)
+    with pytest.warns(UserWarning, match=r"1 cell types have fewer than 3 training cells \(T cell"):
+        model.train(train_size=1.0, calibration_size=0.0, **FAST)
+    assert not [w for w in recwarn if "_scvi_labels" in str(w.message)]

@@ -33,7 +33,6 @@ from sc_genept.model._training import (
     checkpoint_callbacks,
     lightning_output,
     output_options,
-    runner_output,
 )
 
 if TYPE_CHECKING:
@@ -64,6 +63,25 @@ def check_validation(datamodule: CellData, early_stopping: bool) -> tuple[bool, 
     return validates, early_stopping
 
 
+#: Training cells a label needs for the model to learn it at all.
+_FEW_CELLS = 3
+
+
+def warn_rare_labels(model: GenePTClassifier, counts: np.ndarray) -> None:
+    """Warn, by CL name, about labels with fewer than ``_FEW_CELLS`` training cells.
+
+    Terms with none are the labels' ancestors, scored by design.
+    """
+    rare = [(t, int(n)) for t, n in zip(model.terms, counts, strict=True) if 0 < n < _FEW_CELLS]
+    if rare:
+        listed = ", ".join(f"{model.ontology.name(t)} ({t}): {n}" for t, n in rare)
+        warn_caller(
+            f"{len(rare)} cell types have fewer than {_FEW_CELLS} training cells ({listed}): "
+            "the model can hardly learn them, so expect their calls to be unreliable. Add "
+            "cells of these types, or relabel them with a coarser term."
+        )
+
+
 def training_plan(
     model: GenePTClassifier,
     datamodule: CellData,
@@ -72,13 +90,15 @@ def training_plan(
     balance_classes: bool,
 ) -> TrainingPlan:
     """The Lightning module that trains ``model.module``: AdamW, with its loss."""
+    counts = datamodule.label_counts()
+    warn_rare_labels(model, counts)
     return TrainingPlan(
         model.module,
         _input_keys(model.embedding_keys),
         lr=lr,
         weight_decay=weight_decay,
         hierarchical=model.loss_kind == "hierarchical",
-        class_weights=_class_weights(datamodule.label_counts()) if balance_classes else None,
+        class_weights=_class_weights(counts) if balance_classes else None,
     )
 
 
@@ -88,7 +108,7 @@ def run_trainer(
     """Run Lightning, then keep the best weights the validation found."""
     checkpoints = checkpoint_callbacks(trainer_kwargs, checkpoint_dir)
     output_options(trainer_kwargs, verbose)
-    with lightning_output(verbose), runner_output(verbose):
+    with lightning_output(verbose):
         # the device banner is logged when the Trainer is made
         runner = TrainRunner(model, training_plan=plan, data_splitter=datamodule, **trainer_kwargs)
         # added once scvi-tools' Trainer is built: asked for checkpoints, it would put its

@@ -7,6 +7,7 @@ refused with what to do about it.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -45,7 +46,13 @@ def register_reference(
     ]
     fields.append(CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, _LABEL_COLUMN))
     manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-    with quiet_loggers(("scvi",), scanpy_verbosity() >= DEBUG):  # "Generating sequential …"
+    with (
+        quiet_loggers(("scvi",), scanpy_verbosity() >= DEBUG),  # "Generating sequential …"
+        warnings.catch_warnings(),
+    ):
+        # scvi-tools names a rare label by its internal code, and counts the cells given
+        # here (a SOMA prototype's, not the training cells): train() warns in its place
+        warnings.filterwarnings("ignore", message="Category .* has fewer than 3 cells")
         manager.register_fields(adata, **kwargs)
     cls.register_manager(manager)
 

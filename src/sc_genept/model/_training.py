@@ -114,24 +114,6 @@ def quiet_loggers(names: Sequence[str], verbose: bool):
             logger.setLevel(level)
 
 
-@contextmanager
-def lightning_output(verbose: bool):
-    """Lightning's and scvi-tools' log lines and warnings held back for the block (unless verbose).
-
-    Only their INFO lines and their own warnings: errors still raise, and sc_genept's own
-    warnings still show. Logger levels and warning filters are restored after the block.
-    """
-    if verbose:
-        yield
-        return
-    from lightning.fabric.utilities.warnings import PossibleUserWarning
-
-    with quiet_loggers(_LIGHTNING_LOGGERS, verbose), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module=_LIGHTNING_MODULES)
-        warnings.filterwarnings("ignore", category=PossibleUserWarning)
-        yield
-
-
 #: What scvi-tools' ``TrainRunner`` prints on stdout before re-raising a training error.
 _RUNNER_FAILURE_LINE = "Exception raised during training."
 
@@ -181,16 +163,26 @@ class _DropRunnerFailureLine(io.TextIOBase):
 
 
 @contextmanager
-def runner_output(verbose: bool):
-    """Stdout of the block, less scvi-tools' line for a failed training (unless verbose).
+def lightning_output(verbose: bool):
+    """Lightning's and scvi-tools' output held back for the block (unless verbose).
 
-    scvi-tools' runner prints that line before raising the error anyway, which says what
-    went wrong; everything else printed passes on.
+    Their INFO log lines, their own warnings, and scvi-tools' stdout line for a failed
+    training (the error itself is raised, and says what went wrong). Errors still raise,
+    sc_genept's own warnings and anything else printed still show; logger levels and
+    warning filters are restored after the block.
     """
     if verbose:
         yield
         return
-    with redirect_stdout(_DropRunnerFailureLine(sys.stdout)):
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+
+    with (
+        quiet_loggers(_LIGHTNING_LOGGERS, verbose),
+        warnings.catch_warnings(),
+        redirect_stdout(_DropRunnerFailureLine(sys.stdout)),
+    ):
+        warnings.filterwarnings("ignore", module=_LIGHTNING_MODULES)
+        warnings.filterwarnings("ignore", category=PossibleUserWarning)
         yield
 
 
