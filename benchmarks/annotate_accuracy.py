@@ -148,7 +148,7 @@ def main() -> None:
         for loss in ("hierarchical", "flat"):
             model, probs = fit_predict(train, test, ["X_genept"], labels_key="mixed", loss=loss)
             record(f"mixed labels, {loss} loss", y[te], finest_of(probs, fine_terms))
-            decoded = sc_genept.model.decode(probs, model.module.subtree.numpy(), 0.5, cl)[
+            decoded = sc_genept.model.decode(probs, model.module.network.subtree.numpy(), 0.5, cl)[
                 "ontology_term_id"
             ]
             f1 = per_class_f1(test_mixed, sctab_adjusted(test_mixed, decoded.to_numpy(), cl))

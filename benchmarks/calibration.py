@@ -53,11 +53,11 @@ def main() -> None:
         def fit(cells, hierarchical, model=model):
             inputs = torch.as_tensor(model._inputs(cells))
             labels = torch.as_tensor([model.terms.index(t) for t in cells.obs[LABELS]])
-            return model.module.calibrate(inputs, labels, hierarchical=hierarchical)
+            return model.module.network.calibrate(inputs, labels, hierarchical=hierarchical)
 
         temperatures = {
             "none (T = 1)": 1.0,
-            "validation cells (also chose the epoch)": model.module.calibrate(
+            "validation cells (also chose the epoch)": model.module.network.calibrate(
                 torch.as_tensor(model._inputs(model.adata, validation)),
                 torch.as_tensor(codes[validation]),
                 hierarchical=True,
@@ -67,7 +67,7 @@ def main() -> None:
             "oracle: the test fold itself": fit(test, True),
         }
         for name, temperature in temperatures.items():
-            model.module.temperature.fill_(temperature)
+            model.module.network.temperature.fill_(temperature)
             p = model.predict(test)
             pooled.setdefault(name, []).append(
                 pd.DataFrame(

@@ -18,7 +18,7 @@ def test_gpu_training_matches_cpu_quality():
         model.train(accelerator=accelerator, devices=1, **{**FAST, "max_epochs": 5})
         trained[accelerator] = model
     gpu, cpu = trained["gpu"], trained["cpu"]
-    assert gpu.module.input_mean.device.type == "cuda"
+    assert gpu.module.network.input_mean.device.type == "cuda"
     assert accuracy(gpu, adata) >= accuracy(cpu, adata) - 0.02
     assert accuracy(gpu, adata) > 0.9
     assert (

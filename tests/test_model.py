@@ -11,7 +11,7 @@ from conftest import rehash
 
 import sc_genept
 from sc_genept.genes import GeneEmbeddings, Provenance
-from sc_genept.model import GenePTClassifier, GenePTClassifierModule, ModelFolderError, decode
+from sc_genept.model import GenePTClassifier, GenePTNetwork, ModelFolderError, decode
 
 CELL, IMMUNE, T, CD4, CD8, B, NEURON = (f"CL:000000{i}" for i in range(7))
 FAST = {"max_epochs": 40, "enable_progress_bar": False}
@@ -19,9 +19,7 @@ FAST = {"max_epochs": 40, "enable_progress_bar": False}
 
 def test_hierarchical_loss_is_subtree_mass(tiny_cl):
     terms = [IMMUNE, T, CD4, CD8, B]
-    module = GenePTClassifierModule(
-        2, tiny_cl.ancestor_matrix(terms), n_hidden=4, n_layers=0, dropout=0
-    )
+    module = GenePTNetwork(2, tiny_cl.ancestor_matrix(terms), n_hidden=4, n_layers=0, dropout=0)
     logits = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.15, 0.25]]))
     for label, under in [(T, [T, CD4, CD8]), (CD4, [CD4]), (IMMUNE, terms)]:
         y = torch.tensor([terms.index(label)])
@@ -36,7 +34,7 @@ def test_hierarchical_loss_is_subtree_mass(tiny_cl):
 def test_calibration_finds_the_temperature_of_overconfident_logits():
     # the module's logits are its inputs; labels are drawn from softmax(logits / 2.5)
     n_terms = 4
-    module = GenePTClassifierModule(n_terms, np.eye(n_terms), n_hidden=4, n_layers=0, dropout=0)
+    module = GenePTNetwork(n_terms, np.eye(n_terms), n_hidden=4, n_layers=0, dropout=0)
     module.input_clip = float("inf")  # logits exactly the inputs
     with torch.no_grad():
         module.members[0][0].weight.copy_(torch.eye(n_terms))
@@ -50,7 +48,7 @@ def test_calibration_finds_the_temperature_of_overconfident_logits():
 
 
 def test_ensemble_probabilities_are_the_members_mean():
-    module = GenePTClassifierModule(3, np.eye(4), n_hidden=8, n_layers=1, dropout=0, n_members=3)
+    module = GenePTNetwork(3, np.eye(4), n_hidden=8, n_layers=1, dropout=0, n_members=3)
     module.reset_parameters(0)
     module.eval()
     module.temperature.fill_(1.7)
@@ -62,7 +60,7 @@ def test_ensemble_probabilities_are_the_members_mean():
 
 
 def test_a_gene_constant_in_the_reference_cannot_dominate_a_query():
-    module = GenePTClassifierModule(3, np.eye(2), n_hidden=4, n_layers=1, dropout=0)
+    module = GenePTNetwork(3, np.eye(2), n_hidden=4, n_layers=1, dropout=0)
     train = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
     train[:, 0] = 0.0  # never expressed in the reference: standard deviation ~0
     module.set_standardization([train])
@@ -153,7 +151,9 @@ def test_save_load_gives_identical_predictions(trained, pbmc_split, tmp_path):
     assert "MiniLM" in meta["embedding_provenance"]["X_genept"]["embedding_model"]
     loaded = GenePTClassifier.load(tmp_path / "model")
     assert loaded.genes == trained.genes and len(loaded.genes) == 741
-    assert float(loaded.module.temperature) == float(trained.module.temperature) != 1
+    assert (
+        float(loaded.module.network.temperature) == float(trained.module.network.temperature) != 1
+    )
     assert loaded.gene_sets_ == trained.gene_sets_
     assert loaded.ontology.source == "the model folder model"
     pd.testing.assert_frame_equal(loaded.predict_proba(query), trained.predict_proba(query))
@@ -344,13 +344,11 @@ def test_ensemble_inputs_flat_loss_and_balancing(pbmc_split):
     x = torch.as_tensor(model._inputs(ref))
     labels = torch.as_tensor(codes)
     with torch.no_grad():
-        logits = model.module(x)
+        logits = model.module.network(x)
         nll = -torch.log_softmax(logits, -1)[:, torch.arange(len(codes)), labels].mean(0)
         weight = torch.as_tensor(1 / counts[codes], dtype=torch.float32)
         expected = (nll * weight).sum() / weight.sum()
-        got = plan.module.loss(
-            logits, labels, hierarchical=plan.hierarchical, class_weights=plan.class_weights
-        )
+        got = plan.module.network.loss(logits, labels, **plan.loss_kwargs)
     torch.testing.assert_close(got, expected)
     with pytest.raises(ValueError, match="'hierarchical' or 'flat'"):
         GenePTClassifier(ref, loss="focal")

@@ -68,7 +68,9 @@ class _Scan(ast.NodeVisitor):
         for item in node.body:
             if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef) and _private(item.name):
                 for base in bases:
-                    if base is not None and hasattr(base, item.name):
+                    # an abstract method is the base's contract for subclasses to fill
+                    # (scvi-tools' module contract: ``_get_inference_input``)
+                    if base is not None and _overridable(base, item.name) is False:
                         self._flag(item, f"overrides {base.__qualname__}.{item.name}")
         self.generic_visit(node)
 
@@ -84,6 +86,13 @@ class _Scan(ast.NodeVisitor):
             return getattr(importlib.import_module(module), name)
         except ImportError:  # an optional extra that is not installed
             return None
+
+
+def _overridable(base: type, name: str) -> bool | None:
+    """Whether ``base`` asks subclasses to define ``name`` (abstract); ``None``: it has none."""
+    if not hasattr(base, name):
+        return None
+    return bool(getattr(getattr(base, name), "__isabstractmethod__", False))
 
 
 def private_uses(source: str, where: str) -> list[str]:
@@ -120,6 +129,9 @@ def test_the_scan_lets_public_and_own_names_pass():
     source = (
         "from __future__ import annotations\n"
         "from sc_genept._utils import warn_caller\n"
+        "from scvi.module.base import BaseModuleClass\n"
+        "class Module(BaseModuleClass):\n    def _get_inference_input(self, tensors):\n"
+        "        return {}\n"
         "from scanpy import settings\n"
         "from lightning.pytorch import Trainer\n"
         "class Mine(Trainer):\n    def _our_helper(self):\n        return self.__class__\n"

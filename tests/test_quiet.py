@@ -112,7 +112,7 @@ def test_an_error_in_training_is_raised_not_printed(pbmc_embedded, verbosity, ca
     model = GenePTClassifier(ref, n_hidden=16, n_members=1)
     plan_step = type(model.module).forward
 
-    def broken(self, x):
+    def broken(self, *args, **kwargs):
         raise Boom("broken on purpose\nwith a second line")
 
     type(model.module).forward = broken

@@ -402,7 +402,7 @@ def test_a_model_trained_from_soma_predicts_as_one_trained_in_memory(
     # standardised on the training cells' embedding, as training in memory does
     trained = np.isin(np.flatnonzero(~held_out), cells._train)
     np.testing.assert_allclose(
-        model.module.input_mean.numpy(),
+        model.module.network.input_mean.numpy(),
         np.hstack([np.asarray(reference.obsm[k][trained].mean(0)).ravel() for k in keys]),
         atol=1e-5,
     )

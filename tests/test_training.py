@@ -109,7 +109,7 @@ def test_threads_are_chosen_for_the_call_and_restored(cells):
 def test_prediction_threads_are_chosen_and_restored(cells):
     model, _ = _train(cells)
     seen = []
-    model.module.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    model.module.network.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -155,13 +155,15 @@ def test_train_reads_a_given_datamodule(cells):
     np.testing.assert_array_equal(model.train_indices, data.train_idx)
     assert len(data.train_idx) == 4 * 38  # its split (half of each type), not train()'s
     # no calibration cells: the temperature and the error curve come from its validation cells
-    assert float(model.module.temperature) != 1.0
+    assert float(model.module.network.temperature) != 1.0
     assert model.calibration_["error_coverage"]["n_cells"] == cells.n_obs - len(data.train_idx)
     counts = data.label_counts()
-    weights = model.trainer.lightning_module.class_weights.detach().numpy()
+    weights = model.trainer.lightning_module.loss_kwargs["class_weights"].numpy()
     np.testing.assert_allclose(weights[counts > 0], counts.sum() / counts[counts > 0])
     np.testing.assert_allclose(
-        model.module.input_mean.numpy(), cells.obsm["X_genept"][data.train_idx].mean(0), atol=1e-5
+        model.module.network.input_mean.numpy(),
+        cells.obsm["X_genept"][data.train_idx].mean(0),
+        atol=1e-5,
     )
     assert accuracy(model, cells) > 0.9
 

@@ -124,7 +124,7 @@ def plain_loop(
     """Training cells/s per epoch of a plain torch loop over the same module and batches."""
     GenePTClassifier.setup_anndata(adata, labels_key="cell_type")
     model = GenePTClassifier(adata)
-    module = model.module.to(device).train()
+    module = model.module.network.to(device).train()
     x = torch.as_tensor(adata.obsm["X_genept"], device=device)
     labels = torch.as_tensor(model._label_codes(), device=device)
     n_train = int(0.81 * len(x))  # as many cells as train()'s default split trains on

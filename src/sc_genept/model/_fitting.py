@@ -28,7 +28,7 @@ from sc_genept.model._calls import (
     novelty_reference,
 )
 from sc_genept.model._inputs import _input_keys
-from sc_genept.model._module import TrainingPlan
+from sc_genept.model._module import GenePTTrainingPlan
 from sc_genept.model._training import (
     checkpoint_callbacks,
     lightning_output,
@@ -45,10 +45,10 @@ def prepare_module(
 ) -> None:
     """Seed, draw the weights of an untrained model, learn the input standardisation."""
     torch.manual_seed(seed)  # dropout
-    model.module.gene_dropout = gene_dropout
+    model.module.network.gene_dropout = gene_dropout
     if not model.is_trained_:
-        model.module.reset_parameters(seed)
-    model.module.set_standardization(datamodule.standardization_batches())
+        model.module.network.reset_parameters(seed)
+    model.module.network.set_standardization(datamodule.standardization_batches())
 
 
 def check_validation(datamodule: CellData, early_stopping: bool) -> tuple[bool, bool]:
@@ -88,13 +88,12 @@ def training_plan(
     lr: float,
     weight_decay: float,
     balance_classes: bool,
-) -> TrainingPlan:
-    """The Lightning module that trains ``model.module``: AdamW, with its loss."""
+) -> GenePTTrainingPlan:
+    """The training plan of ``model.module``: AdamW, with its loss."""
     counts = datamodule.label_counts()
     warn_rare_labels(model, counts)
-    return TrainingPlan(
+    return GenePTTrainingPlan(
         model.module,
-        _input_keys(model.embedding_keys),
         lr=lr,
         weight_decay=weight_decay,
         hierarchical=model.loss_kind == "hierarchical",
@@ -131,36 +130,35 @@ def calibrate(model: GenePTClassifier, datamodule: CellData, seed: int) -> None:
     confidences stay uncalibrated and ``max_error`` and the novelty check are
     unavailable.
     """
-    model.module.temperature.fill_(1.0)
-    model.module.eval()
+    network = model.module.network
+    network.temperature.fill_(1.0)
+    network.eval()
     model.calibration_ = None
     fit = NoveltyFit(len(model.terms))
     for x, codes in _batches(model, datamodule.train_dataloader()):
-        fit.add(model.module.standardized(x).cpu().numpy(), codes.cpu().numpy())
+        fit.add(network.standardized(x).cpu().numpy(), codes.cpu().numpy())
     space = fit.fit()
     if space is not None:
-        model.module.set_novelty(space)
+        network.set_novelty(space)
     held_out = _held_out(model, datamodule, seed)
     if held_out is None:
         return
     inputs, codes = held_out
     hierarchical = model.loss_kind == "hierarchical"
-    temperature = model.module.calibrate(inputs, codes, hierarchical=hierarchical)
-    probs = model.module.probabilities(inputs).cpu().numpy().astype(np.float64)
+    temperature = network.calibrate(inputs, codes, hierarchical=hierarchical)
+    probs = network.probabilities(inputs).cpu().numpy().astype(np.float64)
     labelled = [t for t, n in zip(model.terms, datamodule.label_counts(), strict=True) if n]
     model.calibration_ = {"labelled_terms": labelled}
     model.calibration_["error_coverage"] = error_coverage(
-        probs, codes.cpu().numpy(), model.module.subtree.cpu().numpy(), model._labelled()
+        probs, codes.cpu().numpy(), network.subtree.cpu().numpy(), model._labelled()
     )
     model.calibration_["novelty"] = (
-        novelty_reference(model.module.novelty(inputs).cpu().numpy())
-        if model.module.has_novelty
-        else None
+        novelty_reference(network.novelty(inputs).cpu().numpy()) if network.has_novelty else None
     )
     logg.info(
         f"confidences calibrated on {len(codes)} held-out cells: temperature {temperature:.2f}"
     )
-    model.module.eval()
+    network.eval()
 
 
 def _held_out(model: GenePTClassifier, datamodule: CellData, seed: int):
@@ -182,7 +180,7 @@ def _held_out(model: GenePTClassifier, datamodule: CellData, seed: int):
 def _batches(model: GenePTClassifier, loader):
     """``(inputs, label codes)`` of each batch of a data loader, on the module's device."""
     keys = _input_keys(model.embedding_keys)
-    device = model.module.input_mean.device
+    device = model.module.network.input_mean.device
     for batch in loader:
         x = torch.cat([batch[k] for k in keys], dim=1).to(device)
         yield x, batch[REGISTRY_KEYS.LABELS_KEY].view(-1).long().to(device)

@@ -140,6 +140,7 @@ class GenePTClassifier(BaseModelClass):
         self.module = GenePTClassifierModule(
             sum(self.input_widths),
             self.ontology.ancestor_matrix(self.terms),
+            input_keys=input_keys,
             n_hidden=n_hidden,
             n_layers=n_layers,
             dropout=dropout,

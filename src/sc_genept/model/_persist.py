@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
     from sc_genept.model._model import GenePTClassifier
-    from sc_genept.model._module import GenePTClassifierModule
+    from sc_genept.model._network import GenePTNetwork
 
 
 #: Weights a folder saved before the novelty check existed lacks: the check is then off.
@@ -57,7 +57,7 @@ def save_folder(model: GenePTClassifier, dir_path: str | Path, overwrite: bool) 
         },
     }
     write_folder(
-        path, model.module.state_dict(), json.loads(json.dumps(meta, default=_json_default))
+        path, model.module.network.state_dict(), json.loads(json.dumps(meta, default=_json_default))
     )
 
 
@@ -128,7 +128,7 @@ def load_folder(
         registry["setup_args"]["ontology"] = ontology  # the model's own terms, not a path
         model = cls(None, registry=registry, **meta["init_params"]["non_kwargs"])
         registry["setup_args"]["ontology"] = OWN_ONTOLOGY
-        _load_weights(model.module, state)
+        _load_weights(model.module.network, state)
         model.calibration_ = meta.get("calibration")  # absent from older folders
         model.embedding_provenance_ = meta["embedding_provenance"]
         model.gene_sets_ = meta["gene_sets"]
@@ -149,8 +149,8 @@ def load_folder(
     return model
 
 
-def _load_weights(module: GenePTClassifierModule, state: dict) -> None:
-    missing, unexpected = module.load_state_dict(state, strict=False)
+def _load_weights(network: GenePTNetwork, state: dict) -> None:
+    missing, unexpected = network.load_state_dict(state, strict=False)
     if unexpected or set(missing) - _OPTIONAL_WEIGHTS:
         raise RuntimeError(
             f"the weights lack {sorted(set(missing) - _OPTIONAL_WEIGHTS)} and have "
