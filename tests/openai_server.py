@@ -5,7 +5,10 @@ upload/download and the Batch API. Embeddings are deterministic functions of (mo
 dimensions). It records every request and can answer the next ones with error codes, or
 with malformed answers (``mangle_next`` / ``mangle_all``, see the functions below), so tests
 can check what was sent, retries, what a broken server does, and that nothing was paid for
-twice.
+twice. For faults it can also hold requests unanswered (``hold_embeddings_from``, until
+``release()``), list batches (``GET /v1/batches``, by ``metadata``), add lines of other jobs
+to a batch's output (``extra_batch_output``), and call ``after_request`` on each request
+received (e.g. to interrupt the client at a chosen moment).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import itertools
 import json
 import re
 import threading
+import time
+from collections.abc import Callable
 from email.parser import BytesParser
 from email.policy import default as email_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -81,6 +86,11 @@ class FakeOpenAI:
         self.expire_keeping: int | None = None  # batches expire with only this many done
         self.mangle_next: list = []  # functions that spoil the next embeddings answers
         self.mangle_all = None  # a function that spoils every embeddings answer
+        self.retry_after_ms: str | None = "1"  # header of injected errors; None: no header
+        self.hold_embeddings_from: int | None = None  # hold the n-th embeddings request on
+        self.released = threading.Event()  # ... until this is set (see ``release``)
+        self.extra_batch_output: list[dict] = []  # lines of other jobs in every batch output
+        self.after_request: Callable[[dict], None] | None = None  # called on each request
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
         self._ids = itertools.count(1)
@@ -88,13 +98,16 @@ class FakeOpenAI:
         handler = type("Handler", (_Handler,), {"service": self})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def __enter__(self) -> FakeOpenAI:
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self.release()  # held requests end (answering a client that may be gone)
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -104,6 +117,17 @@ class FakeOpenAI:
             r["method"] == method and re.fullmatch(path_pattern, r["path"]) is not None
             for r in self.requests
         )
+
+    def release(self) -> None:
+        """Answer the held embeddings requests, and hold no more."""
+        self.hold_embeddings_from = None
+        self.released.set()
+
+    def hold(self) -> None:
+        """Block the calling handler if its embeddings request is one to hold."""
+        n = self.count("POST", "/v1/embeddings")
+        if self.hold_embeddings_from is not None and n >= self.hold_embeddings_from:
+            self.released.wait()
 
     def new_id(self, prefix: str) -> str:
         with self._lock:
@@ -167,6 +191,7 @@ class FakeOpenAI:
             if line.strip()
         ]
         self.batches[batch_id] = {
+            "created_at": int(time.time()),
             "body": body,
             "lines": lines,
             "polls": 0,
@@ -213,6 +238,7 @@ class FakeOpenAI:
                         "error": None,
                     }
                 )
+        out += self.extra_batch_output
         output_id = self.new_id("file")
         self.files[output_id] = "\n".join(
             o if isinstance(o, str) else json.dumps(o) for o in out
@@ -236,9 +262,21 @@ class FakeOpenAI:
             "completion_window": batch["body"]["completion_window"],
             "status": batch["status"],
             "output_file_id": batch["output"],
-            "created_at": 0,
+            "created_at": batch["created_at"],
+            "metadata": batch["body"].get("metadata"),
             "request_counts": {"total": n, "completed": done - failed, "failed": failed},
             "errors": None,
+        }
+
+    def list_batches(self) -> dict:
+        """All batches, newest first, on one page."""
+        data = [self._batch_object(i) for i in reversed(self.batches)]
+        return {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": False,
         }
 
 
@@ -262,20 +300,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _record(self, body) -> bool:
         """Record the request; answer with an injected error if one is queued."""
-        self.service.requests.append(
-            {
-                "method": self.command,
-                "path": self.path,
-                "body": body,
-                "authorization": self.headers.get("Authorization", ""),
-            }
-        )
+        request = {
+            "method": self.command,
+            "path": self.path,
+            "body": body,
+            "authorization": self.headers.get("Authorization", ""),
+            "time": time.monotonic(),
+        }
+        self.service.requests.append(request)
+        if self.service.after_request is not None:
+            self.service.after_request(request)
         if self.service.fail_next:
             status = self.service.fail_next.pop(0)
             self._send(
                 status,
                 {"error": {"message": f"injected {status}", "type": "server_error"}},
-                retry_after_ms="1",
+                retry_after_ms=self.service.retry_after_ms,
             )
             return True
         return False
@@ -294,7 +334,22 @@ class _Handler(BaseHTTPRequestHandler):
         if retry_after_ms:
             self.send_header("retry-after-ms", retry_after_ms)
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client is gone (killed, or gave up waiting): nothing to answer
+
+    def send_response(self, *args) -> None:
+        try:
+            super().send_response(*args)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def end_headers(self) -> None:
+        try:
+            super().end_headers()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -315,6 +370,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         service = self.service
         if self.path == "/v1/embeddings":
+            service.hold()
             answer = service.embeddings(body)
             self._send(200, answer, raw=answer if isinstance(answer, bytes) else None)
         elif self.path == "/v1/chat/completions":
@@ -329,8 +385,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self._record(None):
             return
-        if m := re.fullmatch(r"/v1/batches/([\w-]+)", self.path):
-            self._send(200, self.service.retrieve_batch(m.group(1)))
+        if re.fullmatch(r"/v1/batches(\?.*)?", self.path):
+            self._send(200, self.service.list_batches())
+        elif m := re.fullmatch(r"/v1/batches/([\w-]+)", self.path):
+            if m.group(1) not in self.service.batches:  # deleted, or another account's
+                self._send(404, {"error": {"message": f"No batch found with id '{m.group(1)}'."}})
+            else:
+                self._send(200, self.service.retrieve_batch(m.group(1)))
         elif m := re.fullmatch(r"/v1/files/([\w-]+)/content", self.path):
             self._send(200, None, raw=self.service.files[m.group(1)])
         else:

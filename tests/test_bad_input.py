@@ -636,7 +636,7 @@ ANNOTATE = [
     pytest.param(
         lambda e: _annotate(e, reference_layer="counts"),
         KeyError,
-        r"No layer 'counts' in adata\.layers",
+        r"No layer 'counts' in reference\.layers",
         id="reference-unknown-layer",
     ),
     pytest.param(

@@ -1,6 +1,9 @@
 import argparse
 import hashlib
+import os
 import re
+import shutil
+import signal
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -335,3 +338,134 @@ def test_annotate_a_mouse_query_with_an_ortholog_table(h5ads, tmp_path):
     assert cli.main([*argv, "--orthologs", str(tmp_path / "orthologs.csv")]) == 0
     crossed = ad.read_h5ad(out).uns["genept_cell_type"]["genes_through_orthologs"]
     assert crossed["by_ortholog_table"] == 1 and crossed["by_symbol_ignoring_case"] > 600
+
+
+# --- annotate never loses a file (issue 19) --------------------------------------------------
+
+
+@pytest.fixture
+def stub_annotate(monkeypatch):
+    """genept_annotate replaced by a quick stand-in that records its calls: files, not labels."""
+    import sc_genept.tl
+
+    calls = []
+
+    def annotate(adata, *args, key_added="genept_cell_type", **kwargs):
+        calls.append(adata.n_obs)
+        adata.obs[key_added] = "T cell"
+        adata.obs[f"{key_added}_confidence"] = 0.9
+
+    monkeypatch.setattr(sc_genept.tl, "genept_annotate", annotate)
+    return calls
+
+
+@pytest.fixture
+def small_h5ad(tmp_path):
+    path = tmp_path / "in.h5ad"
+    ad.AnnData(np.ones((3, 2), dtype=np.float32)).write_h5ad(path)
+    return path
+
+
+def _annotate(argv, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["annotate", *argv])
+    return exit_.value.code, " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["plain", "overwrite"])
+@pytest.mark.parametrize("spelling", ["same", "dotted", "hard-link"])
+def test_annotate_never_writes_over_its_input(
+    overwrite, spelling, small_h5ad, tmp_path, capsys, stub_annotate
+):
+    digest = _digest(small_h5ad)
+    out = {
+        "same": small_h5ad,
+        "dotted": tmp_path / "sub" / ".." / small_h5ad.name,
+        "hard-link": tmp_path / "link.h5ad",
+    }[spelling]
+    (tmp_path / "sub").mkdir()
+    if spelling == "hard-link":
+        out.hardlink_to(small_h5ad)
+    code, err = _annotate([str(small_h5ad), "-o", str(out), "--model", "m", *overwrite], capsys)
+    assert code == 2 and "is INPUT" in err, err
+    assert _digest(small_h5ad) == digest and stub_annotate == []
+
+
+def test_annotate_never_writes_over_its_reference(small_h5ad, tmp_path, capsys, stub_annotate):
+    digest = _digest(small_h5ad)
+    query = tmp_path / "query.h5ad"
+    shutil.copy(small_h5ad, query)
+    argv = [str(query), "-o", str(small_h5ad), "--reference", str(small_h5ad)]
+    code, err = _annotate([*argv, "--labels-key", "x", "--overwrite"], capsys)
+    assert code == 2 and "is --reference" in err, err
+    assert _digest(small_h5ad) == digest
+
+
+def test_annotate_help_says_the_input_is_never_changed(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["annotate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "The input file is never changed" in out
+    assert "-o may not name INPUT or REF, even with --overwrite" in out
+
+
+def test_annotate_refuses_a_read_only_output_before_any_work(
+    small_h5ad, tmp_path, capsys, stub_annotate
+):
+    out = tmp_path / "kept.h5ad"
+    out.write_bytes(b"precious")
+    out.chmod(0o444)
+    argv = [str(small_h5ad), "-o", str(out), "--model", "m", "--overwrite"]
+    code, err = _annotate(argv, capsys)
+    assert code == 2 and f"{out} is read-only" in err, err
+    assert out.read_bytes() == b"precious" and stub_annotate == []
+
+
+def test_annotate_checks_the_output_folder_before_any_work(
+    small_h5ad, tmp_path, capsys, stub_annotate, monkeypatch
+):
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o555)
+    real = os.access
+    monkeypatch.setattr(  # as for any user but root, who may write anywhere
+        os, "access", lambda p, mode, *a, **k: False if Path(p) == folder else real(p, mode)
+    )
+    code, err = _annotate([str(small_h5ad), "-o", str(folder / "o.h5ad"), "--model", "m"], capsys)
+    assert code == 2 and f"{folder} is not writable" in err and ".tmp" not in err, err
+    assert stub_annotate == [] and os.listdir(folder) == []
+
+
+def test_annotate_writes_as_the_umask_says(small_h5ad, tmp_path, capsys, stub_annotate):
+    old = os.umask(0o022)
+    try:
+        assert (
+            cli.main(["annotate", str(small_h5ad), "-o", str(tmp_path / "o.h5ad"), "--model", "m"])
+            == 0
+        )
+    finally:
+        os.umask(old)
+    assert (tmp_path / "o.h5ad").stat().st_mode & 0o777 == 0o644
+    capsys.readouterr()
+
+
+def test_an_interrupt_during_the_write_exits_130_and_keeps_the_old_output(
+    small_h5ad, tmp_path, capsys, stub_annotate, monkeypatch
+):
+    out = tmp_path / "o.h5ad"
+    out.write_bytes(b"the old result")
+
+    def interrupted_write(self, path, **kwargs):
+        Path(path).write_bytes(b"partial")
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass  # h5py's weakref callbacks swallow it ("Exception ignored in ...")
+        Path(path).write_bytes(b"complete")
+
+    monkeypatch.setattr(ad.AnnData, "write_h5ad", interrupted_write)
+    argv = [str(small_h5ad), "-o", str(out), "--model", "m", "--overwrite"]
+    code, err = _annotate(argv, capsys)
+    assert code == 130 and "interrupted" in err, err
+    assert out.read_bytes() == b"the old result"
+    assert sorted(os.listdir(tmp_path)) == ["in.h5ad", "o.h5ad"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the CLI's handler is gone

@@ -139,3 +139,44 @@ def test_dask_float16_output(counts):
     np.testing.assert_allclose(
         lazy.obsm["X_genept"].compute().astype(np.float32), expected.obsm["X_genept"], atol=1e-4
     )
+
+
+def _chunks_of(x: np.ndarray, convert):
+    """A Dask array of ``x`` whose row chunks are ``convert(chunk)`` (another sparse format)."""
+    meta = convert(np.zeros((0, x.shape[1]), x.dtype))
+    return da.from_array(x, chunks=(CHUNK, -1)).map_blocks(convert, dtype=x.dtype, meta=meta)
+
+
+def _pydata_coo(block):
+    return pytest.importorskip("sparse").COO.from_numpy(block)
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [sparse.coo_matrix, sparse.csc_matrix, sparse.coo_array, _pydata_coo],
+    ids=["scipy-coo", "scipy-csc", "scipy-coo-array", "pydata-coo"],
+)
+def test_dask_chunks_of_other_sparse_formats_are_read_as_csr(counts, convert, recwarn):
+    expected = sc_genept.tl.genept_embed(counts, copy=True).obsm["X_genept"]
+    lazy = counts.copy()
+    lazy.X = _chunks_of(counts.X.astype(np.float32), convert)
+    sc_genept.tl.genept_embed(lazy)
+    np.testing.assert_allclose(lazy.obsm["X_genept"].compute(), expected, atol=1e-6)
+    # converted per chunk, quietly: no "not CSR, a copy is made" warning per chunk
+    assert not [w for w in recwarn if "not CSR" in str(w.message)]
+
+
+def test_dask_refuses_counts_mixed_with_normalised_values_as_memory_does(counts):
+    x = counts.X.astype(np.float32)
+    x[:CHUNK] = 0  # the first chunk has no values: the next one decides
+    x[75:100] = np.log1p(x[75:100])  # normalised values in the fourth chunk
+    in_memory = counts.copy()
+    in_memory.X = x
+    with pytest.raises(ValueError, match=r"Rows 25–50 hold integer counts but rows 75–100"):
+        sc_genept.tl.genept_embed(in_memory, chunk_size=CHUNK)
+    lazy = counts.copy()
+    lazy.X = da.from_array(x, chunks=(CHUNK, -1))
+    sc_genept.tl.genept_embed(lazy)
+    assert lazy.uns["X_genept"]["log_normalized"] is True  # as the second chunk decided
+    with pytest.raises(ValueError, match=r"[Rr]ows 25–50 .*integer counts but rows 75–100"):
+        lazy.obsm["X_genept"].compute()

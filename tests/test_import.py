@@ -127,3 +127,41 @@ def test_installed_script_help_imports_no_heavy_module():
     assert "sc_genept._cli_parser" in modules
     heavy = sorted(m for m in modules if m.partition(".")[0] in not_for_help())
     assert not heavy, heavy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "call",
+    [
+        "sys.argv = ['sc-genept', 'annotate', IN, '--model', 'pbmc68k', '-o', OUT]\n"
+        "from sc_genept.cli import main\nmain()",
+        "import anndata, scanpy as sc, sc_genept\n"
+        "adata = anndata.read_h5ad(IN)\nsc.tl.genept_annotate(adata, model='pbmc68k')\n"
+        "assert adata.obs['genept_cell_type'].notna().all()",
+    ],
+    ids=["cli", "genept_annotate"],
+)
+def test_annotating_with_a_saved_model_imports_neither_scvi_tools_nor_lightning(
+    call, pbmc_small_h5ad, tmp_path
+):
+    # prediction needs the network (torch), not the training machinery
+    code = (
+        f"import sys\nIN, OUT = {str(pbmc_small_h5ad)!r}, {str(tmp_path / 'out.h5ad')!r}\n"
+        f"{call}\n"
+        "heavy = sorted({m.partition('.')[0] for m in sys.modules} & {'scvi', 'lightning'})\n"
+        "assert not heavy, heavy\n"
+    )
+    result = _run(code)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.fixture
+def pbmc_small_h5ad(tmp_path):
+    """Raw counts of 100 cells of pbmc68k_reduced, as a user's h5ad."""
+    import sc_genept
+
+    adata = sc_genept.datasets.pbmc68k_reduced()[:100]
+    counts = adata.raw.to_adata()
+    path = tmp_path / "cells.h5ad"
+    counts.write_h5ad(path)
+    return path

@@ -11,7 +11,13 @@ from conftest import rehash
 
 import sc_genept
 from sc_genept.genes import GeneEmbeddings, Provenance
-from sc_genept.model import GenePTClassifier, GenePTNetwork, ModelFolderError, decode
+from sc_genept.model import (
+    GenePTClassifier,
+    GenePTNetwork,
+    ModelFolderError,
+    SavedClassifier,
+    decode,
+)
 
 CELL, IMMUNE, T, CD4, CD8, B, NEURON = (f"CL:000000{i}" for i in range(7))
 FAST = {"max_epochs": 40, "enable_progress_bar": False}
@@ -158,12 +164,30 @@ def test_save_load_gives_identical_predictions(trained, pbmc_split, tmp_path):
     assert loaded.ontology.source == "the model folder model"
     pd.testing.assert_frame_equal(loaded.predict_proba(query), trained.predict_proba(query))
     pd.testing.assert_frame_equal(loaded.predict(query), trained.predict(query))
+
     with pytest.raises(FileExistsError, match="overwrite=True"):
         trained.save(tmp_path / "model")
     loaded.save(tmp_path / "again")  # a loaded model saves as it was loaded
     assert (
         json.loads((tmp_path / "again" / "model.json").read_text())["ontology"] == meta["ontology"]
     )
+
+
+def test_a_folder_loaded_to_predict_only_answers_as_the_full_model(trained, pbmc_split, tmp_path):
+    _, query = pbmc_split
+    trained.save(tmp_path / "model")
+    saved = SavedClassifier.load(tmp_path / "model")
+    assert saved.terms == trained.terms and saved.genes == trained.genes
+    assert saved._model_summary_string == trained._model_summary_string
+    assert saved.calibration_ == json.loads(json.dumps(trained.calibration_))
+    pd.testing.assert_frame_equal(saved.predict_proba(query), trained.predict_proba(query))
+    for options in ({}, {"max_error": 0.1}, {"novelty_rate": 0.05}):
+        pd.testing.assert_frame_equal(
+            saved.predict(query, **options), trained.predict(query, **options)
+        )
+    pd.testing.assert_frame_equal(saved.error_coverage(), trained.error_coverage())
+    with pytest.raises(ValueError, match="Pass adata"):
+        saved.predict()  # it has no training data to fall back on
 
 
 def _opened_files():

@@ -103,8 +103,29 @@ EVERYDAY = {
         "effector memory CD8-positive, alpha-beta T cell",
         "implied qualifier",
     ),
+    # Seurat's and Azimuth's words (sc_genept.ontology.EVERYDAY_WORDS)
+    "Mono": ("CL:0000576", "monocyte", "everyday word"),
+    "CD14+ Mono": ("CL:0001054", "CD14-positive monocyte", "everyday word"),
+    "MAIT cells": ("CL:0000940", "mucosal-associated invariant T cell", "everyday word"),
+    # "CD4"/"CD8" with T-cell states only is a T cell
+    "CD8 Cytotoxic": (
+        "CL:0000794",
+        "CD8-positive, alpha-beta cytotoxic T cell",
+        "implied T cell",
+    ),
+    # population names whose term is not what their words say (EVERYDAY_NAMES)
+    "CD56+ NK": ("CL:0000623", "natural killer cell", "everyday name"),
+    "CD16 Mono": ("CL:0002396", "CD14-low, CD16-positive monocyte", "everyday name"),
+    # a numbered subcluster is of its population's type
+    "NK_3": ("CL:0000623", "natural killer cell", "subcluster"),
     # word order
     "Memory CD4 T": ("CL:0000897", "CD4-positive, alpha-beta memory T cell", "word order"),
+    "CD4 Naive": (
+        "CL:0000895",
+        "naive thymus-derived CD4-positive, alpha-beta T cell",
+        "word order",
+    ),
+    "Treg Naive": ("CL:0002677", "naive regulatory T cell", "word order"),
     "Memory CD8 T": ("CL:0000909", "CD8-positive, alpha-beta memory T cell", "word order"),
     "CD11b-high, CD27-low natural killer cell, mouse": (
         "CL:0002348",
@@ -121,13 +142,11 @@ EVERYDAY = {
 # labels that must map to nothing: CL has no such term or synonym, and no rule makes one
 UNMAPPED = [
     "Tcells",  # not "T cells": words run together are not a variant
-    "Mono",  # CL never abbreviates monocyte
-    "CD14+ Mono",
     "Microglia",  # CL: "microglial cell", no synonym "microglia"
-    "MAIT cells",  # CL has no "MAIT" synonym
-    "CD56+ NK",  # CL has no CD56-positive natural killer cell
     "NKT cells",  # CL has mature/immature/type I NK T cells, no plain one
     "CD4",  # a marker alone is no cell type
+    "CD8 Naive_x",  # "_x" is no numbered subcluster
+    "Doublet",  # no cell type
 ]
 
 
@@ -253,8 +272,10 @@ def test_rules_are_tried_in_order_and_add_up(cl):
         "bare marker",
         "plural",
         "abbreviation",
+        "everyday word",
         "cell suffix",
         "implied qualifier",
+        "implied T cell",
         "word order",
     ]
     # "CD4+ T cells" needs the plural rule and the implied qualifier: the last one counts

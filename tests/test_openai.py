@@ -333,7 +333,7 @@ def test_cli_asks_before_paid_calls_and_declines_without_a_terminal(monkeypatch)
 
 def test_a_crash_while_storing_does_not_pay_twice(server, embedder, tmp_path):
     from sc_genept.genes import Cache
-    from sc_genept.genes._embed_texts import text_key
+    from sc_genept.genes._embed_texts import embed_batch_api, text_key
 
     cache = Cache(tmp_path, "embeddings")
 
@@ -344,8 +344,12 @@ def test_a_crash_while_storing_does_not_pay_twice(server, embedder, tmp_path):
 
     jobs = {text_key(embedder, t): t for t in TEXTS}
     with pytest.raises(KeyboardInterrupt):
-        embedder.embed_batch_api(
-            jobs, state_dir=tmp_path / "batches", store=store_then_crash, poll_interval=0.01
+        embed_batch_api(
+            embedder,
+            jobs,
+            state_dir=tmp_path / "batches",
+            store=store_then_crash,
+            poll_interval=0.01,
         )
     vectors = embed_texts(TEXTS, embedder, cache_dir=tmp_path, batch_api=True, poll_interval=0.01)
     np.testing.assert_allclose(vectors, expected(TEXTS), rtol=1e-6)
@@ -382,8 +386,9 @@ def test_unknown_model_vectors_must_agree(server, tmp_path):
     assert len(cached_files(tmp_path)) == 1
 
 
+@pytest.mark.parametrize("stale", ["longer", "nan"])
 @pytest.mark.parametrize("local", [False, True])
-def test_cached_vectors_of_the_wrong_dimension_are_misses(server, tmp_path, local):
+def test_cached_vectors_of_the_wrong_dimension_are_misses(server, tmp_path, local, stale):
     embedder = (
         OpenAIEmbedder("nomic-embed-text", base_url=server.url)
         if local
@@ -391,8 +396,10 @@ def test_cached_vectors_of_the_wrong_dimension_are_misses(server, tmp_path, loca
     )
     dims = 8 if local else 16
     embed_texts(TEXTS[1:], embedder, cache_dir=tmp_path)
-    # a vector of another length under the key of TEXTS[0], as an older version could leave
-    Cache(tmp_path, "embeddings").put_vector(text_key(embedder, TEXTS[0]), np.ones(dims + 4))
+    # a vector of another length (or of NaN) under the key of TEXTS[0], as an older version
+    # or a misbehaving server could leave
+    left = np.ones(dims + 4) if stale == "longer" else np.full(dims, np.nan)
+    Cache(tmp_path, "embeddings").put_vector(text_key(embedder, TEXTS[0]), left)
     vectors = embed_texts(TEXTS, embedder, cache_dir=tmp_path)
     model = "nomic-embed-text" if local else "text-embedding-3-large"
     np.testing.assert_allclose(vectors, expected(TEXTS, model, None if local else 16), rtol=1e-6)
@@ -472,3 +479,231 @@ def test_nonsense_embedding_arguments_are_refused(embedder, tmp_path):
         embed_texts(TEXTS, embedder, cache_dir=tmp_path, poll_interval=-1)
     with pytest.raises(ValueError, match="price_per_million_tokens"):
         estimate_cost(TEXTS, "text-embedding-3-large", price_per_million_tokens=-0.1)
+
+
+# ---- faults: retries, timeouts, killed runs and interrupted Batch API jobs (issue 19) -------
+
+
+@pytest.fixture
+def fast_backoff(monkeypatch):
+    """A 20 ms first backoff (0.5 s in use), so retries are seen without long sleeps."""
+    from sc_genept.genes import _embedders
+
+    monkeypatch.setattr(_embedders, "_BACKOFF_BASE", 0.02)
+    return 0.02
+
+
+def _three_500s_then(server, what, embedder, tmp_path):
+    if what == "requests":
+        return embed_texts(TEXTS, embedder, cache_dir=tmp_path)
+    if what == "batch_api":
+        return embed_texts(TEXTS, embedder, cache_dir=tmp_path, batch_api=True, poll_interval=0)
+    texts = pd.DataFrame({"symbol": ["CD3E"], "text": TEXTS[:1]})
+    return text.enrich(texts, base_url=server.url, api_key=KEY, cache_dir=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("what", ["requests", "batch_api", "chat"])
+def test_three_500s_in_a_row_then_success(
+    server, embedder, tmp_path, fast_backoff, what, verbosity, capfd
+):
+    verbosity("info")
+    server.retry_after_ms = None  # no server-directed wait: the backoff is ours
+    server.fail_next = [500, 500, 500]
+    result = _three_500s_then(server, what, embedder, tmp_path)
+    assert "HTTP 500; retry 3 of 8 in" in capfd.readouterr().err  # scanpy-style log line
+    if what != "chat":
+        np.testing.assert_allclose(result, expected(TEXTS), rtol=1e-6)
+    times = [r["time"] for r in server.requests[:4]]
+    assert len({r["path"] for r in server.requests[:4]}) == 1  # the same request, 4 times
+    gaps = np.diff(times)
+    # exponential: each wait at least 3/4 (the jitter) of base * 2**i; short in total
+    assert all(gap >= 0.75 * fast_backoff * 2**i for i, gap in enumerate(gaps)), gaps
+    assert gaps.sum() < 1.0, gaps
+
+
+def test_retries_are_bounded(server, tmp_path, fast_backoff):
+    server.retry_after_ms = None
+    server.fail_next = [500, 500, 500]
+    embedder = OpenAIEmbedder(
+        "text-embedding-3-large", dimensions=16, base_url=server.url, api_key=KEY, max_retries=2
+    )
+    with pytest.raises(EmbeddingError, match="HTTP 500"):
+        embed_texts(TEXTS, embedder, cache_dir=tmp_path)
+    assert server.count("POST", "/v1/embeddings") == 3  # the first try and 2 retries
+    assert cached_files(tmp_path) == []
+
+
+def test_a_server_that_never_answers_times_out(server, tmp_path, fast_backoff):
+    assert OpenAIEmbedder("text-embedding-3-large", base_url=server.url).client.timeout == 120
+    server.hold_embeddings_from = 1  # accepts the connection, reads the request, says nothing
+    embedder = OpenAIEmbedder("nomic-embed-text", base_url=server.url, timeout=0.3, max_retries=5)
+    start = time.monotonic()
+    with pytest.raises(EmbeddingError, match=r"did not answer within 0.3 s.*timeout="):
+        embed_texts(TEXTS, embedder, cache_dir=tmp_path)
+    # a timed-out request is tried once more, not max_retries times: each try costs timeout
+    assert server.count("POST", "/v1/embeddings") == 2
+    assert time.monotonic() - start < 3
+
+
+def test_killed_mid_request_neither_hangs_nor_pays_twice(server, tmp_path):
+    server.hold_embeddings_from = 2  # the second of three requests is in flight at the kill
+    script = textwrap.dedent(
+        f"""
+        from sc_genept.genes import OpenAIEmbedder, embed_texts
+        embedder = OpenAIEmbedder("text-embedding-3-large", dimensions=16,
+                                  base_url={server.url!r}, max_batch_size=1)
+        embed_texts({TEXTS!r}, embedder, cache_dir={str(tmp_path)!r}, progress=False)
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env={**os.environ, "OPENAI_API_KEY": KEY},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while server.count("POST", "/v1/embeddings") < 2:
+        assert child.poll() is None and time.monotonic() < deadline, "no second request came"
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)  # no chance to clean up
+    child.wait()
+    assert len(cached_files(tmp_path)) == 1  # the first answer was cached as it came
+    server.release()
+    embedder = OpenAIEmbedder(
+        "text-embedding-3-large", dimensions=16, base_url=server.url, api_key=KEY, max_batch_size=1
+    )
+    vectors = embed_texts(TEXTS, embedder, cache_dir=tmp_path, progress=False)
+    np.testing.assert_allclose(vectors, expected(TEXTS), rtol=1e-6)
+    sent = [r["body"]["input"] for r in server.requests if r["path"] == "/v1/embeddings"]
+    # the paid first request is not sent again; the one in flight at the kill is redone once
+    assert sent == [[TEXTS[0]], [TEXTS[1]], [TEXTS[1]], [TEXTS[2]]]
+
+
+def interrupt_at(server, method: str, pattern: str, n: int = 1) -> None:
+    """Ctrl-C this test's (main) thread when the server receives the n-th such request."""
+    import _thread
+
+    def hook(request):
+        if server.count(method, pattern) == n:
+            server.after_request = None
+            _thread.interrupt_main()
+
+    server.after_request = hook
+
+
+def batch_run(texts, tmp_path, server):
+    """A fresh embedder (as a new process would have) through the Batch API."""
+    embedder = OpenAIEmbedder(
+        "text-embedding-3-large", dimensions=16, base_url=server.url, api_key=KEY
+    )
+    return embed_texts(texts, embedder, cache_dir=tmp_path, batch_api=True, poll_interval=0.01)
+
+
+def records(tmp_path) -> dict[str, dict]:
+    import json
+
+    return {p.name: json.loads(p.read_text()) for p in (tmp_path / "batches").glob("*.json")}
+
+
+def test_batch_job_interrupted_while_polling_is_resumed(server, tmp_path):
+    import hashlib
+    import json
+
+    from sc_genept.genes._cache import cache_key
+
+    server.hold_batches = True
+    interrupt_at(server, "GET", r"/v1/batches/[\w-]+", n=2)
+    with pytest.raises(KeyboardInterrupt):
+        batch_run(TEXTS, tmp_path, server)
+    (batch_id,) = server.batches
+    ((name, record),) = records(tmp_path).items()
+    # durable record of what was submitted, keyed by model, dimensions and the texts' hash
+    embedder = OpenAIEmbedder("text-embedding-3-large", dimensions=16, base_url=server.url)
+    ids = sorted(text_key(embedder, t) for t in TEXTS)
+    texts_sha256 = hashlib.sha256(json.dumps(ids).encode()).hexdigest()
+    assert record["batch_id"] == batch_id and record["texts_sha256"] == texts_sha256
+    assert (record["model"], record["dimensions"]) == ("text-embedding-3-large", 16)
+    assert name == cache_key("text-embedding-3-large", 16, embedder.server, texts_sha256) + ".json"
+    assert KEY not in (tmp_path / "batches" / name).read_text()
+
+    server.hold_batches = False
+    n_polls = server.count("GET", rf"/v1/batches/{batch_id}")
+    np.testing.assert_allclose(batch_run(TEXTS, tmp_path, server), expected(TEXTS), rtol=1e-6)
+    assert server.count("POST", "/v1/batches") == 1  # resumed, never resubmitted
+    assert server.count("GET", rf"/v1/batches/{batch_id}") > n_polls  # the same job polled
+    assert server.count("POST", "/v1/embeddings") == 0
+    assert records(tmp_path) == {}
+
+
+def test_an_interrupted_job_is_never_mixed_with_other_texts(server, tmp_path):
+    server.hold_batches = True
+    interrupt_at(server, "GET", r"/v1/batches/[\w-]+", n=1)
+    with pytest.raises(KeyboardInterrupt):
+        batch_run(TEXTS, tmp_path, server)
+    (old,) = server.batches
+    server.hold_batches = False
+    # other texts: a job of their own; the old one is neither polled nor used, but kept
+    others = ["GNLY: granulysin.", "NKG7: natural killer cell granule protein 7."]
+    np.testing.assert_allclose(batch_run(others, tmp_path, server), expected(others), rtol=1e-6)
+    assert server.count("GET", rf"/v1/batches/{old}") == 1
+    assert [r["batch_id"] for r in records(tmp_path).values()] == [old]
+    # one text unchanged, one changed: the unchanged one comes from the old job, the
+    # changed one gets its own vector from a new job (never its predecessor's)
+    changed = [TEXTS[0], "MS4A1: membrane spanning 4-domains A1, a B cell marker."]
+    np.testing.assert_allclose(batch_run(changed, tmp_path, server), expected(changed), rtol=1e-6)
+    assert server.count("POST", "/v1/batches") == 3
+    assert [len(b["lines"]) for b in server.batches.values()] == [3, 2, 1]
+    assert server.count("POST", "/v1/embeddings") == 0
+    assert records(tmp_path) == {}
+
+
+def test_a_job_interrupted_before_its_id_was_recorded_is_found_again(server, tmp_path):
+    server.hold_batches = True
+    interrupt_at(server, "POST", "/v1/batches")  # the job exists; its id never reaches us
+    with pytest.raises(KeyboardInterrupt):
+        batch_run(TEXTS, tmp_path, server)
+    assert len(server.batches) == 1
+    server.hold_batches = False
+    np.testing.assert_allclose(batch_run(TEXTS, tmp_path, server), expected(TEXTS), rtol=1e-6)
+    assert server.count("POST", "/v1/batches") == 1  # found by its metadata, not paid twice
+    assert server.count("POST", "/v1/embeddings") == 0
+
+
+@pytest.mark.parametrize("fate", ["forgotten", "another job"])
+def test_a_recorded_job_that_is_not_ours_is_not_used(server, tmp_path, fate, verbosity, capfd):
+    server.hold_batches = True
+    interrupt_at(server, "GET", r"/v1/batches/[\w-]+", n=1)
+    with pytest.raises(KeyboardInterrupt):
+        batch_run(TEXTS, tmp_path, server)
+    (old,) = server.batches
+    server.hold_batches = False
+    if fate == "forgotten":  # deleted, expired, or another account's key
+        del server.batches[old]
+    else:  # a restarted local server reuses the id for someone else's job
+        batch_run(["LYZ: lysozyme, another text."], tmp_path / "elsewhere", server)
+        server.batches[old] = server.batches.pop(list(server.batches)[-1])
+    np.testing.assert_allclose(batch_run(TEXTS, tmp_path, server), expected(TEXTS), rtol=1e-6)
+    assert len(cached_files(tmp_path)) == 3  # nothing of another job was cached
+    assert server.count("POST", "/v1/embeddings") == 0  # resubmitted at the Batch price
+    assert records(tmp_path) == {}
+    assert f"Batch API job {old}" in capfd.readouterr().err
+
+
+def test_lines_of_other_jobs_in_a_batch_output_are_not_cached(server, embedder, tmp_path):
+    stranger = text_key(embedder, "LYZ: not asked for.")
+    server.extra_batch_output = [
+        {
+            "custom_id": stranger,
+            "response": {
+                "status_code": 200,
+                "body": server._embeddings(
+                    {"model": "text-embedding-3-large", "input": ["x"], "dimensions": 16}
+                ),
+            },
+            "error": None,
+        }
+    ]
+    vectors = embed_texts(TEXTS, embedder, cache_dir=tmp_path, batch_api=True, poll_interval=0)
+    np.testing.assert_allclose(vectors, expected(TEXTS), rtol=1e-6)
+    assert Cache(tmp_path, "embeddings").get_vector(stranger) is None
+    assert len(cached_files(tmp_path)) == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import shutil
 import stat
 import sys
@@ -348,3 +349,188 @@ def test_registry_file_is_plain_json():
     entries = json.loads((MODEL_FOLDER.parent / "registry.json").read_text())
     assert [e["name"] for e in entries] == ["pancreas", BUNDLED]
     assert all(e["folder"] == e["name"] for e in entries)
+
+
+# ---- hostile servers, archives, registries and caches (issue 19) ----------------------------
+
+
+def test_a_download_without_a_length_stops_at_the_cap(server, cache, registered, monkeypatch):
+    monkeypatch.setattr(pretrained, "MAX_DOWNLOAD_BYTES", 2**20, raising=False)
+    url = server.stream("endless.zip", count=400)  # 25 MiB, as if it never ended
+    registered("remote", url=url, sha256="0" * 64)
+    with pytest.raises(PretrainedModelError, match=r"endless\.zip.* more than 1\.0 MiB"):
+        GenePTClassifier.load_pretrained("remote")
+    assert not list((cache / "archives").iterdir())  # no partial download kept
+
+
+def test_a_download_stops_at_the_size_its_entry_declares(server, cache, registered):
+    url, sha = _serve(server, "model.zip", _zip(_model_files()))
+    registered("remote", url=url, sha256=sha, size=1000)
+    with pytest.raises(PretrainedModelError, match=r"more than the 1000 bytes its registry entry"):
+        GenePTClassifier.load_pretrained("remote")
+
+
+def test_a_download_that_announces_too_much_is_refused_before_it_is_read(server, cache, registered):
+    url = server.stream("huge.zip", count=1, length=5 * 2**30)
+    registered("remote", url=url, sha256="0" * 64)
+    with pytest.raises(PretrainedModelError, match=r"announces 5\.0 GiB"):
+        GenePTClassifier.load_pretrained("remote")
+
+
+def test_a_slow_download_stops_at_the_time_limit(server, cache, registered, monkeypatch):
+    monkeypatch.setattr(pretrained, "DOWNLOAD_TIMEOUT_S", 1.0, raising=False)
+    url = server.stream("slow.zip", chunk=b"x" * 10, count=40, delay=0.1)  # 4 s in all
+    registered("remote", url=url, sha256="0" * 64)
+    with pytest.raises(PretrainedModelError, match=r"did not finish within 1 s"):
+        GenePTClassifier.load_pretrained("remote")
+
+
+@pytest.mark.parametrize("location", ["ftp://127.0.0.1:9/m.zip", "file:///etc/passwd"])
+def test_a_redirect_away_from_http_is_refused(location, server, cache, registered):
+    url = server.redirect("moved.zip", location)
+    registered("remote", url=url, sha256="0" * 64)
+    with pytest.raises(
+        PretrainedModelError,
+        match=rf"{re.escape(location)} \(where .*moved\.zip redirects\) is not",
+    ):
+        GenePTClassifier.load_pretrained("remote")
+
+
+def _duplicated_zip() -> bytes:
+    buffer = io.BytesIO()
+    with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(buffer, "w") as zf:
+        for name, data in _model_files().items():
+            zf.writestr(name, data)
+        zf.writestr("model/model.json", b"{}")
+    return buffer.getvalue()
+
+
+def _bad_crc_zip() -> bytes:
+    data = bytearray(_zip(_model_files()))
+    info = zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo("model/model.safetensors")
+    start = (
+        info.header_offset
+        + 30
+        + int.from_bytes(data[info.header_offset + 26 : info.header_offset + 28], "little")
+    )
+    start += int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little")
+    data[start + 1000] ^= 0xFF  # one flipped byte of the stored weights
+    return bytes(data)
+
+
+def _truncated_tar(gzip_whole: bool) -> bytes:
+    import gzip
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tf:
+        for name, data in _model_files().items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    raw = buffer.getvalue()
+    if gzip_whole:
+        return gzip.compress(raw)[:-2000]  # the gzip stream is cut
+    first = tarfile.open(fileobj=io.BytesIO(raw)).getmembers()[0]
+    second = first.offset_data + -(-first.size // 512) * 512
+    return gzip.compress(raw[: second + 100])  # cut inside the second member's header
+
+
+DAMAGED = [
+    pytest.param("dup.zip", _duplicated_zip, "twice", id="zip-duplicate"),
+    pytest.param(
+        "dup.tar.gz",
+        lambda: _tar({**_model_files()}, special=[tarfile.TarInfo("model/model.json")]),
+        "twice",
+        id="tar-duplicate",
+    ),
+    pytest.param(
+        "clash.zip",
+        lambda: _zip({**_model_files(), "model/model.json/x": b"x"}),
+        "both a file and a folder",
+        id="file-and-folder",
+    ),
+    pytest.param(
+        "case.zip",
+        lambda: _zip({**_model_files(), "model/MODEL.json": b"{}"}),
+        "differ only in case",
+        id="case-clash",
+    ),
+    pytest.param("crc.zip", _bad_crc_zip, "damaged", id="bad-crc"),
+    pytest.param("cut.tar.gz", lambda: _truncated_tar(False), "damaged", id="tar-header-cut"),
+    pytest.param("cut.tgz", lambda: _truncated_tar(True), "damaged", id="gzip-cut"),
+]
+
+
+@pytest.mark.parametrize(("archive", "make", "match"), DAMAGED)
+def test_damaged_or_clashing_archives_are_sc_genepts_error(
+    archive, make, match, server, cache, registered
+):
+    url, sha = _serve(server, archive, make())
+    registered("remote", url=url, sha256=sha)
+    on_disk = rf"remote-{sha[:16]}{re.escape(archive[archive.index('.') :])}"  # in the cache
+    with pytest.raises(PretrainedModelError, match=rf"{on_disk} .*{match}"):
+        GenePTClassifier.load_pretrained("remote")
+    assert not (cache / "models" / f"remote-{sha[:16]}").exists()
+    assert list((cache / "models").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"url": "file:///tmp/m.zip"}, r"url must be an http:// or https:// address"),
+        ({"url": "ftp://x/m.zip"}, r"url must be an http:// or https:// address"),
+        ({"name": "m" * 250}, r"name must be at most 100 characters"),
+        ({"labels": 42}, r"labels must be a list of Cell Ontology ids"),
+        ({"labels": ["CL:0000084", 7]}, r"labels must be a list of Cell Ontology ids"),
+        ({"label_names": "T cell"}, r"label_names must be a list of strings"),
+        ({"n_cells": -3}, r"n_cells must be a whole number ≥ 0"),
+        ({"accuracy": "high"}, r"accuracy must be a number in \[0, 1\]"),
+        ({"description": 5}, r"description must be a string"),
+        ({"hyperparameters": []}, r"hyperparameters must be a dict"),
+        ({"size": 0}, r"size must be a whole number ≥ 1"),
+        ({"hf_repo": "../x", "hf_filename": "m.zip"}, r"hf_repo must be 'owner/name'"),
+    ],
+)
+def test_register_refuses_entries_that_cannot_work(kwargs, match):
+    arguments = {"name": "remote", "url": "http://x/m.zip", "sha256": "0" * 64, **kwargs}
+    try:
+        with pytest.raises((ValueError, TypeError), match=match):
+            register_pretrained(**arguments)
+    finally:
+        unregister_pretrained(arguments["name"])
+    assert list(available_models().index) == ["pancreas", BUNDLED]  # every model still listed
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [("[" * 100_000 + "]" * 100_000, "nested"), ("[]" + " " * 20_000_000, "larger than")],
+    ids=["nested", "huge"],
+)
+def test_a_hostile_bundled_registry_is_sc_genepts_error(content, match, tmp_path, monkeypatch):
+    (tmp_path / "registry.json").write_text(content)
+    monkeypatch.setattr(pretrained, "_models_dir", lambda: tmp_path)
+    with pytest.raises(PretrainedModelError, match=rf"registry\.json .*{match}"):
+        available_models()
+
+
+@pytest.mark.parametrize(
+    ("where", "kind"),
+    [
+        ("", "file"),
+        ("models", "file"),
+        ("models/remote-{sha16}", "file"),
+        ("archives/remote-{sha16}.zip", "folder"),
+    ],
+    ids=["cache-is-a-file", "models-is-a-file", "entry-is-a-file", "archive-is-a-folder"],
+)
+def test_a_cache_of_the_wrong_kind_is_named(where, kind, server, cache, registered):
+    url, sha = _serve(server, "model.zip", _zip(_model_files()))
+    registered("remote", url=url, sha256=sha)
+    path = cache / where.format(sha16=sha[:16]) if where else cache
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "file":
+        path.write_text("not a folder")
+    else:
+        path.mkdir()
+    with pytest.raises(PretrainedModelError, match=rf"{re.escape(str(path))} is a {kind}"):
+        GenePTClassifier.load_pretrained("remote")

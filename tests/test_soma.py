@@ -499,3 +499,46 @@ def test_missing_tiledbsoma_gives_the_install_hint(pbmc_soma, monkeypatch):
     monkeypatch.setitem(sys.modules, "tiledbsoma", None)
     with pytest.raises(ImportError, match=r"pip install 'sc-genept\[soma\]'"):
         _cells(pbmc_soma[0])
+
+
+@pytest.fixture(scope="module")
+def tiny_soma(tmp_path_factory) -> str:
+    """Four cells of two labels, with a text and a boolean obs column to filter on."""
+    adata = ad.AnnData(
+        np.ones((4, 3), dtype=np.float32),
+        obs=pd.DataFrame(
+            {
+                LABELS: pd.Categorical(["CL:0000084", "CL:0000236"] * 2),
+                "tissue": ["blood"] * 4,
+                "is_primary_data": [True] * 4,
+            },
+            index=list("abcd"),
+        ),
+        var=pd.DataFrame(index=["CD3E", "MS4A1", "LYZ"]),
+    )
+    uri = str(tmp_path_factory.mktemp("soma") / "tiny")
+    tiledbsoma_io.from_anndata(uri, adata, measurement_name="RNA")
+    return uri
+
+
+@pytest.mark.parametrize(
+    ("value_filter", "match"),
+    [
+        ("tissue == ", r"obs_value_filter 'tissue == ' cannot be used: could not parse"),
+        ("tissue = 'blood'", r"\"tissue = 'blood'\" cannot be used: could not parse"),
+        ("nosuch == 'x' and tissue == 'blood'", r"no obs column \['nosuch'\] \(obs has .*tissue"),
+        ("tissue == 3", r"'tissue == 3' cannot be used: a value does not match its column"),
+    ],
+    ids=["unfinished", "single-equals", "unknown-column", "wrong-type"],
+)
+def test_bad_obs_filters_name_the_filter_and_what_is_wrong(tiny_soma, value_filter, match):
+    with pytest.raises(ValueError, match=match) as info:
+        _cells(tiny_soma, obs_value_filter=value_filter)
+    assert "\nAt:" not in str(info.value) and "SOMAError" not in str(info.value)
+
+
+def test_uris_that_are_no_experiment_are_named(tiny_soma, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"No SOMA experiment at '.*nope'"):
+        _cells(str(tmp_path / "nope"))
+    with pytest.raises(ValueError, match=r"'.*tiny/ms/RNA' cannot be opened as a SOMA experiment"):
+        _cells(f"{tiny_soma}/ms/RNA")

@@ -12,7 +12,7 @@ from torch.utils.data import DistributedSampler
 
 from sc_genept.model import GenePTClassifier
 from sc_genept.model._data import InMemoryCells, shard
-from sc_genept.model._training import CELLS_PER_THREAD, cpu_threads
+from sc_genept.model._threads import CELLS_PER_THREAD, cpu_threads
 
 TERMS = ["CL:0000236", "CL:0000624", "CL:0000623", "CL:0000576"]
 FAST = {

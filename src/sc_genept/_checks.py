@@ -84,3 +84,45 @@ def check_adata(adata, name: str = "adata", *, empty_ok: bool = True) -> None:
         raise ValueError(
             f"{name} has no cells: pass an AnnData with cells (check the subsetting that made it)."
         )
+
+
+#: The two kinds of expression values :func:`check_value_kind` tells apart.
+_KINDS = {True: "integer counts", False: "non-integer (normalised) values"}
+
+
+def check_value_kind(first: str, counts: bool | None, here: str, here_counts: bool | None) -> None:
+    """Refuse values of another kind than the first values with any (counts or normalised).
+
+    ``first`` and ``here`` name the two stretches of the matrix (e.g. ``"rows 0–25"``);
+    ``counts`` and ``here_counts`` say whether each holds integer counts (``None``: no
+    non-zero value, nothing to tell). Counts are log-normalised and normalised values are
+    used as they are, so a matrix holding both would be embedded two ways at once: the one
+    check the in-memory, Dask and SOMA paths share.
+    """
+    if counts is None or here_counts is None or counts == here_counts:
+        return
+    raise ValueError(
+        f"{first} hold {_KINDS[counts]} but {here} hold {_KINDS[here_counts]}: the matrix "
+        "mixes raw counts with normalised values. Pass normalize=False to embed the values "
+        "as they are, or a layer that is all counts."
+    )
+
+
+def check_numeric(matrix, source: str, fix: str) -> None:
+    """Refuse a matrix of anything but numbers (text, Python objects) before it is read.
+
+    GenePT-w weights each gene's vector by its expression value: strings or objects (a
+    table read as text, an ``object`` array) cannot, and NumPy's own error on them names
+    neither the matrix nor the fix. ``fix`` is the conversion to suggest.
+    """
+    import numpy as np
+
+    dtype = getattr(matrix, "dtype", None)
+    if dtype is None or np.dtype(dtype).kind in "biuf":
+        return
+    raise TypeError(
+        f"{source} has dtype {np.dtype(dtype)}, not numbers: GenePT-w weights each gene's "
+        f"vector by its expression value. If the entries are numbers stored as text or "
+        f"objects, convert them first ({fix}); else pass the matrix of counts (layer= or "
+        "use_raw=True)."
+    )

@@ -36,8 +36,9 @@ ANNOTATE_EPILOG = (
     "\n"
     "The output is the input with the annotation added: obs columns KEY, "
     "KEY_ontology_term_id, KEY_confidence and KEY_finest*, and uns[KEY] (KEY is "
-    "--key-added). The input file is never changed; an existing output is replaced only "
-    "with --overwrite."
+    "--key-added). The input file is never changed: -o may not name INPUT or REF, even "
+    "with --overwrite. An existing output is replaced only with --overwrite, and never "
+    "when it is read-only; it is written whole or not at all (Ctrl-C leaves it as it was)."
 )
 
 
@@ -305,7 +306,9 @@ def _add_annotate_output(annotate: argparse.ArgumentParser) -> None:
         "the query), as CellTypist's majority voting",
     )
     output.add_argument(
-        "--overwrite", action="store_true", help="replace the output file if it exists"
+        "--overwrite",
+        action="store_true",
+        help="replace the output file if it exists (never INPUT or REF, nor a read-only file)",
     )
 
 

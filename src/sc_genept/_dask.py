@@ -3,20 +3,67 @@
 Each chunk of cells is embedded by :func:`genept_w` itself (the in-memory code path), lazily:
 nothing is read until the result is computed, and no chunk needs another one (library-size
 normalisation is per cell). Checks that need the values (negative values, NaN, counts mixed
-with normalised values) run per chunk when it is computed.
+with normalised values) run per chunk when it is computed. Sparse chunks of any format
+(scipy COO or CSC, pydata ``sparse``) are read as CSR, converted chunk by chunk.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scanpy import logging as logg
+from scipy import sparse
 
+from sc_genept._checks import check_value_kind
 from sc_genept._genept_w import ScaledDataError, genept_w
 
 
 def is_dask(matrix) -> bool:
     """Whether ``matrix`` is a Dask array (without importing Dask when it is not)."""
     return type(matrix).__module__.split(".")[0] == "dask" and hasattr(matrix, "chunks")
+
+
+def check_options(source: str, device: str, out_file) -> None:
+    """Refuse the output options a lazy embedding cannot honour, naming the matrix."""
+    if out_file is not None:
+        raise ValueError(
+            f"out_file is for in-memory or backed data; {source} is a Dask array, whose "
+            "embedding is lazy: write it with dask (e.g. adata.obsm[key].to_zarr(...))."
+        )
+    if device not in ("auto", "cpu"):
+        raise ValueError(
+            f"device={device!r} with a Dask array: Dask's workers embed their chunks on "
+            "their CPUs. Use device='cpu' (or 'auto'), or load the matrix to use a GPU."
+        )
+
+
+def row_readable(matrix):
+    """``matrix`` whose sparse chunks are CSR, converted lazily chunk by chunk.
+
+    GenePT-w reads chunks by rows; COO chunks cannot be sliced at all and CSC ones are
+    read by columns. Converting one chunk costs a pass over its stored values, less than
+    embedding it; dense chunks pass through untouched.
+    """
+    from dask.array.utils import meta_from_array
+
+    meta = meta_from_array(matrix)
+    if sparse.issparse(meta) or _is_other_sparse(meta):
+        meta = sparse.csr_matrix((0, 0), dtype=matrix.dtype)
+    return matrix.map_blocks(_as_csr, dtype=matrix.dtype, meta=meta)
+
+
+def _as_csr(chunk):
+    if sparse.issparse(chunk):
+        return chunk if chunk.format == "csr" else sparse.csr_matrix(chunk)
+    if _is_other_sparse(chunk):  # e.g. pydata sparse.COO, which dask arrays often hold
+        return sparse.csr_matrix(chunk.tocsr())
+    return chunk
+
+
+def _is_other_sparse(chunk) -> bool:
+    """A sparse array of another library (pydata ``sparse``) that converts to scipy CSR."""
+    return not isinstance(chunk, np.ndarray) and callable(getattr(chunk, "tocsr", None))
 
 
 def full_width(matrix, source: str):
@@ -30,17 +77,34 @@ def full_width(matrix, source: str):
     return matrix
 
 
-def first_chunk_log_normalized(matrix, var_index, gene_vectors, *, normalize, duplicates):
-    """Whether the first chunk is counts to be log-normalised (None: it has no values).
+@dataclass(frozen=True)
+class FirstValues:
+    """What the first chunk with a non-zero value holds: the kind every chunk must hold."""
 
-    Reads one chunk, so that ``uns`` can say ``log_normalized`` without a pass over the
-    data; every other chunk is checked against it when it is computed.
+    #: Integer counts (log-normalised) or not; None: no chunk has a non-zero value.
+    counts: bool | None
+    #: Its rows, for messages (``"rows 0–25"``).
+    rows: str = ""
+
+
+def first_values(matrix, var_index, gene_vectors, *, normalize, duplicates) -> FirstValues:
+    """Whether the first chunk with values is counts to be log-normalised.
+
+    Reads chunks in order until one has a non-zero value (usually the first), so that
+    ``uns`` can say ``log_normalized`` without a pass over the data; every chunk is
+    checked against it when it is computed, as the in-memory pass checks its blocks
+    against the first block with values. ``normalize=False``: nothing is read.
     """
     if not normalize:
-        return False
-    chunk = matrix.blocks[0].compute()
-    result = genept_w(chunk, var_index, gene_vectors[:1], normalize=True, duplicates=duplicates)
-    return result.log_normalized if result.fraction_counts_covered > 0 else None
+        return FirstValues(None)
+    start = 0
+    for i, n_rows in enumerate(matrix.chunks[0]):
+        chunk = matrix.blocks[i].compute()
+        result = genept_w(chunk, var_index, gene_vectors[:1], normalize=True, duplicates=duplicates)
+        if result.counts is not None:
+            return FirstValues(result.counts, f"rows {start}–{start + n_rows}")
+        start += n_rows
+    return FirstValues(None)
 
 
 def embed_lazily(
@@ -52,7 +116,7 @@ def embed_lazily(
     block_rows: int | None,
     offset: np.ndarray | None,
     duplicates,
-    log_normalized: bool | None,
+    first: FirstValues,
     scaled_message: str,
     dtype: type = np.float32,
 ):
@@ -73,7 +137,7 @@ def embed_lazily(
         block_rows=block_rows,
         offset=offset,
         duplicates=duplicates,
-        log_normalized=log_normalized,
+        first=first,
         scaled_message=scaled_message,
         out_dtype=dtype,
     )
@@ -88,7 +152,7 @@ def _embed_chunk(
     block_rows,
     offset,
     duplicates,
-    log_normalized,
+    first,
     scaled_message,
     out_dtype,
     block_info=None,
@@ -111,14 +175,7 @@ def _embed_chunk(
         raise ScaledDataError(scaled_message.replace("\0", detail)) from None
     except ValueError as err:
         raise ValueError(f"In the Dask chunk of rows {start}–{stop}: {err}") from None
-    has_values = result.fraction_counts_covered > 0
-    if normalize and has_values and None not in (log_normalized, result.log_normalized):
-        if result.log_normalized != log_normalized:
-            kinds = {True: "integer counts", False: "non-integer (normalised) values"}
-            raise ValueError(
-                f"The first Dask chunk holds {kinds[log_normalized]} but the chunk of rows "
-                f"{start}–{stop} holds {kinds[result.log_normalized]}: the matrix mixes raw "
-                "counts with normalised values. Pass normalize=False to embed the values as "
-                "they are, or a layer that is all counts."
-            )
+    if normalize:
+        first_rows = f"{first.rows.capitalize()} (the first Dask chunk with values)"
+        check_value_kind(first_rows, first.counts, f"rows {start}–{stop}", result.counts)
     return result.embedding

@@ -21,7 +21,8 @@ from scanpy import logging as logg
 from scipy import sparse
 
 from sc_genept import _dask
-from sc_genept._checks import check_adata, positive_int
+from sc_genept._checks import check_adata, check_numeric, positive_int
+from sc_genept._files import check_output
 from sc_genept._genept_w import NpyFileSink, ScaledDataError, genept_w
 from sc_genept._record import EmbeddingRecord, GeneSet
 from sc_genept._utils import warn_caller
@@ -57,6 +58,7 @@ def cell_embedding(
     dtype: Literal["float32", "float16"] = "float32",
     device: str = "auto",
     out_file: str | Path | None = None,
+    name: str = "adata",
 ) -> CellEmbedding:
     """The GenePT-w embedding of ``adata`` and its ``uns`` record, without writing anything.
 
@@ -69,8 +71,11 @@ def cell_embedding(
     expression
         Also return the (log-normalised) expression of the embedded genes, cells × genes
         in the order of ``record.gene_set.names``.
+    name
+        How messages name ``adata`` (e.g. ``"reference"``: "None of the genes of
+        reference.X ..."); the record's ``source`` stays ``"adata.X"`` and the like.
     """
-    check_adata(adata, empty_ok=False)
+    check_adata(adata, name, empty_ok=False)
     _check_options(
         chunk_size=chunk_size, n_dims=n_dims, normalize=normalize, use_raw=use_raw, genes=genes
     )
@@ -78,14 +83,15 @@ def cell_embedding(
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}.")
     _check_output(device, out_file)
     table = gene_table(gene_embeddings, n_dims)
-    matrix, var, source, _ = _choose_expression(adata, use_raw, layer)
-    names = var.index if gene_symbols is None else _var_column(var, gene_symbols, source)
+    matrix, var, source, _ = _choose_expression(adata, use_raw, layer, name=name)
+    shown = source.replace("adata", name, 1)  # the matrix as messages name it
+    names = var.index if gene_symbols is None else _var_column(var, gene_symbols, shown)
     ortholog_pairs = None if orthologs is None else ortholog_map(orthologs)
     match = match_genes(names, table, orthologs=ortholog_pairs)
-    _check_match(match, names, table, source, orthologs_given=orthologs is not None)
+    _check_match(match, names, table, shown, orthologs_given=orthologs is not None)
     plan = _GenePlan.of(
         translate_names(list(map(str, names)), ortholog_pairs), table, match, genes,
-        source=source, gene_symbols=gene_symbols, missing_values=missing_values,
+        source=shown, gene_symbols=gene_symbols, missing_values=missing_values,
         original_names=names,
     )  # fmt: skip
     params = {
@@ -104,11 +110,11 @@ def cell_embedding(
         "out_file": None if out_file is None else str(out_file),
     }
     if _dask.is_dask(matrix):
-        _check_dask_options(source, device, out_file)
+        _dask.check_options(shown, device, out_file)
         return _lazy_embedding(
             adata,
             matrix,
-            source,
+            (source, shown),
             plan,
             params=params,
             normalize=normalize,
@@ -132,8 +138,8 @@ def cell_embedding(
             sink=sink,
         )
     except ScaledDataError as err:
-        raise ScaledDataError(_scaled_message(adata, source, err)) from None
-    _warn_coverage(result, match.n_matched, source, adata.n_obs, genes_given=genes is not None)
+        raise ScaledDataError(_scaled_message(adata, shown, err)) from None
+    _warn_coverage(result, match.n_matched, shown, adata.n_obs, genes_given=genes is not None)
     record = _record(params, source, plan, result, adata.n_obs)
     values = None
     if expression:  # columns in the order of the record's (sorted) names
@@ -179,19 +185,6 @@ def gene_table(
     return table.truncate(n_dims)
 
 
-def _check_dask_options(source: str, device: str, out_file) -> None:
-    if out_file is not None:
-        raise ValueError(
-            f"out_file is for in-memory or backed data; {source} is a Dask array, whose "
-            "embedding is lazy: write it with dask (e.g. adata.obsm[key].to_zarr(...))."
-        )
-    if device not in ("auto", "cpu"):
-        raise ValueError(
-            f"device={device!r} with a Dask array: Dask's workers embed their chunks on "
-            "their CPUs. Use device='cpu' (or 'auto'), or load the matrix to use a GPU."
-        )
-
-
 def _warn_coverage(result, n_matched: int, source: str, n_cells: int, *, genes_given: bool):
     """Warn when the matched genes carry little of the expression, or cells express none."""
     low_coverage = result.fraction_counts_covered < _LOW_COVERAGE
@@ -224,6 +217,7 @@ def _check_output(device, out_file) -> None:
             raise FileNotFoundError(
                 f"out_file's folder {str(path.parent)!r} does not exist; create it first."
             )
+        check_output(path, "out_file")  # before the work: a folder, read-only, unwritable
 
 
 def _resolve_device(device: str) -> str:
@@ -252,24 +246,28 @@ def _resolve_device(device: str) -> str:
 
 
 def _lazy_embedding(
-    adata, matrix, source, plan: _GenePlan, *, params, normalize, chunk_size, expression, dtype
+    adata, matrix, sources, plan: _GenePlan, *, params, normalize, chunk_size, expression, dtype
 ) -> CellEmbedding:
     """:func:`cell_embedding` of a Dask matrix: a lazy embedding, and what ``uns`` can know.
+
+    ``sources``: the matrix as the record names it, and as messages do.
 
     Statistics that need a pass over the data (``fraction_counts_covered``,
     ``n_cells_empty``, the gene set's ``mean_expression`` and
     ``fraction_of_matched_expression``) are None, so left out of the record.
     """
+    source, shown = sources
     if expression:
         raise NotImplementedError(
-            f"expression=True is not supported when {source} is a Dask array. Embed without "
+            f"expression=True is not supported when {shown} is a Dask array. Embed without "
             "it (expression=False), or load the matrix into memory first (e.g. "
             "adata.X = adata.X.compute(), or adata.to_memory()) to also get the expression."
         )
-    matrix = _dask.full_width(matrix, source)
-    log_normalized = _dask.first_chunk_log_normalized(
+    matrix = _dask.row_readable(_dask.full_width(matrix, shown))
+    first = _dask.first_values(
         matrix, plan.var_index, plan.vectors, normalize=normalize, duplicates=plan.duplicates
     )
+    log_normalized = first.counts if normalize else False
     embedding = _dask.embed_lazily(
         matrix,
         plan.var_index,
@@ -278,8 +276,8 @@ def _lazy_embedding(
         block_rows=chunk_size,
         offset=plan.offset,
         duplicates=plan.duplicates,
-        log_normalized=log_normalized,
-        scaled_message=_scaled_message(adata, source, "\0"),
+        first=first,
+        scaled_message=_scaled_message(adata, shown, "\0"),
         dtype=np.dtype(dtype),
     )
     gene_set = GeneSet.sorted_by_name(
@@ -396,7 +394,19 @@ def _missing_genes(genes, found, missing_values) -> dict:
     if genes is None or not missing_values:
         return {}
     missing = set(map(str, genes)) - set(map(str, found))
-    return {g: float(missing_values[g]) for g in sorted(missing) if g in missing_values}
+    imputed = {g: missing_values[g] for g in sorted(missing) if g in missing_values}
+    values = pd.to_numeric(pd.Series(imputed, dtype=object), errors="coerce").astype(float)
+    bad = values[~np.isfinite(values.to_numpy())]
+    if len(bad):
+        # each imputed value times its gene's vector is added to every cell: one NaN or inf
+        # would make every embedding NaN
+        raise ValueError(
+            f"missing_values (the values imputed for genes the data lacks; with a model, its "
+            f"reference's mean expression) are not finite numbers for {len(bad)} genes: "
+            f"{ {g: imputed[g] for g in bad.index[:5]} }. Give finite values, or leave those "
+            "genes out."
+        )
+    return values.to_dict()
 
 
 def _imputed_sum(table: GeneEmbeddings, imputed: dict) -> np.ndarray:
@@ -419,14 +429,17 @@ class ExpressionSource(NamedTuple):
     reason: str | None
 
 
-def _choose_expression(adata: AnnData, use_raw: bool | None, layer: str | None) -> ExpressionSource:
+def _choose_expression(
+    adata: AnnData, use_raw: bool | None, layer: str | None, *, name: str = "adata"
+) -> ExpressionSource:
     """The matrix to embed: the one place that gives ``use_raw`` and ``layer`` a meaning.
 
     ``layer`` → that layer; ``use_raw=True`` → ``.raw``; ``use_raw=False`` → ``.X``;
     ``use_raw=None`` → ``.X``, or ``.raw`` when ``.X`` has negative values (scaled) and
     ``.raw`` exists. Raises ``ValueError``/``KeyError`` when the asked-for matrix is
-    missing, and ``ScaledDataError`` when ``use_raw=None`` finds ``.X`` scaled with
-    no ``.raw`` to fall back to. For backed ``.X`` only its first rows are checked; the
+    missing, ``ScaledDataError`` when ``use_raw=None`` finds ``.X`` scaled with
+    no ``.raw`` to fall back to, and ``TypeError`` when the matrix is not numbers (messages
+    name ``adata`` as ``name``). For backed ``.X`` only its first rows are checked; the
     blocked pass still refuses negative values anywhere.
     """
     if use_raw not in (None, True, False):
@@ -435,30 +448,42 @@ def _choose_expression(adata: AnnData, use_raw: bool | None, layer: str | None) 
         raise ValueError("Pass either layer= or use_raw=True, not both.")
     if use_raw:
         if adata.raw is None:
-            raise ValueError("use_raw=True but adata.raw is None. Pass layer= or use adata.X.")
-        return ExpressionSource(adata.raw.X, adata.raw.var, "adata.raw.X", None)
+            raise ValueError(f"use_raw=True but {name}.raw is None. Pass layer= or use {name}.X.")
+        return _numeric(name, ExpressionSource(adata.raw.X, adata.raw.var, "adata.raw.X", None))
     if layer is not None:
         if layer not in adata.layers:
-            raise KeyError(f"No layer {layer!r} in adata.layers; it has {list(adata.layers)}.")
-        return ExpressionSource(adata.layers[layer], adata.var, f"adata.layers[{layer!r}]", None)
+            raise KeyError(f"No layer {layer!r} in {name}.layers; it has {list(adata.layers)}.")
+        source = f"adata.layers[{layer!r}]"
+        return _numeric(name, ExpressionSource(adata.layers[layer], adata.var, source, None))
     if adata.X is None:
-        raise ValueError("adata.X is None: pass layer= or use_raw=True.")
-    chosen = ExpressionSource(adata.X, adata.var, "adata.X", None)
+        raise ValueError(f"{name}.X is None: pass layer= or use_raw=True.")
+    chosen = _numeric(name, ExpressionSource(adata.X, adata.var, "adata.X", None))
     if use_raw is None and _has_negative(adata.X, adata.isbacked):
         if adata.raw is None:
-            raise ScaledDataError(_scaled_message(adata, "adata.X", "found before embedding"))
-        reason = "adata.X has negative values (scaled): embedding adata.raw.X"
+            raise ScaledDataError(_scaled_message(adata, f"{name}.X", "found before embedding"))
+        reason = f"{name}.X has negative values (scaled): embedding {name}.raw.X"
         logg.info(reason)
-        return ExpressionSource(adata.raw.X, adata.raw.var, "adata.raw.X", reason)
+        return _numeric(name, ExpressionSource(adata.raw.X, adata.raw.var, "adata.raw.X", reason))
+    return chosen
+
+
+def _numeric(name: str, chosen: ExpressionSource) -> ExpressionSource:
+    """``chosen``, or a TypeError when its matrix holds anything but numbers."""
+    source = chosen.source.replace("adata", name, 1)
+    if chosen.source == "adata.raw.X":
+        fix = f"raw = {name}.raw.to_adata(); raw.X = raw.X.astype(np.float32); {name}.raw = raw"
+    else:
+        fix = f"{source} = {source}.astype(np.float32)"
+    check_numeric(chosen.matrix, source, fix)
     return chosen
 
 
 def _has_negative(matrix, backed: bool) -> bool:
     """Whether ``matrix`` has a negative value (backed: in its first rows only)."""
-    if backed or _dask.is_dask(matrix):
+    if _dask.is_dask(matrix):  # the first rows: one chunk is read
+        matrix = _dask.row_readable(matrix)[: min(_SCALED_PROBE_ROWS, matrix.shape[0])].compute()
+    elif backed:
         matrix = matrix[: min(_SCALED_PROBE_ROWS, matrix.shape[0])]
-    if _dask.is_dask(matrix):
-        matrix = matrix.compute()  # the first rows: one chunk is read
     values = matrix.data if sparse.issparse(matrix) else np.asarray(matrix)
     return bool(values.size and values.min() < 0)
 
@@ -536,6 +561,14 @@ def _check_match(
             "another .var column holds symbols or Ensembl ids, pass gene_symbols=<column>; "
             "the table covers human genes only."
         )
+    clashes = table.case_clashes(match.ambiguous)
+    if clashes:  # the table, not the data, makes these ambiguous: say so, not silently
+        pairs = "; ".join(f"{n} → {', '.join(clashes[n])}" for n in list(clashes)[:5])
+        warn_caller(
+            f"{len(clashes)} genes of {source} were left out: the gene table has them under "
+            f"symbols that differ only in case ({pairs}), and matching ignores case. Keep one "
+            "symbol of each in the table, or rename the other, to embed them."
+        )
     if match.n_case_differs > match.n_matched / 2 and not orthologs_given:
         warn_caller(
             f"{match.n_case_differs} of the {match.n_matched} matched genes of {source} match "
@@ -553,7 +586,7 @@ def _check_match(
 
 def _scaled_message(adata: AnnData, source: str, err: Exception | str) -> str:
     options = []
-    if source != "adata.raw.X" and adata.raw is not None:
+    if not source.endswith(".raw.X") and adata.raw is not None:
         options.append("use_raw=True (adata.raw holds the unscaled data)")
     if adata.layers:
         options.append(f"layer=<one of {list(adata.layers)}> holding counts")

@@ -20,6 +20,7 @@ from scipy import sparse
 from tqdm.auto import tqdm
 
 from sc_genept import _kernels
+from sc_genept._checks import check_value_kind
 from sc_genept._kernels import SparseBlock
 from sc_genept._utils import atomic_path, warn_caller
 
@@ -72,6 +73,9 @@ class WeightedSum:
     #: Cells × embedded genes (normalised) values, CSR, columns aligned with the first
     #: ``len(gene_vectors)`` of ``var_index``; only with ``return_expression=True``.
     expression: sparse.csr_matrix | None = None
+    #: With ``normalize=True``: whether the values are integer counts, as the first block
+    #: with a non-zero value decided; None when no value is non-zero (or normalize=False).
+    counts: bool | None = None
 
 
 def default_block_rows(n_matched: int) -> int:
@@ -180,14 +184,9 @@ def genept_w(
                         "normalised but not log-transformed, and is embedded as it is. Pass raw "
                         "counts (layer=...) to have them normalised, or log1p the data first."
                     )
-            if None not in (detected, block.is_integer) and block.is_integer != detected:
-                kinds = ("integer counts", "non-integer (normalised) values")
-                first, this = (kinds[0], kinds[1]) if detected else (kinds[1], kinds[0])
-                raise ValueError(
-                    f"Rows {deciding} hold {first} but rows {start}–{start + block.n_rows} hold "
-                    f"{this}: the matrix mixes raw counts with normalised values. Pass "
-                    "normalize=False to embed the values as they are, or a layer that is all counts."
-                )
+            if detected is not None:
+                here = f"rows {start}–{start + block.n_rows}"
+                check_value_kind(f"Rows {deciding}", detected, here, block.is_integer)
             product_input = block.finish(
                 normalize=bool(normalize), totals=gene_totals, product=product
             )
@@ -206,6 +205,7 @@ def genept_w(
         n_empty=int(empty.sum()),
         fraction_counts_covered=matched_total / all_total if all_total else 0.0,
         log_normalized=bool(normalize),
+        counts=detected,
         gene_totals=gene_totals,
         expression=(
             sparse.vstack(expression_blocks, format="csr")

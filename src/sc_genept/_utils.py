@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sc_genept._files import UnwritableOutputError, check_output, deferred_signals, file_mode
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -27,19 +29,32 @@ def h5ad_safe(value):
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` that replaces it only when the block succeeds.
 
-    Write to the yielded path; a crash (or an exception) leaves ``path`` as it was and no
-    temporary file behind. The temporary file is in the same folder, so the final
-    :func:`os.replace` is atomic.
+    Write to the yielded path. ``path`` is checked first, before the block runs (see
+    :func:`sc_genept._files.check_output`): a folder, an unwritable folder and a read-only
+    file are refused with the path named (a read-only file is never replaced, as ``cp``
+    would not). A crash, an exception or an interrupt leaves ``path`` as it was and no
+    temporary file behind; the interrupt still reaches the caller, even when a library
+    swallowed it during the block (h5py does). The file gets the mode the umask gives a
+    new file (``mkstemp`` makes it private), and the temporary file is in the same folder,
+    so the final :func:`os.replace` is atomic.
     """
-    path = Path(path)
+    path = check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        yield Path(tmp)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise UnwritableOutputError(
+            f"{path} cannot be written ({err.strerror} in {path.parent})."
+        ) from None
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        with deferred_signals():
+            yield tmp
+        tmp.chmod(file_mode())
         os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> None:

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from ._cli_parser import build_parser
 from ._cli_parser import non_negative as _non_negative  # noqa: F401 (kept importable)
 from ._cli_parser import positive_int as _positive_int  # noqa: F401 (kept importable)
+from ._files import check_output, same_file
 
 #: What ``genes text --out`` can write (see :func:`sc_genept.genes.text.write_texts`).
 _TEXT_FORMATS = (".parquet", ".csv", ".tsv", ".txt")
@@ -259,13 +263,29 @@ def _check_annotate_args(args) -> None:
             )
     _existing_file(args.parser, args.input, "INPUT")
     _existing_file(args.parser, args.reference, "--reference")
+    _check_out(args)
+
+
+def _check_out(args) -> None:
+    """Usage errors of ``annotate --out``: all that would stop the write, before any work."""
+    error = args.parser.error
     out = Path(args.out)
     if out.suffix.lower() != ".h5ad":
         error(f"--out must end in .h5ad (got {args.out}).")
     if out.is_dir():
         error(f"--out {args.out} is a folder: pass the path of the .h5ad file to write.")
+    for name, path in (("INPUT", args.input), ("--reference", args.reference)):
+        if path is not None and same_file(out, path):
+            error(
+                f"--out {args.out} is {name}: the input files are never changed, even with "
+                "--overwrite. Choose another path for the output."
+            )
     if out.exists() and not args.overwrite:
         error(f"--out {args.out} exists: pass --overwrite to replace it, or choose another path.")
+    try:
+        check_output(out, "--out")
+    except OSError as err:
+        error(str(err))
 
 
 def annotate(args) -> None:
@@ -364,20 +384,57 @@ def _message(err: Exception) -> str:
     return f"{type(err).__name__}: {err} (run again with --debug to see the traceback)"
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where the command is, so that its cleanup (a temporary file) runs."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated
+
+
+@contextmanager
+def _sigterm_raises():
+    """SIGTERM raises :class:`_Terminated` during the block (its default kills at once).
+
+    A handler set by a program running this one is left alone; so is a thread's call.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sc-genept``: returns 0, or exits with 1 (error) or 2 (wrong usage).
 
-    Errors print one line without a traceback; ``--debug`` raises them instead.
+    Errors print one line without a traceback; ``--debug`` raises them instead. Ctrl-C
+    exits with 130 and SIGTERM with 143, after removing any partly written output.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    with _sigterm_raises():
+        return _run(parser, args)
+
+
+def _run(parser: argparse.ArgumentParser, args) -> int:
     try:
         _set_verbosity(args.verbose)
         _HANDLERS[args.handler](args)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Terminated) as stop:
         if args.debug:
             raise
-        parser.exit(130, f"{parser.prog}: interrupted\n")
+        terminated = isinstance(stop, _Terminated)
+        parser.exit(
+            128 + (signal.SIGTERM if terminated else signal.SIGINT),
+            f"{parser.prog}: {'terminated' if terminated else 'interrupted'}\n",
+        )
     except Exception as err:
         if args.debug:
             raise

@@ -5,17 +5,22 @@ and holds the payload followed by the SHA-256 of the payload, so a truncated or 
 file is detected on read, dropped and recomputed. Writes go to a temporary file that is
 renamed into place: a crash never leaves a half-written entry. Nothing secret is part of a
 key or a payload.
+
+:class:`JobRecords` keeps what was submitted to a paid service that answers later (Batch
+API jobs): one JSON record per job, written durably before anything waits on the job.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
 import numpy as np
+from scanpy import logging as logg
 
-from sc_genept._utils import write_atomic
+from sc_genept._utils import atomic_path, write_atomic
 
 _DIGEST = 32
 
@@ -85,3 +90,63 @@ class Cache:
     def put_text(self, key: str, text: str) -> None:
         """Store a string."""
         self.put_bytes(key, text.encode())
+
+
+class JobRecords:
+    """Records of submitted jobs in ``folder``: ``{key}.json`` each, written durably.
+
+    A record is written (atomically, and flushed to disk) before the job it names is waited
+    on, so a run killed at any moment leaves either no record or a whole one. Records hold
+    ids and hashes, never credentials.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.path = Path(folder)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def file(self, key: str) -> Path:
+        """The file of the record ``key``."""
+        return self.path / f"{key}.json"
+
+    def put(self, key: str, record: dict) -> None:
+        """Write ``record`` under ``key``, replacing any earlier one, durably."""
+        file = self.file(key)
+        with atomic_path(file) as tmp, open(tmp, "wb") as out:
+            out.write(json.dumps(record).encode())
+            out.flush()
+            os.fsync(out.fileno())
+        _fsync_folder(self.path)  # the rename itself survives a power cut
+
+    def remove(self, key: str) -> None:
+        """Forget the record ``key`` (its job is over)."""
+        self.file(key).unlink(missing_ok=True)
+
+    def items(self) -> list[tuple[str, dict]]:
+        """``(key, record)`` of each readable record, by file name; unreadable ones are warned of."""
+        found = []
+        for file in sorted(self.path.glob("*.json")):
+            try:
+                record = json.loads(file.read_text())
+            except (OSError, ValueError):
+                record = None
+            if not isinstance(record, dict):
+                logg.warning(
+                    f"the job record {file} is not a JSON object and is ignored; it may name "
+                    "a job already paid for: read it, then delete it"
+                )
+                continue
+            found.append((file.stem, record))
+        return found
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # Windows cannot open folders; its renames are durable enough
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,31 +1,37 @@
 """Embedding texts through a content-addressed cache: :func:`embed_texts`.
 
 Only uncached texts are sent, so a rerun pays for nothing already embedded; each answer
-is checked and cached as it comes, so a crash loses at most the request in flight.
+is checked and cached as it comes, so a crash loses at most the request in flight. Batch
+API jobs are recorded before they are waited on (:func:`embed_batch_api`), so a run
+interrupted while one is pending resumes it instead of paying again.
 """
 
 from __future__ import annotations
 
-import logging
+import hashlib
+import json
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scanpy import logging as logg
 from tqdm.auto import tqdm
 
 from sc_genept._checks import positive_number
-from sc_genept.genes._cache import Cache, cache_key
+from sc_genept.genes._cache import Cache, JobRecords, cache_key
 from sc_genept.genes._embedders import (
+    MAX_BATCH_REQUESTS,
+    BatchJobError,
     Cancelled,
     Embedder,
     EmbeddingError,
+    NotOurJob,
     OpenAIEmbedder,
     estimate_cost,
 )
-
-logger = logging.getLogger(__name__)
 
 
 def text_key(embedder: Embedder, text: str) -> str:
@@ -87,12 +93,9 @@ def embed_texts(
             batch_api=batch_api,
             confirm=confirm,
         )
-    logger.info(
-        "%d texts: %d cached, %d to embed with %r",
-        len(texts),
-        len(texts) - len(missing),
-        len(missing),
-        embedder,
+    logg.info(
+        f"{len(texts)} texts: {len(texts) - len(missing)} cached, "
+        f"{len(missing)} to embed with {embedder!r}"
     )
     if missing and batch_api:
         if not isinstance(embedder, OpenAIEmbedder):
@@ -135,7 +138,8 @@ def _text_list(texts: list[str]) -> list[str]:
 def _cached_vectors(cache: Cache, keys: list[str], embedder: Embedder) -> _Embedded:
     """The cached vectors of ``keys`` that have the dimension the embedder makes.
 
-    Cached vectors of another dimension, like corrupt entries, are misses, with a warning.
+    Cached vectors of another dimension or with NaN or infinite values, like corrupt
+    entries, are misses, with a warning.
     """
     expected = getattr(embedder, "expected_dimensions", None) or embedder.dimensions
     why = f"what {embedder.model} makes" if expected is not None else None
@@ -143,7 +147,7 @@ def _cached_vectors(cache: Cache, keys: list[str], embedder: Embedder) -> _Embed
     n_stale = 0
     for key in set(keys):
         if (v := cache.get_vector(key)) is not None:
-            if expected is not None and len(v) != expected:
+            if (expected is not None and len(v) != expected) or not np.isfinite(v).all():
                 n_stale += 1  # left by a misbehaving server or an older version: a miss
             else:
                 vectors[key] = v
@@ -157,15 +161,13 @@ def _cached_vectors(cache: Cache, keys: list[str], embedder: Embedder) -> _Embed
         for key in stale:
             del vectors[key]
     if cache.n_corrupt:
-        logger.warning(
-            "%d corrupt cache entries found and removed; they are recomputed", cache.n_corrupt
+        logg.warning(
+            f"{cache.n_corrupt} corrupt cache entries found and removed; they are recomputed"
         )
     if n_stale:
-        logger.warning(
-            "%d cached vectors are not %d-dimensional (%s); they are recomputed",
-            n_stale,
-            expected,
-            why,
+        logg.warning(
+            f"{n_stale} cached vectors are not {expected}-dimensional ({why}) or hold NaN or "
+            "infinite values; they are recomputed"
         )
     return _Embedded(cache, vectors, expected, why)
 
@@ -185,7 +187,7 @@ def _confirm_cost(
         price_per_million_tokens=price_per_million_tokens,
         batch_api=batch_api,
     )
-    logger.warning("embedding with %s: %s", embedder.model, estimate)
+    logg.warning(f"embedding with {embedder.model}: {estimate}")
     if confirm is not None and not confirm(f"embed with {embedder!r}: {estimate}"):
         raise Cancelled("Nothing was sent.")
 
@@ -199,12 +201,14 @@ def _embed_by_batch_api(
 
     def store(key: str, vector) -> None:
         vector = np.asarray(vector, dtype=np.float32)
-        if expected is not None and vector.shape != (expected,):
-            refused.append(key)  # never cached: it would make every later table ragged
+        wrong_shape = expected is not None and vector.shape != (expected,)
+        if wrong_shape or not np.isfinite(vector).all():
+            refused.append(key)  # never cached: it would make every later table ragged or NaN
             return
         embedded.add(key, vector)  # at once: nothing paid for is lost to a later error
 
-    embedder.embed_batch_api(
+    embed_batch_api(
+        embedder,
         missing,
         state_dir=embedded.cache.path.parent / "batches",
         store=store,
@@ -213,9 +217,129 @@ def _embed_by_batch_api(
     if refused:
         raise EmbeddingError(
             f"{len(refused)} vectors from the Batch API are not {expected}-dimensional "
-            f"({embedded.why}); they were not cached, the other "
+            f"({embedded.why}) or hold NaN or infinite values; they were not cached, the other "
             f"{len(missing) - len(refused)} were."
         )
+
+
+def embed_batch_api(
+    embedder: OpenAIEmbedder,
+    texts: dict[str, str],
+    *,
+    state_dir: Path,
+    store: Callable[[str, np.ndarray], None],
+    poll_interval: float = 30.0,
+    timeout: float = 26 * 3600,
+    max_requests: int = MAX_BATCH_REQUESTS,
+) -> None:
+    """Embed ``{custom_id: text}`` through the Batch API, handing each vector to ``store``.
+
+    Texts go in jobs of at most ``max_requests`` (OpenAI's limit is 50,000). Each job is
+    recorded in ``state_dir`` (model, dimensions, server, the hash of its texts' ids; never
+    the key) before it is submitted, and again with its id before it is polled, so a run
+    interrupted or killed at any point and started again polls the same job instead of
+    paying for a new one. A job is only ever used for the texts it was given: each custom
+    id is the hash of one text, and output lines for ids the job was not given are dropped.
+    The few requests a completed job reports as failed are retried synchronously; a job
+    that fails, expires or is cancelled raises :class:`BatchJobError` after what it did
+    finish has been stored.
+    """
+    records = JobRecords(state_dir)
+    pending = dict(texts)
+    wait = {"poll_interval": poll_interval, "timeout": timeout}
+    # first, jobs an earlier run submitted for any of these texts: collect, don't pay again
+    for key, record in records.items():
+        ids = [cid for cid in _record_ids(record, embedder.identity()) if cid in pending]
+        if ids:
+            job = {cid: pending.pop(cid) for cid in ids}
+            if not _resume_job(embedder, records, key, record, job, store, **wait):
+                pending.update(job)
+    ids = list(pending)
+    for start in range(0, len(ids), max_requests):
+        job = {cid: pending[cid] for cid in ids[start : start + max_requests]}
+        key, record = _job_record(embedder, job)
+        records.put(key, record)  # before paying: a run killed from here on finds the job
+        record.update(embedder.submit_batch(job, key, since=record["created_at"]))
+        records.put(key, record)  # with the job's id, before polling
+        _finish_job(embedder, records, key, record, job, store, **wait)
+
+
+def _job_record(embedder: OpenAIEmbedder, job: dict[str, str]) -> tuple[str, dict]:
+    """Key and record of a job about to be submitted: what it holds, not yet its id."""
+    ids = sorted(job)
+    texts_sha256 = hashlib.sha256(json.dumps(ids).encode()).hexdigest()
+    key = cache_key(embedder.model, embedder.dimensions, embedder.server, texts_sha256)
+    record = {**embedder.identity(), "texts_sha256": texts_sha256, "custom_ids": ids}
+    return key, {**record, "created_at": time.time(), "batch_id": None, "input_file_id": None}
+
+
+def _record_ids(record: dict, identity: dict) -> list[str]:
+    """The custom ids of a job record made by an embedder of ``identity``; else none."""
+    if isinstance(record.get("identity"), list):  # ``batch-{id}.json``, before job keys
+        names = ["model", "dimensions", "server"]
+        record = {**dict(zip(names, record["identity"], strict=False)), **record}
+    if any(record.get(k) != v for k, v in identity.items()):
+        return []
+    ids = record.get("custom_ids")
+    return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+
+
+def _resume_job(embedder, records: JobRecords, key: str, record: dict, job, store, **wait) -> bool:
+    """Finish a recorded job; ``False`` (record dropped) if there is none to finish."""
+    if record.get("batch_id") is None:  # interrupted while submitting: was it submitted?
+        batch = embedder.find_batch(key, since=record.get("created_at", 0))
+        if batch is None:
+            records.remove(key)
+            return False
+        record.update(batch_id=batch.id, input_file_id=batch.input_file_id)
+        records.put(key, record)
+    logg.info(f"resuming Batch API job {record['batch_id']}")
+    try:
+        _finish_job(embedder, records, key, record, job, store, **wait)
+    except NotOurJob as err:
+        logg.warning(f"{err}; its texts are submitted anew")
+        records.remove(key)
+        return False
+    return True
+
+
+def _finish_job(
+    embedder, records: JobRecords, key: str, record: dict, texts: dict[str, str], store, **wait
+) -> None:
+    """Wait for a job, store its vectors, retry its failed requests; raise if it died."""
+    batch = embedder.wait_batch(
+        record["batch_id"], input_file_id=record.get("input_file_id"), **wait
+    )
+    vectors, problems = embedder.collect_batch(batch, set(record["custom_ids"]))
+    for cid, vector in vectors.items():
+        store(cid, vector)
+    records.remove(key)  # the job is over either way: a rerun submits anew
+    if problems:
+        raise EmbeddingError(
+            f"Batch API job {batch.id}: the server at {embedder.server} answered "
+            f"{len(problems)} of {len(texts)} requests with no usable vector "
+            f"({'; '.join(sorted(set(problems))[:3])}). The {len(vectors)} good vectors were "
+            f"cached; those were not. Check that the server serves {embedder.model!r} under "
+            "this name (or pass dimensions=), then run again to resubmit the rest."
+        )
+    missing = [cid for cid in texts if cid not in vectors]
+    if batch.status != "completed":
+        errors = [
+            e.message for e in (batch.errors.data if batch.errors and batch.errors.data else [])
+        ]
+        raise BatchJobError(
+            f"Batch API job {batch.id} ended {batch.status!r} {errors[:3]}; {len(vectors)} of "
+            f"{len(texts)} texts were embedded and cached. Run again to submit the other "
+            f"{len(missing)}, or use batch_api=False."
+        )
+    if missing:
+        logg.warning(
+            f"{len(missing)} of {len(texts)} batch requests failed; retrying them synchronously"
+        )
+        for group in embedder.batches([texts[c] for c in missing]):
+            answer = embedder.embed([texts[missing[j]] for j in group])
+            for j, vector in zip(group, answer, strict=True):
+                store(missing[j], vector)
 
 
 def _embed_by_requests(

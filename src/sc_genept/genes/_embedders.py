@@ -3,8 +3,10 @@
 - :class:`SentenceTransformerEmbedder`: local models (the bundled all-MiniLM-L6-v2 by default).
 - :class:`OpenAIEmbedder`: the official ``openai`` client, against OpenAI or any
   OpenAI-compatible server (vLLM, Ollama, LM Studio) via ``base_url``; synchronous requests
-  (token-aware batches, retries with backoff on 429/5xx) or the Batch API (half price;
-  the job id is persisted so an interrupted run resumes instead of resubmitting).
+  (token-aware batches) or the Batch API (half price; each job is recorded before it is
+  waited on, so an interrupted run resumes it instead of paying again). Every request has a
+  timeout and is retried, a bounded number of times, with exponential backoff on 408, 409,
+  429, 5xx and lost connections.
 
 :func:`embed_texts` puts a content-addressed cache in front of either: a rerun pays for
 nothing already embedded, and a crash loses at most the request in flight.
@@ -12,17 +14,19 @@ nothing already embedded, and a crash loses at most the request in flight.
 
 from __future__ import annotations
 
+import itertools
 import json
-import logging
+import math
+import random
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
+from scanpy import logging as logg
 from tqdm.auto import tqdm
 
 from sc_genept._checks import (
@@ -31,9 +35,6 @@ from sc_genept._checks import (
     positive_int,
     positive_number,
 )
-from sc_genept._utils import write_atomic
-
-logger = logging.getLogger(__name__)
 
 #: USD per million input tokens, standard (synchronous) API, as published by OpenAI in 2025.
 #: The Batch API costs half. Pass ``price_per_million_tokens`` where these are out of date.
@@ -53,6 +54,17 @@ OPENAI_DIMENSIONS = {
 _CHARS_PER_TOKEN = 4
 #: Requests per Batch API job (OpenAI's limit).
 MAX_BATCH_REQUESTS = 50_000
+#: Seconds before the first retry of a failed request; each further retry waits twice as long
+#: (at most ``_BACKOFF_MAX``), less up to a random quarter so that clients failing together
+#: spread out. A server's own ``Retry-After`` wins when it gives one.
+_BACKOFF_BASE = 0.5
+_BACKOFF_MAX = 8.0
+#: A server asking to wait longer than this (``Retry-After``) is not retried: its error is raised.
+_RETRY_AFTER_MAX = 60.0
+#: Tries of a request that timed out, of ``max_retries + 1``: each try costs ``timeout``.
+_TIMEOUT_TRIES = 2
+#: Batch API metadata naming a job's record, so a job whose id was never recorded is found.
+_JOB_TAG = "sc_genept_job"
 
 
 class Cancelled(Exception):
@@ -61,6 +73,10 @@ class Cancelled(Exception):
 
 class BatchJobError(RuntimeError):
     """A Batch API job failed, expired or was cancelled; what it finished is cached."""
+
+
+class NotOurJob(BatchJobError):
+    """A recorded Batch API job id names no job at the server, or another job."""
 
 
 class EmbeddingError(RuntimeError):
@@ -106,11 +122,15 @@ class OpenAIEmbedder:
         ``base_url`` needs none). Kept only inside the client; never written to caches,
         tables, logs or provenance.
     max_retries
-        Retries with exponential backoff on 429, 408, 409 and 5xx responses.
+        Retries of a failed request (HTTP 408, 409, 429 or 5xx, or a lost connection), each
+        after twice the wait of the one before, from 0.5 s to at most 8 s, or after the wait
+        the server asks for (``Retry-After``, up to 60 s). A request that timed out is tried
+        at most twice.
     max_batch_tokens, max_batch_size
         Limits of one synchronous request.
     timeout
-        Seconds per request.
+        Seconds to wait for the server's answer to one request (default 120), so a server
+        that never answers fails the run instead of hanging it.
     """
 
     def __init__(
@@ -139,9 +159,8 @@ class OpenAIEmbedder:
         positive_number("timeout", timeout)
         self.model, self.dimensions = model, dimensions
         self.max_batch_tokens, self.max_batch_size = max_batch_tokens, max_batch_size
-        self.client = openai_client(
-            api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout
-        )
+        self.max_retries, self.timeout = max_retries, timeout
+        self.client = openai_client(api_key=api_key, base_url=base_url, timeout=timeout)
         self.server = _public_url(str(self.client.base_url))
 
     def __repr__(self) -> str:
@@ -176,8 +195,12 @@ class OpenAIEmbedder:
             tokens += n
         return [*groups, current] if current else groups
 
+    def _call(self, call: Callable, what: str):
+        """``call()`` with this embedder's retries; ``what`` names it in log lines."""
+        return call_with_retries(call, max_retries=self.max_retries, what=f"{what} ({self.server})")
+
     def embed(self, texts: list[str]) -> np.ndarray:
-        """One synchronous request (the client retries 429/5xx with backoff).
+        """One synchronous request, retried on 429/5xx with backoff (see ``max_retries``).
 
         The answer is read and checked here, not by the client, which accepts any JSON
         object: one vector per text, all numbers, all of :attr:`expected_dimensions`;
@@ -186,8 +209,19 @@ class OpenAIEmbedder:
         import openai
 
         try:
-            raw = self.client.embeddings.with_raw_response.create(**self._body(texts))
-        except openai.APIConnectionError as err:  # timeouts too
+            raw = self._call(
+                lambda: self.client.embeddings.with_raw_response.create(**self._body(texts)),
+                "embeddings request",
+            )
+        except openai.APITimeoutError as err:
+            tries = min(_TIMEOUT_TRIES, self.max_retries + 1)
+            raise EmbeddingError(
+                f"The embeddings server at {self.server} did not answer within {self.timeout:g} s "
+                f"({tries} {'try' if tries == 1 else 'tries'}); nothing was cached from this "
+                "request. Check that it is running and not overloaded, or give a slow server "
+                "more time with timeout= (seconds)."
+            ) from err
+        except openai.APIConnectionError as err:
             raise EmbeddingError(
                 f"Could not reach the embeddings server at {self.server} "
                 f"({type(err).__name__}). Check base_url and that the server is running."
@@ -223,118 +257,90 @@ class OpenAIEmbedder:
             "serves this model under this name, or pass dimensions= matching what it makes."
         )
 
-    # ---- Batch API ---------------------------------------------------------------------
+    # ---- Batch API: the operations (embed_texts records, resumes and stores) -----------
 
-    def embed_batch_api(
-        self,
-        texts: dict[str, str],
-        *,
-        state_dir: Path,
-        store: Callable[[str, np.ndarray], None],
-        poll_interval: float = 30.0,
-        timeout: float = 26 * 3600,
-        max_requests: int = MAX_BATCH_REQUESTS,
-    ) -> None:
-        """Embed ``{custom_id: text}`` through the Batch API, handing each vector to ``store``.
+    def identity(self) -> dict:
+        """Model, dimensions and server: what a Batch API job record must match (no key)."""
+        return {"model": self.model, "dimensions": self.dimensions, "server": self.server}
 
-        Texts go in jobs of at most ``max_requests`` (OpenAI's limit is 50,000). Each job's
-        id is written to ``state_dir`` before polling starts, so a run that is interrupted
-        (even killed) and started again with the same texts polls the same jobs instead of
-        paying for new ones. The few requests a completed job reports as failed are retried
-        synchronously; a job that fails, expires or is cancelled raises
-        :class:`BatchJobError` after what it did finish has been stored.
+    def submit_batch(self, texts: dict[str, str], tag: str, *, since: float) -> dict:
+        """Upload ``{custom_id: text}`` and create a Batch API job whose metadata holds ``tag``.
+
+        Returns the job's ``batch_id``, ``input_file_id`` and ``n_requests``. A retried
+        creation first looks for the job by ``tag`` (see :meth:`find_batch`): a try that
+        failed may still have created it, and a second one would be paid twice.
         """
-        state_dir.mkdir(parents=True, exist_ok=True)
-        pending = dict(texts)
-        identity = [self.model, self.dimensions, self.server]
-        # first, jobs an earlier run submitted for any of these texts: collect, don't pay again
-        for state_file in sorted(state_dir.glob("batch-*.json")):
-            state = json.loads(state_file.read_text())
-            ids = set(state.get("custom_ids", ()))
-            if state.get("identity") != identity or not ids & pending.keys():
-                continue
-            logger.info("resuming Batch API job %s", state["batch_id"])
-            job = {cid: pending.pop(cid) for cid in ids if cid in pending}
-            self._finish(
-                state, state_file, job, store, poll_interval=poll_interval, timeout=timeout
-            )
-        ids = list(pending)
-        for start in range(0, len(ids), max_requests):
-            job = {cid: pending[cid] for cid in ids[start : start + max_requests]}
-            state = {**self._submit(job), "identity": identity, "custom_ids": list(job)}
-            state_file = state_dir / f"batch-{state['batch_id']}.json"
-            write_atomic(
-                state_file, json.dumps(state)
-            )  # before polling: a killed run resumes this job
-            self._finish(
-                state, state_file, job, store, poll_interval=poll_interval, timeout=timeout
-            )
-
-    def _finish(
-        self, state: dict, state_file: Path, texts: dict[str, str], store, *, poll_interval, timeout
-    ) -> None:
-        """Wait for a job, store its vectors, retry its failed requests; raise if it died."""
-        batch = self._wait(state["batch_id"], poll_interval=poll_interval, timeout=timeout)
-        vectors, problems = self._collect(batch)
-        for cid, vector in vectors.items():
-            store(cid, vector)
-        state_file.unlink(missing_ok=True)  # the job is over either way: a rerun submits anew
-        if problems:
-            raise EmbeddingError(
-                f"Batch API job {batch.id}: the server at {self.server} answered "
-                f"{len(problems)} of {len(texts)} requests with no usable vector "
-                f"({'; '.join(sorted(set(problems))[:3])}). The {len(vectors)} good vectors were "
-                f"cached; those were not. Check that the server serves {self.model!r} under "
-                "this name (or pass dimensions=), then run again to resubmit the rest."
-            )
-        missing = [cid for cid in texts if cid not in vectors]
-        if batch.status != "completed":
-            errors = [
-                e.message for e in (batch.errors.data if batch.errors and batch.errors.data else [])
-            ]
-            raise BatchJobError(
-                f"Batch API job {batch.id} ended {batch.status!r} {errors[:3]}; {len(vectors)} of "
-                f"{len(texts)} texts were embedded and cached. Run again to submit the other "
-                f"{len(missing)}, or use batch_api=False."
-            )
-        if missing:
-            logger.warning(
-                "%d of %d batch requests failed; retrying them synchronously",
-                len(missing),
-                len(texts),
-            )
-            for group in self.batches([texts[c] for c in missing]):
-                for j, vector in zip(
-                    group, self.embed([texts[missing[j]] for j in group]), strict=True
-                ):
-                    store(missing[j], vector)
-
-    def _submit(self, texts: dict[str, str]) -> dict:
         lines = [
             json.dumps(
-                {
-                    "custom_id": cid,
-                    "method": "POST",
-                    "url": "/v1/embeddings",
-                    "body": self._body(text),
-                }
+                {"custom_id": cid, "method": "POST", "url": "/v1/embeddings", "body": self._body(t)}
             )
-            for cid, text in texts.items()
+            for cid, t in texts.items()
         ]
-        upload = self.client.files.create(
-            file=("requests.jsonl", "\n".join(lines).encode()), purpose="batch"
+        upload = self._call(
+            lambda: self.client.files.create(
+                file=("requests.jsonl", "\n".join(lines).encode()), purpose="batch"
+            ),
+            "Batch API upload",
         )
-        batch = self.client.batches.create(
-            input_file_id=upload.id, endpoint="/v1/embeddings", completion_window="24h"
-        )
-        logger.info("submitted Batch API job %s with %d requests", batch.id, len(lines))
+        tries = itertools.count()
+
+        def create():
+            if next(tries) and (batch := self.find_batch(tag, since=since)) is not None:
+                return batch
+            return self.client.batches.create(
+                input_file_id=upload.id,
+                endpoint="/v1/embeddings",
+                completion_window="24h",
+                metadata={_JOB_TAG: tag},
+            )
+
+        batch = self._call(create, "Batch API submission")
+        logg.info(f"submitted Batch API job {batch.id} with {len(lines)} requests")
         return {"batch_id": batch.id, "input_file_id": upload.id, "n_requests": len(lines)}
 
-    def _wait(self, batch_id: str, *, poll_interval: float, timeout: float):
+    def find_batch(self, tag: str, *, since: float):
+        """The newest job created with ``tag`` since ``since`` (Unix time), or ``None``."""
+        import openai
+
+        try:
+            listing = self._call(lambda: self.client.batches.list(limit=100), "Batch API list")
+            for batch in listing:  # newest first: stop at those older than asked
+                if batch.created_at < since - 24 * 3600:  # a day of clock skew allowed
+                    break
+                if (batch.metadata or {}).get(_JOB_TAG) == tag:
+                    return batch
+        except (openai.APIStatusError, openai.APIConnectionError):
+            pass  # a server that lists no jobs: none found
+        return None
+
+    def wait_batch(
+        self, batch_id: str, *, input_file_id: str | None, poll_interval: float, timeout: float
+    ):
+        """Poll a job until it ends.
+
+        Raises :class:`NotOurJob` (a :class:`BatchJobError`) if ``batch_id`` names no job at
+        the server, or a job of another input than ``input_file_id``; :class:`TimeoutError`
+        after ``timeout`` seconds (the job is still recorded: a rerun resumes it).
+        """
+        import openai
+
         deadline = time.monotonic() + timeout
         with tqdm(desc=f"Batch API {batch_id}", unit="request") as bar:
             while True:
-                batch = self.client.batches.retrieve(batch_id)
+                try:
+                    batch = self._call(
+                        lambda: self.client.batches.retrieve(batch_id), "Batch API poll"
+                    )
+                except openai.NotFoundError as err:
+                    raise NotOurJob(
+                        f"Batch API job {batch_id} is unknown to {self.server} (deleted, or "
+                        "submitted with another account's key)"
+                    ) from err
+                if input_file_id not in (None, batch.input_file_id):
+                    raise NotOurJob(
+                        f"Batch API job {batch_id} at {self.server} is another job now (its "
+                        "input is not the one submitted: a restarted server reuses ids)"
+                    )
                 counts = batch.request_counts
                 if counts is not None:
                     bar.total = counts.total
@@ -348,21 +354,24 @@ class OpenAIEmbedder:
                     )
                 time.sleep(poll_interval)
 
-    def _collect(self, batch) -> tuple[dict[str, np.ndarray], list[str]]:
+    def collect_batch(self, batch, ours: set[str]) -> tuple[dict[str, np.ndarray], list[str]]:
         """Checked vectors of a job's output by custom id, and what was wrong with the rest.
 
         A request the job reports as failed is neither: it is retried. A request answered
         with something unusable (not JSON, no vector, wrong dimension) is a problem and is
-        never stored.
+        never stored. Lines for custom ids not in ``ours`` (not this job's) are dropped.
         """
         if not batch.output_file_id:
             return {}, []
-        vectors, problems = {}, []
+        vectors, problems, foreign = {}, [], 0
 
         def bad(what: str) -> EmbeddingError:
             return EmbeddingError(what)
 
-        for line in self.client.files.content(batch.output_file_id).text.splitlines():
+        output = self._call(
+            lambda: self.client.files.content(batch.output_file_id), "Batch API download"
+        )
+        for line in output.text.splitlines():
             if not line.strip():
                 continue
             try:
@@ -372,7 +381,9 @@ class OpenAIEmbedder:
             except (ValueError, AttributeError, KeyError, TypeError):
                 problems.append("an output line is not a JSON object with a custom_id")
                 continue
-            if response.get("status_code") == 200 and not record.get("error"):
+            if cid not in ours:
+                foreign += 1  # never stored: it answers no request of this job
+            elif response.get("status_code") == 200 and not record.get("error"):
                 body = response.get("body")
                 try:
                     data = body.get("data") if isinstance(body, dict) else None
@@ -384,6 +395,11 @@ class OpenAIEmbedder:
             expected = Counter(len(v) for v in vectors.values()).most_common(1)[0][0]
         for cid in [c for c, v in vectors.items() if len(v) != expected]:
             problems.append(f"{len(vectors.pop(cid))}-dimensional vectors, expected {expected}")
+        if foreign:
+            logg.warning(
+                f"Batch API job {batch.id}: {foreign} output lines of {self.server} answer "
+                "requests the job was not given; they were ignored"
+            )
         return vectors, problems
 
 
@@ -474,17 +490,71 @@ def estimate_cost(
     return CostEstimate(len(texts), sum(counts), exact, usd)
 
 
-def openai_client(
-    *, api_key: str | None, base_url: str | None, max_retries: int, timeout: float = 120.0
-):
-    """The official client; local servers (``base_url`` given) get a placeholder key if none is set."""
+def openai_client(*, api_key: str | None, base_url: str | None, timeout: float = 120.0):
+    """The official client; local servers (``base_url`` given) get a placeholder key if none is set.
+
+    It does not retry: :func:`call_with_retries` does, with a backoff tests can shorten.
+    """
     import os
 
     from openai import OpenAI
 
     if api_key is None and base_url is not None and not os.environ.get("OPENAI_API_KEY"):
         api_key = "no-key-needed"  # vLLM, Ollama, LM Studio ignore it; the client insists on one
-    return OpenAI(api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout)
+    return OpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout)
+
+
+def call_with_retries(call: Callable, *, max_retries: int, what: str):
+    """``call()``, retried up to ``max_retries`` times with exponential backoff.
+
+    Retried: HTTP 408, 409, 429 and 5xx answers (unless the server says ``x-should-retry:
+    false`` or asks to wait over ``_RETRY_AFTER_MAX`` seconds), lost connections, and one
+    timeout (``_TIMEOUT_TRIES``). Anything else, or the last failure, is raised as the
+    client raised it.
+    """
+    import openai
+
+    n_timeouts = 0
+    for attempt in itertools.count():
+        try:
+            return call()
+        except openai.APITimeoutError:
+            n_timeouts += 1
+            if n_timeouts >= _TIMEOUT_TRIES or attempt >= max_retries:
+                raise
+            why, delay = "no answer in time", _backoff(attempt)
+        except openai.APIConnectionError:
+            if attempt >= max_retries:
+                raise
+            why, delay = "connection failed", _backoff(attempt)
+        except openai.APIStatusError as err:
+            delay = _retry_delay(err.response, attempt)
+            if delay is None or attempt >= max_retries:
+                raise
+            why = f"HTTP {err.status_code}"
+        logg.info(f"    {what}: {why}; retry {attempt + 1} of {max_retries} in {delay:.2g} s")
+        time.sleep(delay)
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds before retry ``attempt + 1``: doubling from ``_BACKOFF_BASE``, with jitter."""
+    return min(_BACKOFF_BASE * 2**attempt, _BACKOFF_MAX) * (1 - 0.25 * random.random())
+
+
+def _retry_delay(response, attempt: int) -> float | None:
+    """Seconds to wait before retrying an HTTP error answer; ``None``: do not retry it."""
+    verdict = response.headers.get("x-should-retry")
+    status = response.status_code
+    if verdict == "false" or (verdict != "true" and status not in (408, 409, 429) and status < 500):
+        return None
+    for header, seconds in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        try:
+            asked = float(response.headers.get(header, "")) * seconds
+        except ValueError:  # absent, or an HTTP date: our own backoff
+            continue
+        if math.isfinite(asked) and asked > 0:
+            return asked if asked <= _RETRY_AFTER_MAX else None
+    return _backoff(attempt)
 
 
 def _public_url(url: str) -> str:
@@ -494,7 +564,3 @@ def _public_url(url: str) -> str:
     if parts.port:
         host += f":{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    write_atomic(path, json.dumps(data))

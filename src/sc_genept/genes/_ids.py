@@ -199,6 +199,8 @@ def match_genes(
             exact = len(rows) == 1 and table.ensembl_ids[rows[0]] == ensembl
         else:
             rows, how = index.by_symbol.get(name.upper(), ()), "symbol"
+            if len(rows) > 1:  # the table has the symbol in several cases: the exact one wins
+                rows = [r for r in rows if table.symbols[r] == name] or rows
             exact = len(rows) == 1 and table.symbols[rows[0]] == name
             if not rows:
                 row = index.by_alias.get(name.upper())

@@ -1,18 +1,24 @@
-"""Gene tables from elsewhere: GenePT's pickles, parquet (Hugging Face layout), CSV/TSV, dicts.
+"""Files from elsewhere: gene tables (GenePT's pickles, parquet, CSV/TSV, dicts) and h5ad files.
 
 GenePT's published tables (Zenodo 10030426 / 10833191) are pickled ``dict`` symbol →
 vector. Unpickling runs code named in the file, so :func:`read_genept_pickle` uses an
 unpickler that resolves no global except NumPy's array reconstruction, then checks that
 what came out is a dict of strings to equal-length float vectors. Anything else is refused
 with an error before any foreign code runs.
+
+:func:`read_h5ad` is the one way sc_genept reads an AnnData file a user names: a file that
+is not one (a CSV, a truncated download, another HDF5 layout) is refused with an error that
+names the file and says what it is, instead of HDF5's own words.
 """
 
 from __future__ import annotations
 
 import io
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -22,6 +28,9 @@ import pyarrow.parquet as pq
 from sc_genept._utils import warn_caller
 from sc_genept.genes._ids import primary_ensembl_ids
 from sc_genept.genes._table import GeneEmbeddings, Provenance
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 # the only globals a pickle of plain floats or NumPy float arrays needs
 _NUMPY_ARRAY_GLOBALS = {
@@ -325,3 +334,150 @@ def _find_column(frame: pd.DataFrame, candidates, what: str) -> str:
         if name in lower:
             return lower[name]
     raise ValueError(f"No column of {what} found (looked for {candidates}); pass symbol_column=.")
+
+
+# ---- h5ad files --------------------------------------------------------------------------
+
+#: Bytes of a file looked at to say what it is when it is not HDF5.
+_HEAD_BYTES = 4096
+
+
+class H5adFileError(OSError, ValueError):
+    """A file given as an AnnData ``.h5ad`` file is not one, or is damaged; it was only read.
+
+    An :class:`OSError` (as h5py's own error for such a file) and a :class:`ValueError` (the
+    file's content is wrong), so that code catching either still catches it.
+    """
+
+
+def read_h5ad(
+    path: str | Path, *, what: str = "The file", backed: Literal["r", "r+"] | None = None
+) -> AnnData:
+    """Read an AnnData ``.h5ad`` file, or say what the file is instead.
+
+    Parameters
+    ----------
+    path
+        The ``.h5ad`` file.
+    what
+        How messages name the file (e.g. ``"INPUT"``, ``"--reference"``).
+    backed
+        As in :func:`anndata.read_h5ad`: ``"r"`` leaves the matrix on disk.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such file.
+    H5adFileError
+        If the file is a folder, empty, not HDF5 (a CSV, a zip), damaged or truncated,
+        an HDF5 file of another layout (a 10x ``.h5``, a loom file), or an AnnData file
+        this anndata cannot decode; the message names the file and says which.
+    """
+    import anndata
+
+    path = Path(path)
+    label = f"{what} {path}"
+    if not path.exists():
+        raise FileNotFoundError(f"{label} does not exist: pass the path of an .h5ad file.")
+    if path.is_dir():
+        raise H5adFileError(
+            f"{label} is a folder, not an .h5ad file (a .zarr store is read with "
+            "anndata.read_zarr): pass the path of an .h5ad file."
+        )
+    _check_is_anndata_hdf5(path, label)
+    try:
+        return anndata.read_h5ad(path, backed=backed)
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as err:  # whatever anndata's decoders raise
+        raise H5adFileError(
+            f"{label} has AnnData's layout but anndata {_version('anndata')} cannot read it "
+            f"({type(err).__name__}: {err}). Was it written by a newer anndata, or changed "
+            "by another tool? Write it again with AnnData.write_h5ad."
+        ) from err
+
+
+def _check_is_anndata_hdf5(path: Path, label: str) -> None:
+    """Refuse a file that is not HDF5, cannot be opened, or holds another HDF5 layout."""
+    import h5py
+
+    try:
+        with path.open("rb") as file:
+            head = file.read(_HEAD_BYTES)
+    except PermissionError:
+        raise PermissionError(
+            f"{label} cannot be read (permission denied): ask its owner, or copy it to a "
+            "folder of yours."
+        ) from None
+    if not h5py.is_hdf5(path):
+        raise H5adFileError(f"{label} is not an HDF5 file, so not an .h5ad file: {_what_is(head)}")
+    try:
+        with h5py.File(path, "r") as file:
+            keys = sorted(file.keys())
+            encoding = file.attrs.get("encoding-type")
+    except OSError as err:
+        detail = _hdf5_reason(err)
+        if "unable to lock" in detail.lower():
+            raise H5adFileError(
+                f"{label} is locked by another process (HDF5: {detail}): close it there, or "
+                "set HDF5_USE_FILE_LOCKING=FALSE where the file system does not support locks."
+            ) from None
+        raise H5adFileError(
+            f"{label} is damaged or truncated: it starts as an HDF5 file but cannot be opened "
+            f"(HDF5: {detail}). Was its download or copy cut short? Fetch or write it again."
+        ) from None
+    if isinstance(encoding, bytes):
+        encoding = encoding.decode(errors="replace")
+    if encoding == "anndata" or {"obs", "var"} <= set(keys):  # older files lack the attribute
+        return
+    raise H5adFileError(
+        f"{label} is an HDF5 file but not an AnnData (.h5ad) file: it holds {keys[:10]}, "
+        f"without AnnData's obs and var. {_other_layout(keys)}"
+    )
+
+
+def _what_is(head: bytes) -> str:
+    """What a file that is not HDF5 looks like, from its first bytes, and what to do."""
+    if not head:
+        return "it is empty (0 bytes). Was its download or write cut short?"
+    for magic, kind, fix in (
+        (b"PK\x03\x04", "a zip archive", "unzip it, or read a zipped .zarr with anndata"),
+        (b"\x1f\x8b", "gzip-compressed", "decompress it first (gunzip)"),
+        (b"PAR1", "a parquet file", "read it with pandas.read_parquet"),
+        (b"\x89PNG", "a PNG image", "pass the .h5ad file itself"),
+    ):
+        if head.startswith(magic):
+            return f"it is {kind}: {fix}."
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "its first bytes match no format sc_genept knows. Pass an .h5ad file."
+    if text.lstrip().startswith(("<!DOCTYPE", "<html", "<HTML")):
+        return "it looks like a web page (a download that returned an error page?)."
+    return (
+        "it looks like text (a CSV or TSV table?). Read a table of counts with "
+        "scanpy.read_csv or pandas, make an AnnData and write it with write_h5ad."
+    )
+
+
+def _other_layout(keys: list[str]) -> str:
+    if "matrix" in keys and "row_attrs" in keys:
+        return "It looks like a loom file: read it with scanpy.read_loom, then write_h5ad."
+    if "matrix" in keys or any(k.startswith("GRCh") or k.startswith("mm10") for k in keys):
+        return (
+            "It looks like a 10x Genomics .h5 file: read it with scanpy.read_10x_h5, then "
+            "write_h5ad."
+        )
+    return "Pass an .h5ad file written by AnnData.write_h5ad."
+
+
+def _hdf5_reason(err: OSError) -> str:
+    """The reason inside h5py's 'Unable to synchronously open file (reason)'."""
+    found = re.search(r"\((.*)\)\s*$", str(err))
+    return found.group(1) if found else str(err)
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)

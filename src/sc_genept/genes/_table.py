@@ -176,6 +176,26 @@ class GeneEmbeddings:
 
         return _TableIndex.build(self)
 
+    @cached_property
+    def _case_groups(self) -> dict[str, list[str]]:
+        """Upper-case symbol → the table's symbols of it, where there are several."""
+        groups: dict[str, list[str]] = {}
+        for symbol in self.symbols:
+            groups.setdefault(symbol.upper(), []).append(symbol)
+        return {upper: symbols for upper, symbols in groups.items() if len(symbols) > 1}
+
+    def case_clashes(self, names) -> dict[str, list[str]]:
+        """Which of ``names`` the table has under several symbols that differ only in case.
+
+        E.g. a table with both ``CD3E`` and ``cd3e`` gives ``{"CD3E": ["CD3E", "cd3e"]}``
+        for ``["CD3E", "LYZ"]``: gene matching ignores case, so such a name matches two
+        rows. Tables usually have none, and this costs one look-up per name then.
+        """
+        groups = self._case_groups
+        if not groups:
+            return {}
+        return {str(n): groups[str(n).upper()] for n in names if str(n).upper() in groups}
+
     def read_only(self) -> GeneEmbeddings:
         """Make the arrays read-only in place (for tables shared between callers); returns ``self``."""
         for values in (self.symbols, self.embeddings, self.ensembl_ids, self.texts):

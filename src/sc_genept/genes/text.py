@@ -15,17 +15,16 @@ CSV/TSV.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+from scanpy import logging as logg
 from tqdm.auto import tqdm
 
+from sc_genept._checks import non_negative_int
 from sc_genept.genes._cache import Cache, cache_key
 from sc_genept.genes._ids import primary_ensembl_ids, strip_ensembl_version
-
-logger = logging.getLogger(__name__)
 
 #: System message of :func:`enrich`.
 ENRICHMENT_SYSTEM = "You are a careful molecular biologist writing concise, factual gene notes."
@@ -174,7 +173,9 @@ def enrich(
     cache_dir
         Answers are cached by (model, server, messages): reruns and resumed runs pay nothing.
     max_retries
-        Retries with backoff on 429/5xx.
+        Retries of a failed request, with exponential backoff, as for
+        :class:`~sc_genept.genes.OpenAIEmbedder`; each request waits at most 120 s for
+        its answer.
     progress
         Show a progress bar.
     confirm
@@ -186,9 +187,16 @@ def enrich(
     A copy of ``texts`` whose ``text`` is the original text, a blank line and the answer,
     with the answer alone in ``enrichment``.
     """
-    from sc_genept.genes._embedders import Cancelled, _public_url, count_tokens, openai_client
+    from sc_genept.genes._embedders import (
+        Cancelled,
+        _public_url,
+        call_with_retries,
+        count_tokens,
+        openai_client,
+    )
 
-    client = openai_client(api_key=api_key, base_url=base_url, max_retries=max_retries)
+    non_negative_int("max_retries", max_retries)
+    client = openai_client(api_key=api_key, base_url=base_url)
     server = _public_url(str(client.base_url))
     cache = Cache(cache_dir, "chat")
     conversations = [
@@ -209,14 +217,20 @@ def enrich(
             f"ask {model} at {server} about {len(to_ask)} genes: {'' if exact else '≈'}"
             f"{sum(tokens)} prompt tokens plus the answers (≤ ~300 tokens each)"
         )
-        logger.warning(what)
+        logg.warning(what)
         if confirm is not None and not confirm(what):
             raise Cancelled("Nothing was sent.")
-        logger.info(
-            "%d of %d genes answered from the cache", len(set(keys)) - len(to_ask), len(set(keys))
+        logg.info(
+            f"{len(set(keys)) - len(to_ask)} of {len(set(keys))} genes answered from the cache"
         )
     for key, messages in tqdm(to_ask.items(), desc=f"enriching ({model})", disable=not progress):
-        response = client.chat.completions.create(model=model, messages=messages, temperature=0)
+        response = call_with_retries(
+            lambda m=messages: client.chat.completions.create(
+                model=model, messages=m, temperature=0
+            ),
+            max_retries=max_retries,
+            what=f"chat request ({server})",
+        )
         answers[key] = (response.choices[0].message.content or "").strip()
         cache.put_text(key, answers[key])  # cached at once: an interrupted run resumes here
     answers = [answers[k] for k in keys]

@@ -13,6 +13,7 @@ reference labels (see :meth:`~sc_genept.ontology.CellOntology.match`).
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,15 +31,17 @@ def accuracy(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
     """Fraction of exact matches.
 
     Labels are compared as given: map names and ids to one form first (e.g. with
-    :meth:`~sc_genept.ontology.CellOntology.map_labels`), or use :func:`evaluate`.
+    :meth:`~sc_genept.ontology.CellOntology.map_labels`), or use :func:`evaluate`. CL ids
+    on one side and names on the other (one all ids, the other none) never match, and are
+    refused with a :class:`ValueError` rather than scored 0.
     """
-    y_true, y_pred = _arrays(y_true, y_pred)
+    y_true, y_pred = _flat(y_true, y_pred)
     return float(np.mean(y_true == y_pred))
 
 
 def per_class_f1(y_true: Sequence[str], y_pred: Sequence[str]) -> pd.Series:
-    """F1 of each class present in ``y_true``; labels are compared as given."""
-    y_true, y_pred = _arrays(y_true, y_pred)
+    """F1 of each class present in ``y_true``; labels are compared as given (see :func:`accuracy`)."""
+    y_true, y_pred = _flat(y_true, y_pred)
     scores = {}
     for label in np.unique(y_true):
         tp = np.sum((y_true == label) & (y_pred == label))
@@ -271,6 +274,33 @@ def _arrays(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
         )
     if not len(y_true):
         raise ValueError("y_true and y_pred are empty: there are no cells to score.")
+    return y_true, y_pred
+
+
+#: A Cell Ontology id as labels hold them (``CL:0000236``; ``CL_0000236`` in some files).
+_CL_ID = re.compile(r"CL[:_]\d{7}")
+
+
+def _flat(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_arrays`, refusing CL ids on one side against names on the other.
+
+    Flat metrics compare labels as given, so ``accuracy(ids, names)`` would score every cell
+    wrong: a silently wrong number where the cause (two forms of one label) is certain.
+    """
+    y_true, y_pred = _arrays(y_true, y_pred)
+    is_id = [
+        np.array([isinstance(v, str) and _CL_ID.fullmatch(v.strip()) is not None for v in labels])
+        for labels in (pd.unique(y_true), pd.unique(y_pred))
+    ]
+    for ids, names, which in ((0, 1, ("y_true", "y_pred")), (1, 0, ("y_pred", "y_true"))):
+        if is_id[ids].all() and not is_id[names].any():
+            examples = [pd.unique(a)[0] for a in (y_true, y_pred)]
+            raise ValueError(
+                f"{which[0]} holds CL ids (e.g. {examples[ids]!r}) but {which[1]} holds names "
+                f"(e.g. {examples[names]!r}): compared as given, no label would ever match. "
+                "Map both to ids first (ids, _ = CellOntology.load().map_labels(labels)), "
+                "or score with metrics.evaluate, which maps names, synonyms and ids itself."
+            )
     return y_true, y_pred
 
 

@@ -45,10 +45,10 @@ def prepare_module(
 ) -> None:
     """Seed, draw the weights of an untrained model, learn the input standardisation."""
     torch.manual_seed(seed)  # dropout
-    model.module.network.gene_dropout = gene_dropout
+    model.network.gene_dropout = gene_dropout
     if not model.is_trained_:
-        model.module.network.reset_parameters(seed)
-    model.module.network.set_standardization(datamodule.standardization_batches())
+        model.network.reset_parameters(seed)
+    model.network.set_standardization(datamodule.standardization_batches())
 
 
 def check_validation(datamodule: CellData, early_stopping: bool) -> tuple[bool, bool]:
@@ -130,7 +130,7 @@ def calibrate(model: GenePTClassifier, datamodule: CellData, seed: int) -> None:
     confidences stay uncalibrated and ``max_error`` and the novelty check are
     unavailable.
     """
-    network = model.module.network
+    network = model.network
     network.temperature.fill_(1.0)
     network.eval()
     model.calibration_ = None
@@ -180,7 +180,7 @@ def _held_out(model: GenePTClassifier, datamodule: CellData, seed: int):
 def _batches(model: GenePTClassifier, loader):
     """``(inputs, label codes)`` of each batch of a data loader, on the module's device."""
     keys = _input_keys(model.embedding_keys)
-    device = model.module.network.input_mean.device
+    device = model.network.input_mean.device
     for batch in loader:
         x = torch.cat([batch[k] for k in keys], dim=1).to(device)
         yield x, batch[REGISTRY_KEYS.LABELS_KEY].view(-1).long().to(device)

@@ -9,18 +9,28 @@ run code, read another file or reach the network:
 - ``manifest.json``: the format and the sha256 of both files. A file that changed after
   saving (a damaged download, an edit) is refused before it is parsed.
 
-The bytes that are hashed are the bytes that are parsed: each file is read once.
+The bytes that are hashed are the bytes that are parsed: each file is read once, as a
+plain file of the folder (a symbolic link is refused wherever it points), its size capped
+before it is read, and JSON nested deeper than any model's is refused.
+
+A folder is written whole or not at all: built under a temporary name beside the target,
+then renamed into place (a rename is atomic), so two processes saving into the same new
+folder leave one model or the other, never one's weights beside the other's manifest.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import secrets
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sc_genept._utils import write_atomic
+from sc_genept._files import deferred_signals, folder_mode, parse_json, read_limited
 
 if TYPE_CHECKING:
     import torch
@@ -32,14 +42,24 @@ WEIGHTS, METADATA, MANIFEST = "model.safetensors", "model.json", "manifest.json"
 OWN_ONTOLOGY = "model"
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _PATH = re.compile(r"^(/|~|\.{1,2}[/\\]|\\\\|[A-Za-z]:[/\\])|[/\\]\.\.[/\\]")
+#: Sizes a file of a model folder may have; larger is refused before it is read.
+MAX_BYTES = {MANIFEST: 64 * 1024, METADATA: 256 * 1024**2, WEIGHTS: 2 * 1024**3}
 
 
 class ModelFolderError(ValueError):
     """A model folder is missing, damaged, edited or not self-contained."""
 
 
-def write_folder(path: Path, state: dict[str, torch.Tensor], meta: dict) -> None:
-    """Write weights, metadata and the manifest that hashes them (each file atomically)."""
+def write_folder(
+    path: Path, state: dict[str, torch.Tensor], meta: dict, *, overwrite: bool
+) -> None:
+    """Write weights, metadata and the manifest that hashes them: the whole folder at once.
+
+    The files are written into a temporary folder beside ``path``, which is then renamed
+    to ``path``. A folder already at ``path`` (another process's, saved meanwhile) is
+    swapped out whole with ``overwrite``, keeping the files in it that a model does not
+    write, and refused (:class:`FileExistsError`) without.
+    """
     from safetensors.torch import save
 
     check_self_contained(meta, where="the model to save")
@@ -52,11 +72,57 @@ def write_folder(path: Path, state: dict[str, torch.Tensor], meta: dict) -> None
         "format_version": FORMAT_VERSION,
         "sha256": {name: _sha256(data) for name, data in files.items()},
     }
-    path.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        write_atomic(path / name, data)
-    # last: a save interrupted before this line leaves a folder that load() refuses
-    write_atomic(path / MANIFEST, json.dumps(manifest, indent=1))
+    files[MANIFEST] = json.dumps(manifest, indent=1).encode()
+    if path.is_symlink():
+        raise ModelFolderError(
+            f"{path} is a symbolic link: save the model into the folder it points to."
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        for name, data in files.items():
+            (build / name).write_bytes(data)  # a new file: the umask applies
+        build.chmod(folder_mode())  # mkdtemp makes it private
+        with deferred_signals():  # an interrupt is not lost between the renames
+            _move_into_place(build, path, overwrite)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+
+
+def _move_into_place(build: Path, path: Path, overwrite: bool) -> None:
+    """Rename the finished folder ``build`` to ``path``, swapping out a folder found there.
+
+    Each step is one rename, so ``path`` is at every moment absent or one whole model. A
+    folder swapped out is deleted once the files the user keeps beside a model (notes, a
+    model card) are moved into the new one.
+    """
+    swapped = []
+    for _ in range(5):  # another process may fill ``path`` again between two renames
+        try:
+            os.rename(build, path)  # atomic; replaces an empty folder on POSIX
+            break
+        except OSError:
+            if not path.is_dir():
+                raise
+        if not any(path.iterdir()):  # an empty folder the user made (Windows will not rename)
+            path.rmdir()
+        elif not overwrite:
+            raise FileExistsError(
+                f"{path} was filled while this model was saved (another process saving "
+                "there?); it is kept as it is. Pass overwrite=True to replace it."
+            )
+        else:
+            swapped.append(path.with_name(f".{path.name}.{secrets.token_hex(4)}.old"))
+            os.rename(path, swapped[-1])
+    else:
+        if swapped and not os.path.lexists(path):
+            os.rename(swapped.pop(), path)  # put the previous model back
+        raise FileExistsError(f"{path} kept being replaced by another process: not saved.")
+    for old in swapped:
+        for kept in old.iterdir():
+            if kept.name not in (WEIGHTS, METADATA, MANIFEST) and not (path / kept.name).exists():
+                os.rename(kept, path / kept.name)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_folder(path: Path, device: str = "cpu") -> tuple[dict, dict[str, torch.Tensor]]:
@@ -131,7 +197,7 @@ def _weights(path: Path, data: bytes, device: str) -> dict[str, torch.Tensor]:
 
 def _read(path: Path, name: str) -> bytes:
     file = path / name
-    if not file.is_file():
+    if not os.path.lexists(file):
         present = sorted(p.name for p in path.iterdir())
         hint = (
             " It looks like a model saved by an earlier sc_genept (pickled model.pt); train "
@@ -142,14 +208,16 @@ def _read(path: Path, name: str) -> bytes:
         raise ModelFolderError(
             f"{path} has no {name} (it holds {present}): not a complete model folder.{hint}"
         )
-    return file.read_bytes()
+    hint = " A model folder holds its own plain files, of a model's size: save or fetch it again."
+    if not file.is_symlink() and file.resolve().parent != path.resolve():
+        raise ModelFolderError(f"{file} is outside the folder {path}.{hint}")
+    return read_limited(
+        file, MAX_BYTES[name], error=ModelFolderError, follow_links=False, hint=hint
+    )
 
 
 def _json(path: Path, name: str, data: bytes):
-    try:
-        return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelFolderError(f"{path / name} is not valid JSON ({err}).") from err
+    return parse_json(data, str(path / name), error=ModelFolderError)
 
 
 def _strings(value, key: str):

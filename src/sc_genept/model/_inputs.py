@@ -49,7 +49,7 @@ def record_inputs(model: GenePTClassifier, adata: AnnData | None) -> None:
         if adata is not None
         else {}
     )
-    model.module.network.is_gene.copy_(
+    model.network.is_gene.copy_(
         torch.as_tensor(
             np.concatenate(
                 [

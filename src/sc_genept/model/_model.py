@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pandas as pd
-import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.model.base import BaseModelClass
@@ -23,7 +21,6 @@ from sc_genept._checks import (
     non_negative_int,
     positive_int,
 )
-from sc_genept.model._calls import DEFAULT_NOVELTY_RATE
 from sc_genept.model._data import CellData, InMemoryCells, check_cell_data
 from sc_genept.model._fitting import (
     _check_trainer_kwargs,
@@ -35,28 +32,28 @@ from sc_genept.model._fitting import (
     run_trainer,
     training_plan,
 )
+from sc_genept.model._folder import OWN_ONTOLOGY
 from sc_genept.model._inputs import (
     _check_embedding,
     _input_keys,
-    check_query,
-    input_batches,
-    model_inputs,
     record_inputs,
     training_inputs,
 )
 from sc_genept.model._module import GenePTClassifierModule
-from sc_genept.model._overlap import DEFAULT_MIN_GENE_OVERLAP, gene_overlap
-from sc_genept.model._persist import load_folder, save_folder, torch_device
-from sc_genept.model._predict import cell_calls, error_curve, level_for_max_error, score_cells
+from sc_genept.model._persist import save_folder
 from sc_genept.model._setup import register_reference
-from sc_genept.model._training import KeepThreads, cpu_threads, torch_threads
+from sc_genept.model._threads import cpu_threads, torch_threads
+from sc_genept.model._trained import TrainedClassifier
+from sc_genept.model._training import KeepThreads
 from sc_genept.ontology import CellOntology
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from sc_genept.model._network import GenePTNetwork
 
-class GenePTClassifier(BaseModelClass):
+
+class GenePTClassifier(TrainedClassifier, BaseModelClass):
     """Predict Cell Ontology terms from cell embeddings (GenePT-w, alone or with others).
 
     An MLP over the standardised, concatenated ``obsm`` representations scores every term
@@ -118,14 +115,8 @@ class GenePTClassifier(BaseModelClass):
         if loss not in ("hierarchical", "flat"):
             raise ValueError(f"loss must be 'hierarchical' or 'flat', not {loss!r}.")
         super().__init__(adata, registry=registry)
+        self._read_registry(self.registry_)
         setup = self.registry_["setup_args"]
-        self.embedding_keys = list(setup["embedding_keys"])
-        self.terms = [
-            str(t)
-            for t in self.registry_["field_registries"]["labels"]["state_registry"][
-                "categorical_mapping"
-            ]
-        ]
         ontology = setup["ontology"]  # a CL source, or (from load) the model's own terms
         self.ontology = (
             ontology if isinstance(ontology, CellOntology) else CellOntology.load(ontology)
@@ -135,62 +126,33 @@ class GenePTClassifier(BaseModelClass):
         self.pretrained_name_ = None  # set by load_pretrained: which registry model
         # what train() measured on held-out cells: error by level, novelty (see _calls)
         self.calibration_: dict | None = None
-        input_keys = _input_keys(self.embedding_keys)
-        self.input_widths = [int(self.summary_stats[f"n_{k}"]) for k in input_keys]
         self.module = GenePTClassifierModule(
             sum(self.input_widths),
             self.ontology.ancestor_matrix(self.terms),
-            input_keys=input_keys,
+            input_keys=_input_keys(self.embedding_keys),
             n_hidden=n_hidden,
             n_layers=n_layers,
             dropout=dropout,
             n_members=n_members,
         )
         record_inputs(self, adata)  # which gene table and genes made them; which are expression
-        self._model_summary_string = (
-            f"GenePTClassifier: {len(self.terms)} CL terms, inputs {self.embedding_keys} "
-            f"({sum(self.input_widths)} dims), {n_members} × {n_layers} hidden layer(s) of {n_hidden}, "
-            f"{loss} loss, CL {self.ontology.version}"
+        self._model_summary_string = self._describe(
+            n_hidden=n_hidden, n_layers=n_layers, n_members=n_members, loss=loss
         )
         self.init_params_ = self._get_init_params(locals())
 
     @property
-    def genes(self) -> list[str] | None:
-        """The gene-table genes the GenePT-w input was made of; a query is embedded on them.
+    def network(self) -> GenePTNetwork:
+        """The network: weights, standardisation, temperature, novelty space."""
+        return self.module.network
 
-        ``None`` when the training embedding did not record its genes (made before
-        sc_genept recorded them, or not by :func:`~sc_genept.tl.genept_embed`).
-        """
-        gene_set = self.gene_set
-        return None if gene_set is None else list(gene_set["names"])
-
-    def gene_overlap(self, genes) -> dict:
-        """How much of the model's genes a query has.
-
-        Parameters
-        ----------
-        genes
-            The model genes the query has (e.g. ``uns["X_genept"]["gene_set"]["names"]``).
-
-        Returns
-        -------
-        ``n_model_genes``, ``n_genes_found``, ``fraction_genes_found``,
-        ``fraction_expression_found`` (the share of the reference's mean expression that the
-        found genes carry) and ``missing_examples`` (the most expressed missing genes).
-        Empty when the model recorded no genes.
-        """
-        gene_set = self.gene_set
-        return {} if gene_set is None else gene_overlap(gene_set, genes)
-
-    @property
-    def gene_set(self) -> dict | None:
-        """The model's genes (``names``) and their ``mean_expression`` in the training data.
-
-        Genes a query lacks take that mean (see :meth:`predict`). ``None`` when the
-        training inputs did not record their genes.
-        """
-        key = next((k for k in self.embedding_keys if k in self.gene_sets_), None)
-        return None if key is None else self.gene_sets_[key]
+    @classmethod
+    def _from_registry(cls, registry: dict, ontology: CellOntology, init_params: dict):
+        """The model a folder describes, before its weights (see ``_persist.load_folder``)."""
+        registry["setup_args"]["ontology"] = ontology  # the model's own terms, not a path
+        model = cls(None, registry=registry, **init_params)
+        registry["setup_args"]["ontology"] = OWN_ONTOLOGY
+        return model
 
     # ---- data --------------------------------------------------------------------------
 
@@ -382,112 +344,6 @@ class GenePTClassifier(BaseModelClass):
             calibrate(self, datamodule, seed)
         return result
 
-    def _labelled(self) -> np.ndarray:
-        """Which of the model's terms are the reference's own cell types (had cells)."""
-        labelled = set((self.calibration_ or {}).get("labelled_terms", self.terms))
-        return np.array([t in labelled for t in self.terms])
-
-    # ---- prediction --------------------------------------------------------------------
-
-    @torch.inference_mode()
-    def predict_proba(
-        self,
-        adata: AnnData | None = None,
-        *,
-        batch_size: int = 4096,
-        min_gene_overlap: float = DEFAULT_MIN_GENE_OVERLAP,
-    ) -> pd.DataFrame:
-        """Probability of each term of the label set (rows sum to 1), cells × terms.
-
-        Arguments as in :meth:`predict`.
-        """
-        return score_cells(self, adata, batch_size, min_gene_overlap, novelty=False)[0]
-
-    def predict(
-        self,
-        adata: AnnData | None = None,
-        *,
-        soft: bool = False,
-        min_confidence: float = 0.5,
-        max_error: float | None = None,
-        novelty_rate: float | None = DEFAULT_NOVELTY_RATE,
-        batch_size: int = 4096,
-        min_gene_overlap: float = DEFAULT_MIN_GENE_OVERLAP,
-    ) -> pd.DataFrame:
-        """Annotate cells with the deepest term that holds ``min_confidence`` of the mass.
-
-        Parameters
-        ----------
-        adata
-            Cells with the same ``obsm`` representations as the training data (made with
-            the same gene table); default: the training data.
-        soft
-            Return the full probability table (cells × terms) instead.
-        min_confidence
-            Subtree mass a term needs to be reported. Higher: fewer, coarser, surer calls.
-        max_error
-            Instead of ``min_confidence``: the share of wrong calls to allow, e.g. ``0.1``.
-            Each cell gets the deepest term at the lowest mass level whose calls were
-            wrong on at most this share of the reference cells held out from training
-            (conformal risk control; a call is wrong when it is neither the true term nor
-            above or below it). Guaranteed on cells drawn like the reference's; on data
-            from another study, see :doc:`/honest_calls`.
-        novelty_rate
-            Cells less typical of the reference than all but this share of its held-out
-            cells (``typicality`` below it) are called at a term strictly above their most
-            probable reference type that is none of its types, for they may be of a type
-            the reference lacks: about this share of cells of known types is coarsened
-            too. ``None`` (default): no check; ``0``: ``typicality`` without coarsening any
-            cell. Meant for data like the reference's: from another study, most cells are
-            less typical than the reference's own.
-        batch_size
-            Cells per forward pass.
-        min_gene_overlap
-            Smallest share of the model's genes the query's GenePT-w embedding may be made
-            of (and at least 10 of them); below it a :class:`ValueError` is raised (below
-            80 %, a warning).
-
-        Returns
-        -------
-        With ``soft=False``, a frame indexed like ``adata.obs`` with columns
-        ``ontology_term_id`` and ``cell_type`` (the reported term), ``confidence`` (its
-        subtree mass), ``finest_ontology_term_id``, ``finest_cell_type`` and
-        ``finest_probability`` (the single most probable term, before thresholding),
-        ``reason`` (why the reported term is the one reported: ``"most probable term"``,
-        ``"uncertain: coarser term"`` or ``"unlike the reference: coarser term"``) and
-        ``typicality`` (with ``novelty_rate``: the share of held-out reference cells at
-        least as far from the reference's cell types; else, or for a model saved without
-        it, NaN).
-        """
-        check_fraction("min_confidence", min_confidence, "(0, 1]")
-        if max_error is not None:
-            check_fraction("max_error", max_error, "(0, 1)")
-        if novelty_rate is not None:
-            check_fraction("novelty_rate", novelty_rate, "[0, 1)")
-        level = min_confidence if max_error is None else level_for_max_error(self, max_error)
-        # typicality only when asked for: scoring it costs ~15x the network's forward pass
-        checks = not soft and novelty_rate is not None
-        probs, scores = score_cells(self, adata, batch_size, min_gene_overlap, novelty=checks)
-        if soft:
-            return probs
-        return cell_calls(self, probs, scores, level, novelty_rate)
-
-    def error_coverage(self, adata: AnnData | None = None, labels_key: str | None = None):
-        """Error and coverage of the calls at each mass level: the price of each error rate.
-
-        Without arguments: on the reference cells held out from training (what
-        ``max_error`` is calibrated on). With ``adata`` and ``labels_key`` (a column of CL
-        ids or names): on those cells, e.g. an annotated query whose truth is known.
-
-        Returns
-        -------
-        A frame with one row per level: ``level`` (the subtree mass a term needs),
-        ``error`` (share of calls that are wrong), ``coverage`` (share of cells called at
-        one of the reference's own types) and, on held-out cells, ``bound_error`` (the
-        monotone error ``max_error`` is calibrated on).
-        """
-        return error_curve(self, adata, labels_key)
-
     # ---- persistence -------------------------------------------------------------------
 
     def save(self, dir_path: str | Path, *, overwrite: bool = False) -> None:
@@ -501,64 +357,6 @@ class GenePTClassifier(BaseModelClass):
         """
         save_folder(self, dir_path, overwrite)
 
-    @classmethod
-    def load(
-        cls,
-        dir_path: str | Path,
-        adata: AnnData | None = None,
-        *,
-        accelerator: str | None = None,
-        device: str | int | None = None,
-    ) -> GenePTClassifier:
-        """Load a model folder written by :meth:`~sc_genept.model.GenePTClassifier.save`.
-
-        The folder is read as data only: the weights from safetensors, the rest from JSON,
-        both checked against the sha256 in ``manifest.json`` first. A folder with a missing,
-        damaged or edited file, or whose metadata names a path or URL, is refused with a
-        :class:`~sc_genept.model.ModelFolderError`; nothing outside the folder is read.
-
-        Parameters
-        ----------
-        dir_path
-            The folder :meth:`save` wrote.
-        adata
-            Optional query data to attach; its embeddings must come from the same gene
-            table as the training data's, else a :class:`ValueError` says which differ.
-        accelerator, device
-            Where to put the weights; the CPU when neither is given. ``device`` may be a
-            torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"`` …); or, as scvi-tools' models
-            take them, an ``accelerator`` (``"auto"``: a GPU when torch sees one, ``"cpu"``,
-            ``"gpu"``/``"cuda"``) with ``device="auto"`` or a GPU index. Contradicting
-            values (``accelerator="gpu", device="cpu"``) are an error. scvi-tools' model
-            sharing (``scvi.hub.HubModel``) loads a model folder this way (see
-            :doc:`/annotation`).
-        """
-        return load_folder(cls, dir_path, adata, torch_device(accelerator, device))
-
-    @classmethod
-    def load_pretrained(
-        cls, name: str, adata: AnnData | None = None, *, device: str = "cpu"
-    ) -> GenePTClassifier:
-        """Load a pretrained model by name (see :func:`~sc_genept.model.available_models`).
-
-        A bundled model is read from the installed package, offline. A remote one is
-        downloaded once (checked against the sha256 its registry entry holds, unpacked
-        refusing absolute paths, ``..`` and links) into the cache folder
-        (``$SC_GENEPT_CACHE``, else the user cache folder), then read from there. Either way
-        the folder is loaded by :meth:`load`, as data only.
-
-        Parameters
-        ----------
-        name
-            A name listed by :func:`~sc_genept.model.available_models`; an unknown name
-            raises a :class:`KeyError` that lists them.
-        adata, device
-            As in :meth:`load`.
-        """
-        from sc_genept.model._pretrained import load_model
-
-        return load_model(cls, name, adata, device=device)
-
     # ---- internals ---------------------------------------------------------------------
 
     def _label_codes(self) -> np.ndarray:
@@ -571,17 +369,3 @@ class GenePTClassifier(BaseModelClass):
     def _training_inputs(self, size: int = 4096) -> list[np.ndarray]:
         """Each input of the training data as one dense float32 array, read in blocks."""
         return training_inputs(self, size)
-
-    def _inputs(self, adata: AnnData, rows=slice(None), sources=None) -> np.ndarray:
-        """The model's input for ``rows`` of ``adata``: its representations side by side."""
-        return model_inputs(self, adata, rows, sources)
-
-    def _input_batches(self, adata: AnnData, rows: np.ndarray | None = None, size: int = 4096):
-        """:meth:`_inputs` in batches of ``size`` cells (bounded memory)."""
-        return input_batches(self, adata, rows, size)
-
-    def _query(
-        self, adata: AnnData | None, min_gene_overlap: float = DEFAULT_MIN_GENE_OVERLAP
-    ) -> AnnData:
-        """The data to predict on, after checking its embeddings come from the right gene table."""
-        return check_query(self, adata, min_gene_overlap)

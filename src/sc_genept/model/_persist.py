@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from sc_genept.model._model import GenePTClassifier
     from sc_genept.model._network import GenePTNetwork
+    from sc_genept.model._trained import TrainedClassifier
 
 
 #: Weights a folder saved before the novelty check existed lacks: the check is then off.
@@ -57,7 +58,10 @@ def save_folder(model: GenePTClassifier, dir_path: str | Path, overwrite: bool) 
         },
     }
     write_folder(
-        path, model.module.network.state_dict(), json.loads(json.dumps(meta, default=_json_default))
+        path,
+        model.network.state_dict(),
+        json.loads(json.dumps(meta, default=_json_default)),
+        overwrite=overwrite,
     )
 
 
@@ -97,8 +101,8 @@ def torch_device(accelerator: str | None, device: str | int | None) -> str:
 
 
 def load_folder(
-    cls: type[GenePTClassifier], dir_path: str | Path, adata: AnnData | None, device: str
-) -> GenePTClassifier:
+    cls: type[TrainedClassifier], dir_path: str | Path, adata: AnnData | None, device: str
+) -> TrainedClassifier:
     """Rebuild a ``cls`` from the folder ``dir_path``: see :meth:`GenePTClassifier.load`."""
     if not isinstance(dir_path, str | os.PathLike):
         raise TypeError(
@@ -116,8 +120,10 @@ def load_folder(
         check_adata(adata)
     path = Path(dir_path)
     meta, state = read_folder(path, device)
-    if meta.get("model") != cls.__name__:
-        raise ModelFolderError(f"{path} holds a {meta.get('model')!r}, not a {cls.__name__}.")
+    if meta.get("model") != cls._folder_model():
+        raise ModelFolderError(
+            f"{path} holds a {meta.get('model')!r}, not a {cls._folder_model()}."
+        )
     try:
         ontology = CellOntology.from_dict(
             meta["ontology"]["terms"],
@@ -125,10 +131,8 @@ def load_folder(
             source=f"the model folder {path.name}",
         )
         registry = _from_plain(meta["registry"])
-        registry["setup_args"]["ontology"] = ontology  # the model's own terms, not a path
-        model = cls(None, registry=registry, **meta["init_params"]["non_kwargs"])
-        registry["setup_args"]["ontology"] = OWN_ONTOLOGY
-        _load_weights(model.module.network, state)
+        model = cls._from_registry(registry, ontology, meta["init_params"]["non_kwargs"])
+        _load_weights(model.network, state)
         model.calibration_ = meta.get("calibration")  # absent from older folders
         model.embedding_provenance_ = meta["embedding_provenance"]
         model.gene_sets_ = meta["gene_sets"]
@@ -142,7 +146,7 @@ def load_folder(
             f"this sc_genept can rebuild ({type(err).__name__}: {err}). Save it again with "
             "this version."
         ) from err
-    model.module.to(device).eval()
+    model.network.to(device).eval()
     if adata is not None:
         model._query(adata)
         model._attached = adata

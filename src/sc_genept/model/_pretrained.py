@@ -17,31 +17,47 @@ runs code.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import re
+import reprlib
 import shutil
-import stat
-import tarfile
 import tempfile
-import zipfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import pandas as pd
 from scanpy import logging as logg
 
+from sc_genept._files import (
+    DownloadError,
+    download,
+    folder_mode,
+    parse_json,
+    read_limited,
+    sha256_file,
+    unpack_archive,
+)
+
 #: Environment variable naming the cache folder of downloaded models.
 CACHE_ENV = "SC_GENEPT_CACHE"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: Longest model name: it names files and folders in the cache (255 bytes at most).
+MAX_NAME = 100
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_HF_REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 _ARCHIVES = (".zip", ".tar.gz", ".tgz")
 #: Unpacked size a model archive may not exceed (a model is a few MB; this stops a zip bomb).
 MAX_UNPACKED_BYTES = 2 * 1024**3
+#: Largest download of an archive whose registry entry declares no ``size``.
+MAX_DOWNLOAD_BYTES = 1024**3
+#: Seconds a download may take in all, however slowly the server sends it.
+DOWNLOAD_TIMEOUT_S = 600.0
+#: Largest registry file read.
+MAX_REGISTRY_BYTES = 16 * 1024**2
 
 
 class PretrainedModelError(ValueError):
@@ -53,7 +69,9 @@ class PretrainedModel:
     """A registry entry: where a pretrained model is and what it is.
 
     ``folder`` (inside the package) for a bundled model; ``url`` and/or ``hf_repo`` +
-    ``hf_filename``, with ``sha256`` of the archive, for a remote one.
+    ``hf_filename``, with ``sha256`` of the archive (and its ``size`` in bytes, which
+    caps the download), for a remote one. An entry that could not work (a field of the
+    wrong type, a URL that is not http(s)) is refused when it is made.
     """
 
     name: str
@@ -75,6 +93,11 @@ class PretrainedModel:
     hf_repo: str | None = None
     hf_filename: str | None = None
     hf_revision: str | None = None
+    size: int | None = None
+
+    def __post_init__(self):
+        _check_card(self)
+        _check_source(self)
 
     @property
     def source(self) -> str:
@@ -96,12 +119,107 @@ def _bundled() -> dict[str, PretrainedModel]:
     path = _models_dir() / "registry.json"
     if not path.is_file():
         return {}
-    entries = json.loads(path.read_text())
+    hint = " Reinstall sc-genept."
+    data = read_limited(path, MAX_REGISTRY_BYTES, error=PretrainedModelError, hint=hint)
+    entries = parse_json(data, str(path), error=PretrainedModelError)
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise PretrainedModelError(f"{path} must hold a list of registry entries.{hint}")
     out = {}
     for entry in entries:
-        entry = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()}
-        out[entry["name"]] = PretrainedModel(**entry)
+        try:
+            out[entry.get("name")] = PretrainedModel(**entry)
+        except (TypeError, ValueError) as err:
+            raise PretrainedModelError(
+                f"{path} holds an entry that cannot work: {err}{hint}"
+            ) from err
     return out
+
+
+def _check_name(name) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"name must be letters, digits, '.', '_' or '-' (starting with a letter or digit), "
+            f"got {reprlib.repr(name)}."
+        )
+    if len(name) > MAX_NAME:
+        raise ValueError(
+            f"name must be at most {MAX_NAME} characters (it names files in the cache), got "
+            f"{len(name)}."
+        )
+
+
+def _check_card(model: PretrainedModel) -> None:
+    """Refuse card fields of the wrong type: one bad entry would break available_models()."""
+    _check_name(model.name)
+    for key in ("description", "training_data", "gene_table", "evaluation"):
+        if not isinstance(getattr(model, key), str):
+            raise TypeError(f"{key} must be a string, got {reprlib.repr(getattr(model, key))}.")
+    for key, what in (
+        ("labels", "Cell Ontology ids (strings such as 'CL:0000084')"),
+        ("label_names", "strings"),
+        ("inputs", "strings"),
+    ):
+        value = getattr(model, key)
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise TypeError(f"{key} must be a list of {what}, got {reprlib.repr(value)}.")
+        object.__setattr__(model, key, tuple(value))  # frozen: set once, here
+    if model.labels and model.label_names and len(model.labels) != len(model.label_names):
+        raise ValueError("labels and label_names must be as long as each other.")
+    for key, low, high, whole in (
+        ("n_cells", 0, None, True),
+        ("size", 1, None, True),
+        ("accuracy", 0, 1, False),
+        ("macro_f1", 0, 1, False),
+    ):
+        value = getattr(model, key)
+        number = isinstance(value, int) if whole else isinstance(value, int | float)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not number or value < low or (high and value > high):
+            what = f"a whole number ≥ {low}" if whole else f"a number in [{low}, {high}]"
+            raise ValueError(f"{key} must be {what} or None, got {reprlib.repr(value)}.")
+    if not isinstance(model.hyperparameters, dict):
+        raise TypeError(
+            f"hyperparameters must be a dict, got {type(model.hyperparameters).__name__}."
+        )
+
+
+def _check_source(model: PretrainedModel) -> None:
+    """Refuse a source that cannot work: a URL that is not http(s), a hub path with '..'."""
+    for key in ("sha256", "manifest_sha256"):
+        value = getattr(model, key)
+        if value is not None and not (isinstance(value, str) and _SHA256.match(value)):
+            raise ValueError(f"{key} must be 64 lower-case hexadecimal digits, got {value!r}.")
+    if model.folder is not None and not (
+        isinstance(model.folder, str) and _NAME.match(model.folder)
+    ):
+        raise ValueError(
+            f"folder must be the name of a bundled model's folder, got {model.folder!r}."
+        )
+    url = model.url
+    if url is not None and (
+        not isinstance(url, str)
+        or urlsplit(url).scheme not in ("http", "https")
+        or not urlsplit(url).hostname
+    ):
+        raise ValueError(
+            f"url must be an http:// or https:// address of the archive, got {reprlib.repr(url)}."
+        )
+    if model.hf_repo is not None and not (
+        isinstance(model.hf_repo, str)
+        and _HF_REPO.match(model.hf_repo)
+        and ".." not in model.hf_repo
+    ):
+        raise ValueError(
+            f"hf_repo must be 'owner/name' on the Hugging Face hub, got {model.hf_repo!r}."
+        )
+    name = model.hf_filename
+    if name is not None and (
+        not isinstance(name, str) or name.startswith("/") or ".." in PurePosixPath(name).parts
+    ):
+        raise ValueError(f"hf_filename must be a path inside the hub repository, got {name!r}.")
+    if model.hf_revision is not None and not isinstance(model.hf_revision, str):
+        raise TypeError(f"hf_revision must be a string, got {model.hf_revision!r}.")
 
 
 def _registry() -> dict[str, PretrainedModel]:
@@ -158,21 +276,10 @@ def available_models() -> pd.DataFrame:
         row["source"] = model.source
         row["cached"] = model.folder is not None or _unpacked(model).is_dir()
         rows.append(row)
-    columns = [
-        "name",
-        "description",
-        "training_data",
-        "n_cells",
-        "labels",
-        "label_names",
-        "gene_table",
-        "inputs",
-        "accuracy",
-        "macro_f1",
-        "evaluation",
-        "source",
-        "cached",
-    ]
+    columns = (
+        "name description training_data n_cells labels label_names gene_table inputs "
+        "accuracy macro_f1 evaluation source cached"
+    ).split()
     return pd.DataFrame(rows, columns=columns).set_index("name")
 
 
@@ -205,13 +312,16 @@ def register_pretrained(
     **card
         What :func:`available_models` shows: ``description``, ``training_data``,
         ``n_cells``, ``labels``, ``label_names``, ``gene_table``, ``inputs``,
-        ``accuracy``, ``macro_f1``, ``evaluation``.
+        ``accuracy``, ``macro_f1``, ``evaluation``; and ``size``, the archive's size in
+        bytes, which caps its download (without it: ``MAX_DOWNLOAD_BYTES``).
+
+    Raises
+    ------
+    ValueError or TypeError
+        For an entry that could not work, before it is added: a URL that is not http(s),
+        a name longer than ``MAX_NAME``, a card field of the wrong type.
     """
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(
-            f"name must be letters, digits, '.', '_' or '-' (starting with a letter or digit), "
-            f"got {name!r}."
-        )
+    _check_name(name)
     if name in _registry() and not overwrite:
         raise ValueError(f"A pretrained model named {name!r} exists; pass overwrite=True.")
     if not isinstance(sha256, str) or not _SHA256.match(sha256.lower()):
@@ -231,7 +341,6 @@ def register_pretrained(
         raise TypeError(f"Unknown registry fields {sorted(unknown)}; known: {sorted(known)}.")
     if "folder" in card or "manifest_sha256" in card:
         raise TypeError("Only bundled models have a folder; a registered model has a url.")
-    card = {k: tuple(v) if isinstance(v, list) else v for k, v in card.items()}
     model = PretrainedModel(
         name=name,
         url=url,
@@ -273,7 +382,7 @@ def fetch(name: str) -> Path:
                 f"The bundled model {name!r} is missing from the installed package ({folder}): "
                 "reinstall sc-genept."
             )
-        if model.manifest_sha256 and _sha256_file(folder / "manifest.json") != (
+        if model.manifest_sha256 and sha256_file(folder / "manifest.json") != (
             model.manifest_sha256
         ):
             raise PretrainedModelError(
@@ -282,11 +391,32 @@ def fetch(name: str) -> Path:
             )
         return folder
     target = _unpacked(model)
+    if os.path.lexists(target) and (target.is_symlink() or not target.is_dir()):
+        raise PretrainedModelError(
+            f"{target} is a {'symbolic link' if target.is_symlink() else 'file'} where the "
+            f"cache keeps the unpacked model {name!r} (a folder): remove it, and the model "
+            "is unpacked again."
+        )
     if target.is_dir():
         return target
+    _cache_folder("models", make=False)  # before a download that could not be unpacked
     archive = _download(model)
     _unpack(archive, target)
     return target
+
+
+def _cache_folder(name: str, make: bool = True) -> Path:
+    """The folder ``name`` of the cache, made if missing (``make``); a file in the way is named."""
+    folder = cache_dir() / name
+    for path in (folder.parent, folder):
+        if os.path.lexists(path) and not path.is_dir():
+            raise PretrainedModelError(
+                f"{path} is a file where the cache of downloaded models needs a folder: move "
+                f"it away, or set {CACHE_ENV} to another folder."
+            )
+    if make:
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def load_model(cls, name: str, adata=None, *, device: str = "cpu"):
@@ -325,12 +455,16 @@ def _download(model: PretrainedModel) -> Path:
         except PretrainedModelError:
             raise  # a wrong hash is not fixed by another source
         except Exception as err:  # network errors come in many types
-            errors.append(f"{model.url}: {type(err).__name__}: {err}")
+            # a cap or time limit says what happened; a library's error needs its type
+            reason = str(err) if isinstance(err, DownloadError) else f"{type(err).__name__}: {err}"
+            errors.append(f"{model.url}: {reason}")
             if model.hf_repo is None:
+                hint = (
+                    "" if isinstance(err, DownloadError) else " Check the connection and try again."
+                )
                 raise PretrainedModelError(
                     f"Could not download the pretrained model {model.name!r} from {model.url} "
-                    f"({type(err).__name__}: {err}). Check the connection and try again; a "
-                    "partial download is not kept."
+                    f"({reason}).{hint} A partial download is not kept."
                 ) from err
             logg.warning(f"could not download {model.url}; trying the Hugging Face hub")
     return _hub_download(model, errors)
@@ -355,17 +489,38 @@ def _pooch_logger():
 def _pooch_download(model: PretrainedModel) -> Path:
     import pooch
 
-    folder = cache_dir() / "archives"
+    folder = _cache_folder("archives")
     fname = f"{model.name}-{model.sha256[:16]}{_suffix(model)}"
+    if os.path.lexists(folder / fname) and not (folder / fname).is_file():
+        raise PretrainedModelError(
+            f"{folder / fname} is a folder where the cache keeps the archive of {model.name!r} "
+            "(a file): remove it, and the archive is downloaded again."
+        )
+    if model.size is not None:
+        cap, limit = model.size, f"the {model.size} bytes its registry entry declares"
+    else:
+        cap, limit = MAX_DOWNLOAD_BYTES, None
     logg.info(f"fetching the pretrained model {model.name!r} from {model.url}")
     with _pooch_logger() as show:
+
+        def downloader(url, output_file, pooch_object, check_only=False):
+            # pooch's own downloader has a socket timeout only: no byte cap, no time limit
+            download(
+                url,
+                output_file,
+                max_bytes=cap,
+                timeout_s=DOWNLOAD_TIMEOUT_S,
+                limit=limit,
+                progress=show,
+            )
+
         try:
             path = pooch.retrieve(
                 model.url,
                 known_hash=f"sha256:{model.sha256}",
                 fname=fname,
                 path=folder,
-                progressbar=show and _has_tqdm(),
+                downloader=downloader,
             )
         except ValueError as err:
             if "hash" not in str(err).lower():
@@ -400,7 +555,7 @@ def _hub_download(model: PretrainedModel, errors: list[str]) -> Path:
             cache_dir=cache_dir() / "huggingface",
         )
     )
-    got = _sha256_file(path)
+    got = sha256_file(path)
     if got != model.sha256:
         raise PretrainedModelError(
             f"The archive of the pretrained model {model.name!r} from hf://{model.hf_repo}/"
@@ -410,30 +565,16 @@ def _hub_download(model: PretrainedModel, errors: list[str]) -> Path:
     return path
 
 
-def _has_tqdm() -> bool:
-    try:
-        import tqdm  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 # ---- unpacking -------------------------------------------------------------------------------
 
 
 def _unpack(archive: Path, target: Path) -> None:
     """Unpack a model archive into ``target`` (atomically), refusing anything but plain files."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    tmp = Path(tempfile.mkdtemp(dir=_cache_folder("models"), prefix=f".{target.name}."))
     try:
-        name = archive.name.lower()
-        if name.endswith(".zip"):
-            _unzip(archive, tmp)
-        elif name.endswith((".tar.gz", ".tgz")):
-            _untar(archive, tmp)
-        else:
-            raise PretrainedModelError(f"{archive.name} is not a .zip, .tar.gz or .tgz archive.")
+        unpack_archive(archive, tmp, error=PretrainedModelError, max_bytes=MAX_UNPACKED_BYTES)
         folder = _model_root(tmp, archive)
+        folder.chmod(folder_mode())  # mkdtemp makes it private; a shared cache is not
         try:
             os.replace(folder, target)
         except OSError:
@@ -441,93 +582,6 @@ def _unpack(archive: Path, target: Path) -> None:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _member_path(root: Path, name: str, archive: Path) -> Path:
-    """Where member ``name`` goes under ``root``; a name that would leave ``root`` is refused."""
-    posix = name.replace("\\", "/")
-    parts = PurePosixPath(posix).parts
-    if (
-        not posix
-        or posix.startswith("/")
-        or re.match(r"^[A-Za-z]:", posix)
-        or ".." in parts
-        or "\x00" in posix
-    ):
-        raise PretrainedModelError(
-            f"{archive.name} holds a member named {name!r}, outside the model folder "
-            "(absolute, or with '..'): the archive is refused and nothing was unpacked."
-        )
-    return root.joinpath(*[p for p in parts if p not in ("", ".")])
-
-
-def _refuse(archive: Path, name: str, kind: str):
-    raise PretrainedModelError(
-        f"{archive.name} holds {kind} {name!r}; a model archive holds plain files and folders "
-        "only, so it is refused and nothing was unpacked."
-    )
-
-
-def _check_size(archive: Path, total: int) -> None:
-    if total > MAX_UNPACKED_BYTES:
-        raise PretrainedModelError(
-            f"{archive.name} would unpack to {total / 1024**3:.1f} GiB, more than a model "
-            f"folder can be ({MAX_UNPACKED_BYTES / 1024**3:.0f} GiB): refused."
-        )
-
-
-def _unzip(archive: Path, root: Path) -> None:
-    try:
-        zf = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile as err:
-        raise PretrainedModelError(f"{archive.name} is not a readable zip file ({err}).") from err
-    with zf:
-        members = zf.infolist()
-        plan = []
-        for info in members:
-            path = _member_path(root, info.filename, archive)
-            kind = stat.S_IFMT(info.external_attr >> 16)  # 0: no type recorded, a file
-            if kind == stat.S_IFLNK:
-                _refuse(archive, info.filename, "a link")
-            if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-                _refuse(archive, info.filename, "a special file")
-            plan.append((info, path))
-        _check_size(archive, sum(info.file_size for info in members))
-        for info, path in plan:
-            if info.is_dir():
-                path.mkdir(parents=True, exist_ok=True)
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(path, "xb") as dst:
-                shutil.copyfileobj(src, dst)
-
-
-def _untar(archive: Path, root: Path) -> None:
-    try:
-        tf = tarfile.open(archive, "r:*")
-    except tarfile.TarError as err:
-        raise PretrainedModelError(
-            f"{archive.name} is not a readable tar archive ({err})."
-        ) from err
-    with tf:
-        members = tf.getmembers()
-        plan = []
-        for member in members:
-            path = _member_path(root, member.name, archive)
-            if member.issym() or member.islnk():
-                _refuse(archive, member.name, "a link")
-            if not (member.isfile() or member.isdir()):
-                _refuse(archive, member.name, "a special file")
-            plan.append((member, path))
-        _check_size(archive, sum(m.size for m in members))
-        for member, path in plan:
-            if member.isdir():
-                path.mkdir(parents=True, exist_ok=True)
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            src = tf.extractfile(member)
-            with src, open(path, "xb") as dst:
-                shutil.copyfileobj(src, dst)
 
 
 def _model_root(root: Path, archive: Path) -> Path:
@@ -541,11 +595,3 @@ def _model_root(root: Path, archive: Path) -> Path:
         f"{archive.name} does not hold a model folder (manifest.json at its top, or in its one "
         f"top-level folder); it holds {sorted(p.name for p in entries)[:10]}."
     )
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

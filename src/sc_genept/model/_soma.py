@@ -36,6 +36,8 @@ from sc_genept.model._soma_stream import (
     EpochLoader,
     Locator,
     Stream,
+    open_experiment,
+    read_obs,
     read_rows,
     soma,
 )
@@ -194,7 +196,7 @@ class SomaCells(LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        tiledbsoma = soma()
+        soma()  # the install hint before anything else
         for name, value in [
             ("batch_size", batch_size),
             ("shuffle_chunk_size", shuffle_chunk_size),
@@ -240,7 +242,7 @@ class SomaCells(LightningDataModule):
         self._epoch = 0
         rng = np.random.default_rng(seed)
         if isinstance(experiment, str | Path):
-            with tiledbsoma.Experiment.open(str(experiment)) as exp:
+            with open_experiment(experiment) as exp:
                 obs = self._read_experiment(exp, measurement_name, layer, embedding, var_names)
         else:
             obs = self._read_experiment(experiment, measurement_name, layer, embedding, var_names)
@@ -260,9 +262,10 @@ class SomaCells(LightningDataModule):
             prototype_cells, gene_embeddings, genes, normalize, embedding_record, rng
         )
         if self._embedder is not None:
-            # every batch must be normalised as the prototype was: counts are, values are not
-            prototype_record = EmbeddingRecord.read(self._prototype, key)
-            self._embedder.normalize = bool(prototype_record.log_normalized)
+            # every batch must be of the prototype's kind (counts or normalised values);
+            # None: values as they are, unchecked
+            counts = bool(EmbeddingRecord.read(self._prototype, key).log_normalized)
+            self._embedder.normalize = counts if normalize else None
         self._standardization_ids = np.sort(
             rng.choice(self._train, min(standardization_cells, len(self._train)), replace=False)
         )
@@ -315,13 +318,7 @@ class SomaCells(LightningDataModule):
                 f"No column {self.labels_key!r} in the experiment's obs; columns: {columns}: "
                 "pass labels_key= (the census's is 'cell_type_ontology_term_id')."
             )
-        obs = (
-            exp.obs.read(
-                value_filter=self.obs_value_filter, column_names=["soma_joinid", self.labels_key]
-            )
-            .concat()
-            .to_pandas()
-        )
+        obs = read_obs(exp, self.obs_value_filter, columns, ["soma_joinid", self.labels_key])
         if obs.empty:
             raise ValueError(
                 f"The obs filter {self.obs_value_filter!r} selects no cells: check its column "

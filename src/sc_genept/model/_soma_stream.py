@@ -9,6 +9,7 @@ batches.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import torch
 from scipy import sparse
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from sc_genept._checks import check_value_kind
 from sc_genept._genept_w import genept_w
 
 if TYPE_CHECKING:
@@ -40,8 +42,85 @@ def soma():
     return tiledbsoma
 
 
+@contextmanager
+def open_experiment(uri):
+    """The SOMA experiment at ``uri``, open for reading; sc_genept's error if there is none."""
+    tiledbsoma = soma()
+    uri = str(uri)
+    try:
+        exp = tiledbsoma.Experiment.open(uri)
+    except tiledbsoma.DoesNotExistError:
+        raise FileNotFoundError(
+            f"No SOMA experiment at {uri!r}: nothing there is a SOMA object (a missing folder, "
+            "a mistyped URI, or a plain file). Pass the URI of a SOMA experiment (e.g. written "
+            "by tiledbsoma.io.from_anndata), or an open one (census['census_data']"
+            "['homo_sapiens'])."
+        ) from None
+    except tiledbsoma.SOMAError as err:
+        raise ValueError(
+            f"{uri!r} cannot be opened as a SOMA experiment ({_first_line(err)}): pass the "
+            "URI of the experiment itself, not of one of its measurements or dataframes; for "
+            "cloud storage, check your access to it."
+        ) from None
+    with exp:
+        yield exp
+
+
+def read_obs(exp, value_filter: str | None, columns: list[str], wanted: list[str]):
+    """``obs`` columns ``wanted`` of the cells ``value_filter`` selects, as a DataFrame.
+
+    A filter tiledbsoma cannot use (a syntax error, an unknown column, a value of the
+    wrong type) is refused naming the filter and what is wrong, not in tiledbsoma's words.
+    """
+    tiledbsoma = soma()
+    try:
+        return exp.obs.read(value_filter=value_filter, column_names=wanted).concat().to_pandas()
+    except (tiledbsoma.SOMAError, TypeError, ValueError, SyntaxError) as err:
+        if value_filter is None:
+            raise
+        raise ValueError(
+            f"obs_value_filter {value_filter!r} cannot be used: "
+            f"{_filter_problem(value_filter, err, columns)}. A SOMA value filter compares obs "
+            'columns with values, joined by and/or, e.g. "is_primary_data == True and '
+            "tissue_general == 'blood'\"."
+        ) from None
+
+
+#: Words of a SOMA value filter that are not column names.
+_FILTER_WORDS = {"and", "or", "not", "in", "True", "False", "true", "false"}
+
+
+def _filter_problem(value_filter: str, err: Exception, columns: list[str]) -> str:
+    """What is wrong with a filter tiledbsoma refused, in words a user can act on."""
+    unquoted = re.sub(r"'[^']*'|\"[^\"]*\"", "''", value_filter)
+    names = re.findall(r"(?<![\w.])[A-Za-z_]\w*", unquoted)
+    unknown = sorted({n for n in names if n not in _FILTER_WORDS and n not in columns})
+    if unknown:
+        return f"no obs column {unknown} (obs has {columns})"
+    if "incompatible function arguments" in str(err):  # e.g. tissue == 3
+        return (
+            "a value does not match its column's type (quote text values, e.g. tissue == "
+            "'blood'; write True or False for booleans)"
+        )
+    reason = _first_line(err)
+    return reason[:1].lower() + reason[1:]
+
+
+def _first_line(err: Exception) -> str:
+    """The message of a tiledbsoma error without its class name and its C++ call stack."""
+    line = re.sub(r"^(SOMAError: )+", "", str(err).strip().split("\n")[0].strip())
+    if len(line) > 1 and line[0] == line[-1] and line[0] in "'\"":  # 'quoted whole'
+        line = line[1:-1]
+    return line or type(err).__name__
+
+
 def read_rows(array, joinids: np.ndarray, var_ids: np.ndarray) -> sparse.csr_matrix:
-    """Rows ``joinids`` (in that order) by columns ``var_ids`` (sorted) of a SOMA array."""
+    """Rows ``joinids`` (in that order) by columns ``var_ids`` (sorted) of a SOMA array.
+
+    Refuses NaN or infinite values, naming the array and the cells: every read (training
+    batches, the standardisation sample, calibration cells, the prototype) goes through
+    here, and a NaN would otherwise reach the model's inputs unseen.
+    """
     order = np.argsort(joinids, kind="stable")
     wanted = joinids[order]
     table = array.read(coords=(wanted,)).tables().concat()
@@ -49,9 +128,20 @@ def read_rows(array, joinids: np.ndarray, var_ids: np.ndarray) -> sparse.csr_mat
     cols = np.searchsorted(var_ids, var).clip(max=len(var_ids) - 1)
     keep = var_ids[cols] == var  # columns outside var_ids are left out
     rows = order[np.searchsorted(wanted, table["soma_dim_0"].to_numpy()[keep])]
-    return sparse.csr_matrix(
-        (table["soma_data"].to_numpy()[keep], (rows, cols[keep])),
-        shape=(len(joinids), len(var_ids)),
+    values = table["soma_data"].to_numpy()[keep]
+    _check_finite(values, rows, joinids, array)
+    return sparse.csr_matrix((values, (rows, cols[keep])), shape=(len(joinids), len(var_ids)))
+
+
+def _check_finite(values: np.ndarray, rows: np.ndarray, joinids: np.ndarray, array) -> None:
+    if values.dtype.kind != "f" or np.isfinite(values).all():
+        return
+    cells = np.unique(joinids[rows[~np.isfinite(values)]]).tolist()
+    raise ValueError(
+        f"The SOMA array {getattr(array, 'uri', array)} holds NaN or infinite values for "
+        f"{len(cells)} cells (soma_joinid {cells[:10]}): they would reach the model's inputs "
+        "(and its standardisation) as NaN. Leave those cells out with obs_value_filter "
+        f'(e.g. "soma_joinid not in {cells[:10]}"), or fix the array.'
     )
 
 
@@ -102,9 +192,16 @@ class Locator:
 
 
 class Embedder:
-    """GenePT-w of batches of cells × all genes, as :func:`genept_embed` computes it."""
+    """GenePT-w of batches of cells × all genes, as :func:`genept_embed` computes it.
 
-    def __init__(self, var_index, vectors, duplicates, columns=None, normalize: bool = True):
+    ``normalize``: ``True`` when the first cells (the prototype) held counts, which every
+    batch must hold too and which are log-normalised; ``False`` when they held normalised
+    values, which every batch must hold too; ``None`` to embed the values as they are
+    (``normalize=False`` asked for). A batch of the other kind is refused, as
+    :func:`genept_embed` refuses a matrix that mixes them.
+    """
+
+    def __init__(self, var_index, vectors, duplicates, columns=None, normalize: bool | None = True):
         self.var_index = var_index
         self.vectors = vectors
         self.duplicates = duplicates
@@ -149,15 +246,16 @@ class Embedder:
             x,
             self.var_index,
             self.vectors,
-            normalize=self.normalize,
+            normalize=self.normalize is not None,  # counts are told from values per batch
             duplicates=self.duplicates,
             return_expression=self.columns is not None,
         )
-        if self.normalize and not result.log_normalized and x.sum() > 0:
-            raise ValueError(
-                "A batch of the X layer holds non-integer values where the first cells held "
-                "raw counts: the layer mixes counts with normalised values. Pick a layer of "
-                "counts (the census's 'raw')."
+        if self.normalize is not None:
+            check_value_kind(
+                "The prototype's cells (the first read)",
+                self.normalize,
+                "the cells of a later batch of the X layer",
+                result.counts,
             )
         if self.columns is None:
             return [result.embedding]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from functools import cached_property, lru_cache
 from importlib.resources import as_file, files
@@ -296,14 +295,20 @@ class CellOntology(LabelLookup):
         2. a term's name, then an exact synonym; then an obsolete term's name (followed
            like an obsolete id); then a related, narrow or broad synonym, where the loaded
            OBO file has them (the bundled CL has exact synonyms only);
-        3. the rewrite rules, each applied to the label and to every CL name and exact
+        3. an everyday population name whose term is not what its words say
+           (``"everyday name"``: "CD16 Mono", "NK_CD56bright", "cDC2", "HSPC"; see
+           ``sc_genept.ontology.EVERYDAY_NAMES``);
+        4. the rewrite rules, each applied to the label and to every CL name and exact
            synonym alike, and adding up in this order (``sc_genept.ontology.RULES``):
-           ``"marker form"`` ("CD14+" = "CD14-positive", "CD16-" = "CD16-negative"),
+           ``"marker form"`` ("CD14+" = "CD14-positive", "FCGR3A+" = "CD16+"),
            ``"bare marker"`` ("CD4 T cell" = "CD4+ T cell"), ``"plural"`` ("B cells"),
-           ``"abbreviation"`` (DC, NK, NKT, ILC, HSC: those CL uses in its own synonyms),
-           ``"cell suffix"`` ("Dendritic" = "dendritic cell"), ``"implied qualifier"``
-           ("CD4+ T cell" = "CD4-positive, alpha-beta T cell": CL has no plain CD4 T cell)
-           and ``"word order"`` ("memory CD4+ T cell").
+           ``"abbreviation"`` (DC, NK, NKT, ILC, HSC, Treg: those CL uses in its own
+           synonyms), ``"everyday word"`` (Seurat's and Azimuth's Mono, TEM, TCM, CTL, gdT,
+           MAIT), ``"cell suffix"`` ("Dendritic" = "dendritic cell"), ``"implied
+           qualifier"`` ("CD4+ T cell" = "CD4-positive, alpha-beta T cell": CL has no plain
+           CD4 T cell), ``"implied T cell"`` ("CD8 Cytotoxic" = "CD8 cytotoxic T") and
+           ``"word order"`` ("memory CD4+ T cell", "CD4 Naive");
+        5. a numbered subcluster, ``"CD4 TEM_1"``, as its population ``"CD4 TEM"``.
 
         The first step under which the label matches anything decides: one term (or one
         term by name, where others match by synonym) is the match; several terms mean the
@@ -350,7 +355,8 @@ class CellOntology(LabelLookup):
         Meant for error messages that list unmapped labels: it tells an obsolete id (and
         its replacement, or the terms CL suggests to ``consider``) from an ambiguous label
         (listing the terms it could be, and the rule that made them meet), a missing value,
-        an id this release lacks, and an unknown name (with close matches).
+        an id this release lacks, and an unknown name (with close matches in the lineage
+        its words name: "cDC3" is never offered a plasmacytoid dendritic cell).
 
         Parameters
         ----------
@@ -397,9 +403,9 @@ class CellOntology(LabelLookup):
                 f"{key} is not a term of CL {self.version} (from {self.source}): check the id, "
                 "or load the CL release it comes from with CellOntology.load"
             )
-        close = difflib.get_close_matches(text.casefold(), self._all_labels, n=3, cutoff=0.8)
+        close = self._suggest(text)  # close in spelling, and in the label's lineage
         if close:
-            shown = " or ".join(repr(self._all_labels[c]) for c in close)
+            shown = " or ".join(repr(c) for c in close)
             return (
                 f"{text!r} is not a CL id, name or synonym in CL {self.version}, nor one "
                 f"under the naming rules; did you mean {shown}?"

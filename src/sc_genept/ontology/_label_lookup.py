@@ -2,17 +2,20 @@
 
 :class:`LabelLookup` holds the indices of CL's names and synonyms (plain, under each
 rewrite rule of ``RULES``, and of obsolete terms) and the steps that try them in order,
-follow obsolete terms to their replacement and tell why a label maps to none.
+follow obsolete terms to their replacement, tell why a label maps to none and suggest
+names close to it, in its lineage.
 """
 
 from __future__ import annotations
 
+import difflib
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from ._names import RULES, Match, normalise, rule_keys
+from ._vocabulary import EVERYDAY_NAMES, EVERYDAY_WORDS, LINEAGE_MARKERS, LINEAGES, SUBCLUSTER
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -21,14 +24,34 @@ if TYPE_CHECKING:
 _OTHER_SCOPES = ("RELATED", "NARROW", "BROAD")
 #: What a label looks like once a missing value went through ``.astype(str)``.
 _MISSING_AS_TEXT = frozenset({"", "nan", "none", "<na>", "nat"})
+#: EVERYDAY_NAMES are compared after the rules up to this one (case, markers, plurals).
+_NAMES_AFTER_RULE = list(RULES).index("plural")
+_ROOT = "CL:0000000"
+
+
+def _everyday_key(keys: list[str]) -> str:
+    """The key of a label in :data:`EVERYDAY_NAMES`, from its keys under ``RULES``.
+
+    Case, marker forms and plurals aside (the rules up to ``"plural"``), and word order, a
+    trailing "cell" and the words that :data:`EVERYDAY_WORDS` drops ("B intermediate kappa").
+    """
+    key = keys[_NAMES_AFTER_RULE].removesuffix(" cell")
+    return " ".join(sorted(w for w in key.split() if EVERYDAY_WORDS.get(w) != ""))
+
+
+#: :data:`EVERYDAY_NAMES` by their key, each with the CL name or synonym it stands for.
+_EVERYDAY_NAMES_BY_KEY = {
+    _everyday_key(rule_keys(normalise(k))): v for k, v in EVERYDAY_NAMES.items()
+}
 
 
 class LabelLookup:
     """Label lookup for :class:`~sc_genept.ontology.CellOntology`, which inherits it.
 
     It reads the ontology's ``graph``, ``version``, ``_obsolete`` (obsolete id ->
-    ``(name, replaced_by, consider)``), :meth:`name` and :meth:`synonyms`, and caches its
-    indices on the ontology the first time a label is looked up.
+    ``(name, replaced_by, consider)``), :meth:`name`, :meth:`synonyms` and (for hints)
+    :meth:`ancestors`, and caches its indices on the ontology the first time a label is
+    looked up.
     """
 
     graph: nx.DiGraph
@@ -64,12 +87,30 @@ class LabelLookup:
             found = index.get(normalised)
             if found:
                 return self._pick(f"{scope.lower()} synonym", found)
+        keys = rule_keys(normalised)
+        everyday = _EVERYDAY_NAMES_BY_KEY.get(_everyday_key(keys))
+        if everyday is not None:
+            # the CL text it stands for, as CL names it: absent from another release or subset
+            for index in (self._names_index, self._synonyms_index):
+                if len(found := index.get(normalise(everyday), {})) == 1:
+                    return self._pick("everyday name", found)
+            return None, None, None
         # the rewrite rules, adding up: the first one under which anything matches decides
-        for how, key, index in zip(RULES, rule_keys(normalised), self._rule_indices, strict=True):
+        for how, key, index in zip(RULES, keys, self._rule_indices, strict=True):
             found = index.get(key)
             if found:
                 return self._pick(how, found)
-        return None, None, None
+        return self._subcluster(text)
+
+    def _subcluster(self, text: str):
+        """``"CD4 TEM_1"`` as ``"CD4 TEM"``: a numbered subcluster is of its population's type."""
+        split = SUBCLUSTER.match(text)
+        if split is None:
+            return None, None, None
+        found, candidates, warning = self._lookup(split["population"])
+        if found is not None:
+            found = found._replace(how="subcluster")
+        return found, candidates, warning
 
     def _pick(self, how: str, found: dict[str, tuple[bool, str]]):
         """The one term in ``found`` (``{term: (by_name, text)}``); names win over synonyms."""
@@ -171,11 +212,62 @@ class LabelLookup:
                         known[term] = (is_name, text)
         return indices
 
+    def _suggest(self, text: str, n: int = 3) -> list[str]:
+        """Up to ``n`` CL names or synonyms close to ``text`` in spelling and in lineage.
+
+        The label's lineages are the :data:`LINEAGES` above the terms that its words name by
+        themselves ("T" in "CD8 T cellx", "cDC" in "cDC3") or that its markers imply
+        (:data:`LINEAGE_MARKERS`: "CD8" is a T cell's). A suggestion must name a term in,
+        above or below one of them: "cDC3" is never offered "DC2", CL's synonym of the
+        plasmacytoid dendritic cell. A label whose words name nothing gets the closest names.
+        """
+        labels = self._all_labels
+        close = difflib.get_close_matches(text.casefold(), labels, n=20, cutoff=0.8)
+        lineages = self._lineages(text)
+        if lineages:
+            close = [c for c in close if any(self._in_lineage(t, lineages) for t in labels[c][1])]
+        return [labels[c][0] for c in close[:n]]
+
+    def _lineages(self, text: str) -> set[str]:
+        """The lineages of a label: those of the terms its words and markers name."""
+        words = normalise(text).split()
+        n = len(words)
+        phrases = {" ".join(words[i : i + k]) for k in (1, 2, 3) for i in range(n - k + 1)}
+        # "cdc3" names nothing, "cdc" names the conventional dendritic cell
+        phrases |= {w.rstrip("0123456789+-") for w in words}
+        phrases |= {LINEAGE_MARKERS.get(w.rstrip("+-"), "") for w in words}
+        phrases -= {"", " ".join(words)}  # the whole label matched nothing
+        found = (self._lookup(phrase)[0] for phrase in phrases)
+        terms = {m.term_id for m in found if m is not None and m.term_id != _ROOT}
+        lineages = set()
+        for term in terms:
+            above = self._lineage_roots & self.ancestors(term, include_self=True)
+            # the most specific: an NK cell's lineage is not all innate lymphoid cells
+            lineages |= {r for r in above if not any(r in self.ancestors(o) for o in above)}
+        # a tissue or a broad word ("kidney", "myeloid") gives way to a lineage
+        return lineages or terms
+
+    def _in_lineage(self, term: str, lineages: set[str]) -> bool:
+        """Whether ``term`` is one of ``lineages``, below one, or above one (less specific)."""
+        up = self.ancestors(term, include_self=True)
+        return any(lin in up or term in self.ancestors(lin) for lin in lineages)
+
     @cached_property
-    def _all_labels(self) -> dict[str, str]:
-        """Names and synonyms by their casefolded form, for "did you mean" hints."""
-        labels = {s.casefold(): s for t in self.graph for s in self.synonyms(t)}
-        return labels | {d["name"].casefold(): d["name"] for _, d in self.graph.nodes(data=True)}
+    def _lineage_roots(self) -> frozenset[str]:
+        """The terms of :data:`LINEAGES` in this ontology."""
+        found = (self._names_index.get(normalise(name), {}) for name in LINEAGES)
+        return frozenset(t for terms in found for t in terms)
+
+    @cached_property
+    def _all_labels(self) -> dict[str, tuple[str, frozenset[str]]]:
+        """Names and synonyms by their casefolded form, with the terms they name, for hints."""
+        labels: dict[str, tuple[str, set[str]]] = {}
+        # names first: where a name and a synonym differ only in case, the name is shown
+        for is_name in (True, False):
+            for term in self.graph:
+                for text in (t for n, t in self._labels_of(term) if n is is_name):
+                    labels.setdefault(text.casefold(), (text, set()))[1].add(term)
+        return {k: (text, frozenset(terms)) for k, (text, terms) in labels.items()}
 
     @cached_property
     def _obsolete_by_name(self) -> dict[str, str]:

@@ -15,6 +15,8 @@ import re
 import unicodedata
 from typing import NamedTuple
 
+from ._vocabulary import EVERYDAY_WORDS, MARKER_GENES, T_CELL_STATES
+
 __all__ = ["ABBREVIATIONS", "IMPLIED_QUALIFIERS", "RULES", "Match", "normalise", "rule_keys"]
 
 
@@ -31,8 +33,10 @@ class Match(NamedTuple):
         How the label was matched: ``"id"``, ``"name"``, ``"synonym"`` (exact synonym),
         ``"related synonym"``/``"broad synonym"``/``"narrow synonym"`` (other OBO synonym
         scopes, where the loaded file has them), ``"obsolete id"``/``"obsolete name"``
-        (followed through ``replaced_by``), or the name of the rewrite rule in
-        ``RULES`` under which it matched (earlier rules apply too).
+        (followed through ``replaced_by``), ``"everyday name"`` (a population name of
+        ``EVERYDAY_NAMES``), the name of the rewrite rule in ``RULES`` under which it
+        matched (earlier rules apply too), or ``"subcluster"`` (``"CD4 TEM_1"``: the
+        population before ``_1`` matched).
     matched
         The CL id, name or synonym that the label matched, as CL writes it.
     """
@@ -83,15 +87,18 @@ _MARKER_LEVEL = re.compile(
 # "CD4 T cell" means CD4-positive (after the marker-form rule, "CD8 alpha" or "CD56 bright"
 # are one word and not bare markers)
 _BARE_MARKER = re.compile(r"\b(cd\d+[a-z]?)(?= [a-z])")
+_MARKER_GENE = re.compile(r"\b(" + "|".join(MARKER_GENES) + r")\b")
 #: Abbreviations expanded by the ``"abbreviation"`` rule. Each is one that CL itself uses in
 #: exact synonyms of the terms it abbreviates ("NK cell" for natural killer cell, "type 2 DC"
-#: for plasmacytoid dendritic cell, "ILC2", "LT-HSC", "mature NKT cell"): the tests check that.
+#: for plasmacytoid dendritic cell, "ILC2", "LT-HSC", "mature NKT cell", "CD8+ Treg"): the
+#: tests check that. Seurat's and Azimuth's own shorthand is in ``EVERYDAY_WORDS``.
 ABBREVIATIONS = {
     "dc": "dendritic cell",
     "nk": "natural killer",
     "nkt": "natural killer t",
     "ilc": "innate lymphoid cell",
     "hsc": "hematopoietic stem cell",
+    "treg": "regulatory t",
 }
 _ABBREVIATION = re.compile(r"\b(" + "|".join(ABBREVIATIONS) + r")\b(?![+-])")
 #: Qualifiers that CL adds where everyday names leave them out: CD4 and CD8 T cells are
@@ -99,15 +106,19 @@ _ABBREVIATION = re.compile(r"\b(" + "|".join(ABBREVIATIONS) + r")\b(?![+-])")
 #: are "naive thymus-derived".
 IMPLIED_QUALIFIERS = ("alpha beta", "thymus derived")
 _IMPLIED = re.compile(r"\b(?:" + "|".join(IMPLIED_QUALIFIERS) + r")\b ?")
+_EVERYDAY_WORD = re.compile(r"\b(" + "|".join(EVERYDAY_WORDS) + r")\b(?![+-])")
+_CORECEPTORS = ("cd4+", "cd8+")
 
 
 def _marker_form(key: str) -> str:
     """``"cd14 positive"`` (from "CD14-positive") → ``"cd14+"``, ``"negative"`` → ``-``.
 
-    A level or chain stays glued to its marker (``"cd27 low"`` → ``"cd27low"``, ``"cd56
-    bright"`` → ``"cd56bright"``, ``"cd8 alpha"`` → ``"cd8alpha"``), so that no later rule
-    (word order) can move it to another marker.
+    A marker written as its gene is its CD name (``"fcgr3a+"`` → ``"cd16+"``,
+    :data:`~sc_genept.ontology.MARKER_GENES`). A level or chain stays glued to its marker
+    (``"cd27 low"`` → ``"cd27low"``, ``"cd56 bright"`` → ``"cd56bright"``, ``"cd8 alpha"``
+    → ``"cd8alpha"``), so that no later rule (word order) can move it to another marker.
     """
+    key = _MARKER_GENE.sub(lambda m: MARKER_GENES[m.group(1)], key)
     key = _SIGN_WORD.sub(lambda m: "+" if m.group(1) == "positive" else "-", key)
     return _MARKER_LEVEL.sub(r"\1\2", key)
 
@@ -133,6 +144,27 @@ def _abbreviation(key: str) -> str:
     return _ABBREVIATION.sub(lambda m: ABBREVIATIONS[m.group(1)], key)
 
 
+def _everyday_word(key: str) -> str:
+    """``"cd8+ tem"`` → ``"cd8+ effector memory"``, ``"mono"`` → ``"monocyte"``.
+
+    Seurat's and Azimuth's shorthand, :data:`~sc_genept.ontology.EVERYDAY_WORDS`.
+    """
+    return " ".join(_EVERYDAY_WORD.sub(lambda m: EVERYDAY_WORDS[m.group(1)], key).split())
+
+
+def _implied_t_cell(key: str) -> str:
+    """``"cd4+ naive"`` → ``"cd4+ naive t"``: CD4 or CD8 with T-cell states only is a T cell.
+
+    Azimuth writes "CD4 Naive", "CD8 TEM", "CD4 Proliferating"
+    (:data:`~sc_genept.ontology.T_CELL_STATES`); a marker alone ("CD4") stays no cell type.
+    """
+    words = key.split()
+    rest = [w for w in words if w not in _CORECEPTORS]
+    if rest and len(rest) < len(words) and all(w in T_CELL_STATES for w in rest):
+        return f"{key} t"
+    return key
+
+
 def _cell_suffix(key: str) -> str:
     """Without a trailing word "cell": ``"dendritic"`` and ``"dendritic cell"`` meet."""
     return key.removesuffix(" cell")
@@ -154,8 +186,10 @@ RULES = {
     "bare marker": _bare_marker,
     "plural": _plural,
     "abbreviation": _abbreviation,
+    "everyday word": _everyday_word,
     "cell suffix": _cell_suffix,
     "implied qualifier": _implied_qualifier,
+    "implied T cell": _implied_t_cell,
     "word order": _word_order,
 }
 

@@ -34,12 +34,13 @@ from sc_genept.tl._voting import over_clustering as over_clustering_of
 if TYPE_CHECKING:
     from anndata import AnnData
 
-    from sc_genept.model import GenePTClassifier
+    from sc_genept.model import GenePTClassifier, SavedClassifier
+    from sc_genept.model._trained import TrainedClassifier
 
 
 def genept_annotate(
     adata: AnnData,
-    model: GenePTClassifier | str | Path | None = None,
+    model: GenePTClassifier | SavedClassifier | str | Path | None = None,
     *,
     reference: AnnData | None = None,
     labels_key: str | None = None,
@@ -306,11 +307,12 @@ def _check_model_mode_options(train_kwargs: dict, reference_layer, reference_use
         )
 
 
-def _model_object(model) -> tuple[GenePTClassifier, str]:
+def _model_object(model) -> tuple[TrainedClassifier, str]:
     """The classifier ``model=`` names, and where it came from (``uns[key]["model_source"]``)."""
-    from sc_genept.model import GenePTClassifier  # torch and Lightning: only when annotating
+    # torch only (no scvi-tools, no Lightning), and only when annotating
+    from sc_genept.model._trained import TrainedClassifier
 
-    if isinstance(model, GenePTClassifier):
+    if isinstance(model, TrainedClassifier):
         return model, "object" if model.pretrained_name_ is None else "pretrained"
     if not isinstance(model, str | os.PathLike):
         raise TypeError(

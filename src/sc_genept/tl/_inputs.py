@@ -30,7 +30,8 @@ from sc_genept.model._overlap import check_gene_overlap, check_shared_genes, sha
 if TYPE_CHECKING:
     from anndata import AnnData
 
-    from sc_genept.model import GenePTClassifier
+    from sc_genept.model import SavedClassifier
+    from sc_genept.model._trained import TrainedClassifier
 
 EMBEDDING_KEY = "X_genept"
 EXPRESSION_KEY = "X_genept_expression"
@@ -69,7 +70,7 @@ def reference_inputs(
             data, table=table, keys=keys, n_dims=n_dims, orthologs=orthologs, genes=genes, **where
         )
 
-    ref = embed(reference, layer=reference_layer, use_raw=reference_use_raw)
+    ref = embed(reference, layer=reference_layer, use_raw=reference_use_raw, name="reference")
     ref_genes = EmbeddingRecord.read(ref, EMBEDDING_KEY).gene_set
     query = embed(adata, genes=ref_genes.names, layer=layer, use_raw=use_raw)
     query_record = EmbeddingRecord.read(query, EMBEDDING_KEY)
@@ -79,7 +80,13 @@ def reference_inputs(
     )
     check_shared_genes(overlap, min_gene_overlap)
     if len(shared) < ref_genes.n_genes:
-        ref = embed(reference, genes=shared, layer=reference_layer, use_raw=reference_use_raw)
+        ref = embed(
+            reference,
+            genes=shared,
+            layer=reference_layer,
+            use_raw=reference_use_raw,
+            name="reference",
+        )
     if EXPRESSION_KEY in keys:
         informative = most_variable(ref, n_expression_genes)
         for light in (ref, query):
@@ -89,7 +96,7 @@ def reference_inputs(
 
 def model_inputs(
     adata: AnnData,
-    model: GenePTClassifier,
+    model: TrainedClassifier,
     *,
     gene_embeddings,
     n_dims: int | None,
@@ -131,6 +138,7 @@ def embedded(
     genes: Sequence[str] | None = None,
     missing_values: dict | None = None,
     orthologs=None,
+    name: str = "adata",
 ) -> AnnData:
     """A light AnnData with the model inputs ``keys`` of ``adata``, made of ``genes``.
 
@@ -149,6 +157,7 @@ def embedded(
         missing_values=missing_values,
         orthologs=orthologs,
         expression=EXPRESSION_KEY in keys,
+        name=name,
     )
     light = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names.copy()))
     made.store(light, EMBEDDING_KEY)  # and EXPRESSION_KEY, its "_expression"
@@ -209,7 +218,7 @@ def keep_expression_genes(light: AnnData, genes) -> None:
 
 
 def model_table(
-    model: GenePTClassifier, gene_embeddings: str | Path | GeneEmbeddings | None, n_dims
+    model: TrainedClassifier, gene_embeddings: str | Path | GeneEmbeddings | None, n_dims
 ) -> GeneEmbeddings:
     """The gene table ``model`` was trained on, cut to its dimensions, found by content hash."""
     trained = model.embedding_provenance_.get(EMBEDDING_KEY) or {}
@@ -251,10 +260,14 @@ def through_orthologs(embedded: AnnData) -> dict:
     }
 
 
-def load_model(model: str | os.PathLike) -> tuple[GenePTClassifier, str]:
-    """A saved folder (an existing path) or a pretrained model (a registry name)."""
-    from sc_genept.model import GenePTClassifier, ModelFolderError
+def load_model(model: str | os.PathLike) -> tuple[SavedClassifier, str]:
+    """A saved folder (an existing path) or a pretrained model (a registry name), to predict.
+
+    Loaded as a :class:`~sc_genept.model.SavedClassifier`: no scvi-tools or Lightning import.
+    """
     from sc_genept.model import _pretrained as pretrained
+    from sc_genept.model._folder import ModelFolderError
+    from sc_genept.model._saved import SavedClassifier
 
     is_name = pretrained.is_pretrained(model)
     if Path(model).exists() or not isinstance(model, str):
@@ -264,9 +277,9 @@ def load_model(model: str | os.PathLike) -> tuple[GenePTClassifier, str]:
                 f"the folder. For the pretrained model, call "
                 f"GenePTClassifier.load_pretrained({model!r})."
             )
-        return GenePTClassifier.load(model), "folder"
+        return SavedClassifier.load(model), "folder"
     if is_name:
-        return GenePTClassifier.load_pretrained(model), "pretrained"
+        return SavedClassifier.load_pretrained(model), "pretrained"
     raise ModelFolderError(
         f"{model} is not a folder: pass the folder that GenePTClassifier.save wrote, or the name "
         f"of a pretrained model: {pretrained.names()} (sc_genept.model.available_models() "
