@@ -324,6 +324,20 @@ def test_annotate_error_is_one_line_and_debug_shows_the_traceback(h5ads, tmp_pat
         cli.main([*argv, "--debug"])
 
 
+@pytest.mark.parametrize("which", ["INPUT", "--reference"])
+def test_annotate_names_an_input_that_is_not_an_h5ad(which, h5ads, tmp_path, capsys):
+    fake = tmp_path / "cells.h5ad"
+    fake.write_text("cell,CD3E\nc1,3\n")  # a CSV under an h5ad name
+    query, ref = (fake, h5ads["ref"]) if which == "INPUT" else (h5ads["query"], fake)
+    argv = ["annotate", str(query), "-o", str(tmp_path / "out.h5ad"), "--reference", str(ref)]
+    argv += ["--labels-key", "cell_type_ontology_term_id"]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.count("\n") == 1, err
+    assert str(fake) in err and "CSV" in err, err
+
+
 def test_annotate_a_mouse_query_with_an_ortholog_table(h5ads, tmp_path):
     query = ad.read_h5ad(h5ads["query"]).raw.to_adata()
     names = [g.capitalize() for g in query.var_names]

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 
 import anndata as ad
 import numpy as np
@@ -288,15 +289,56 @@ def test_damaged_or_edited_model_folder_is_refused(trained, tmp_path, damage):
         GenePTClassifier.load(target)
 
 
-def test_rehashed_metadata_that_does_not_fit_the_weights_is_refused(trained, tmp_path):
+def _set(path: str, value):
+    def edit(meta):
+        *parents, last = path.split(".")
+        for key in parents:
+            meta = meta[key]
+        meta[last] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (_set("init_params.non_kwargs.n_hidden", 7), "different models"),
+        (_set("init_params.non_kwargs.n_members", 200_000), r"n_members=200000 is outside"),
+        (_set("init_params.non_kwargs.n_members", 4), "different models"),
+        (_set("init_params.non_kwargs.loss", "focal"), "'hierarchical' or 'flat'"),
+        (_set("init_params.non_kwargs.dropout", "0.2"), r"dropout='0\.2' is not in"),
+        (_set("init_params.non_kwargs.n_layers", True), "n_layers must be an integer"),
+        (_set("is_trained", "false"), "is_trained must be true or false, got 'false'"),
+        (_set("calibration", [1]), "calibration must be a JSON object"),
+        (_set("registry.setup_args.embedding_keys", "X_genept"), "embedding_keys must be a list"),
+    ],
+    ids=["n_hidden", "n_members-huge", "n_members", "loss", "dropout", "n_layers", "is_trained",
+         "calibration", "embedding_keys"],
+)  # fmt: skip
+def test_rehashed_metadata_that_does_not_fit_the_weights_is_refused(trained, tmp_path, edit, match):
     folder = tmp_path / "m"
     trained.save(folder)
     meta = json.loads((folder / "model.json").read_text())
-    meta["init_params"]["non_kwargs"]["n_hidden"] = 7
+    edit(meta)
     (folder / "model.json").write_text(json.dumps(meta))
     rehash(folder)
-    with pytest.raises(ModelFolderError, match="do not describe"):
-        GenePTClassifier.load(folder)
+    for cls in (GenePTClassifier, SavedClassifier):
+        with pytest.raises(ModelFolderError, match=match):
+            cls.load(folder)
+
+
+@pytest.mark.parametrize("weight", ["temperature", "members.0.0.weight", "input_std"])
+def test_weights_that_are_not_numbers_are_refused(trained, tmp_path, weight):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "m"
+    trained.save(folder)
+    state = load_file(folder / "model.safetensors")
+    state[weight] = torch.full_like(state[weight], float("nan"))
+    save_file(state, folder / "model.safetensors")
+    rehash(folder)
+    with pytest.raises(ModelFolderError, match=rf"\['{re.escape(weight)}'\] hold NaN"):
+        SavedClassifier.load(folder)
 
 
 def test_untrained_model_and_single_type_reference_are_refused(pbmc_split):

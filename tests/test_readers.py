@@ -240,6 +240,15 @@ def test_bad_pickles_say_what_is_wrong(tmp_path, payload, message):
         read_genept_pickle(path)
 
 
+def test_a_pickle_of_shared_vectors_is_refused_before_it_expands(tmp_path):
+    shared = [0.1] * 3072  # one vector, referenced by every gene: 2 MB on disk, 2.3 GiB built
+    path = tmp_path / "bomb.pickle"
+    path.write_bytes(pickle.dumps({f"GENE{i}": shared for i in range(200_000)}))
+    assert path.stat().st_size < 4 * 2**20
+    with pytest.raises(UnsafePickleError, match="share vectors by reference"):
+        read_genept_pickle(path)
+
+
 def test_unreadable_files_and_unknown_columns(tmp_path, genept_dict):
     (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(ValueError, match="not a readable parquet file"):

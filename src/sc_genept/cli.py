@@ -291,18 +291,17 @@ def _check_out(args) -> None:
 def annotate(args) -> None:
     """``sc-genept annotate``: Cell Ontology labels for the cells of an h5ad file."""
     _check_annotate_args(args)
-    import anndata as ad
-
     from sc_genept._utils import atomic_path
+    from sc_genept.genes._readers import read_h5ad
     from sc_genept.tl import genept_annotate
 
     _step(f"reading {args.input}")
-    adata = ad.read_h5ad(args.input)
+    adata = read_h5ad(args.input, what="INPUT")
     _step(f"  {adata.n_obs:,} cells × {adata.n_vars:,} genes")
     reference = None
     if args.reference is not None:
         _step(f"reading the reference {args.reference}")
-        reference = ad.read_h5ad(args.reference)
+        reference = read_h5ad(args.reference, what="--reference")
         _step(f"  {reference.n_obs:,} cells × {reference.n_vars:,} genes")
         epochs = args.max_epochs or 200
         _step(

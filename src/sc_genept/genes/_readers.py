@@ -59,6 +59,27 @@ class _TableUnpickler(pickle.Unpickler):
         )
 
 
+#: Bytes a value takes in a pickle at the least (a float32 array's own bytes); a table that
+#: would take far more memory than its file shares one vector among many genes.
+_MIN_BYTES_PER_VALUE = 4
+_EXPANSION_SLACK = 2**20
+
+
+def _check_expansion(table: dict, n_bytes: int, path) -> None:
+    """Refuse a pickle whose vectors would take far more memory than its file holds.
+
+    Pickles share objects by reference: a small file can name one long vector for a million
+    genes, which becomes gigabytes when the table is built.
+    """
+    n_values = sum(len(v) if hasattr(v, "__len__") else 1 for v in table.values())
+    if n_values * _MIN_BYTES_PER_VALUE > 2 * n_bytes + _EXPANSION_SLACK:
+        raise UnsafePickleError(
+            f"{path} ({n_bytes:,} bytes) names {n_values:,} values for {len(table):,} genes, "
+            f"{n_values * 4 / 2**30:.1f} GiB as a table: its genes share vectors by reference, "
+            "which a GenePT table does not. Refusing to build it."
+        )
+
+
 def read_genept_pickle(path: str | Path, *, provenance: Provenance | None = None) -> GeneEmbeddings:
     """Read one of GenePT's pickled tables (``dict`` symbol → vector) safely.
 
@@ -81,6 +102,7 @@ def read_genept_pickle(path: str | Path, *, provenance: Provenance | None = None
         raise UnsafePickleError(
             f"{path} does not hold a dict of gene symbols (got {type(table).__name__})."
         )
+    _check_expansion(table, len(data), path)
     return from_mapping(
         table,
         provenance=provenance

@@ -17,6 +17,7 @@ import torch
 
 from sc_genept._checks import check_adata
 from sc_genept.model._folder import OWN_ONTOLOGY, ModelFolderError, read_folder, write_folder
+from sc_genept.model._meta import check_meta
 from sc_genept.ontology import CellOntology
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ def load_folder(
         raise ModelFolderError(
             f"{path} holds a {meta.get('model')!r}, not a {cls._folder_model()}."
         )
+    options = check_meta(meta, state, str(path / "model.json"))  # before any work
     try:
         ontology = CellOntology.from_dict(
             meta["ontology"]["terms"],
@@ -131,12 +133,12 @@ def load_folder(
             source=f"the model folder {path.name}",
         )
         registry = _from_plain(meta["registry"])
-        model = cls._from_registry(registry, ontology, meta["init_params"]["non_kwargs"])
+        model = cls._from_registry(registry, ontology, options)
         _load_weights(model.network, state)
         model.calibration_ = meta.get("calibration")  # absent from older folders
         model.embedding_provenance_ = meta["embedding_provenance"]
         model.gene_sets_ = meta["gene_sets"]
-        model.is_trained_ = bool(meta["is_trained"])
+        model.is_trained_ = meta["is_trained"]
         model.history_ = {k: pd.DataFrame(v).set_index("epoch") for k, v in meta["history"].items()}
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         if isinstance(err, ModelFolderError):

@@ -1,0 +1,137 @@
+"""What a model folder's metadata must be, checked against its weights before any work.
+
+A folder passes its manifest's hashes when it was saved as it is, not when it was saved
+by sc_genept: metadata written by hand or by another tool is checked here for types,
+ranges and agreement with the weights' shapes before a network is built from it (a
+``n_members`` of 200,000 would otherwise build for minutes), and the weights for NaN
+(a NaN temperature calls every cell "cell", silently).
+"""
+
+from __future__ import annotations
+
+import re
+from numbers import Real
+from typing import TYPE_CHECKING
+
+import torch
+
+from sc_genept.model._folder import ModelFolderError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+#: Bounds of a network's sizes: far beyond any model that trains here, far below harm.
+_MAX = {"n_hidden": 65_536, "n_layers": 64, "n_members": 256}
+#: Weights that may hold NaN: a novelty space not fitted (models saved before it).
+_MAY_BE_NAN = {"novelty_centroids"}
+
+
+def check_meta(meta: dict, state: Mapping[str, torch.Tensor], where: str) -> dict:
+    """The network's options from ``meta``, once ``meta`` and the weights ``state`` agree.
+
+    Raises :class:`~sc_genept.model.ModelFolderError` naming the field and what it holds.
+    """
+    options = _network_options(_field(meta, "init_params", dict, where), where)
+    for name, kind in (
+        ("is_trained", bool),
+        ("embedding_provenance", dict),
+        ("gene_sets", dict),
+        ("history", dict),
+    ):
+        _field(meta, name, kind, where)
+    if meta.get("calibration") is not None:
+        _field(meta, "calibration", dict, where)
+    widths, n_terms = _registry_shapes(_field(meta, "registry", dict, where), where)
+    _check_weights(state, options, sum(widths), n_terms, where)
+    return options
+
+
+def _field(parent: dict, name: str, kind: type, where: str):
+    value = parent.get(name)
+    # bool is an int to Python, and "false" a str: neither passes for the other
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ModelFolderError(
+            f"{where}: {name} must be {_KIND_NAMES.get(kind, kind.__name__)}, got {value!r} "
+            f"({type(value).__name__}). The file was not written by GenePTClassifier.save: "
+            "save the model again."
+        )
+    return value
+
+
+_KIND_NAMES = {bool: "true or false", dict: "a JSON object", list: "a list", int: "an integer"}
+
+
+def _network_options(init_params: dict, where: str) -> dict:
+    options = dict(_field(init_params, "non_kwargs", dict, f"{where} init_params"))
+    expected = {"n_hidden", "n_layers", "dropout", "n_members", "loss"}
+    if set(options) != expected:
+        raise ModelFolderError(
+            f"{where}: init_params.non_kwargs must have exactly {sorted(expected)}, got "
+            f"{sorted(options)}."
+        )
+    for name, low in (("n_hidden", 1), ("n_layers", 0), ("n_members", 1)):
+        value = _field(options, name, int, f"{where} init_params")
+        if not low <= value <= _MAX[name]:
+            raise ModelFolderError(
+                f"{where}: init_params {name}={value} is outside [{low}, {_MAX[name]}]."
+            )
+    dropout = options["dropout"]
+    if not isinstance(dropout, Real) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+        raise ModelFolderError(f"{where}: init_params dropout={dropout!r} is not in [0, 1).")
+    if options["loss"] not in ("hierarchical", "flat"):
+        raise ModelFolderError(
+            f"{where}: init_params loss={options['loss']!r} is not 'hierarchical' or 'flat'."
+        )
+    return options
+
+
+def _registry_shapes(registry: dict, where: str) -> tuple[list[int], int]:
+    """Input widths and the number of terms the registry describes."""
+    keys = _field(_field(registry, "setup_args", dict, where), "embedding_keys", list, where)
+    fields = _field(registry, "field_registries", dict, where)
+    try:
+        terms = fields["labels"]["state_registry"]["categorical_mapping"]
+        widths = [fields[f"input_{i}"]["summary_stats"][f"n_input_{i}"] for i in range(len(keys))]
+    except (KeyError, TypeError) as err:
+        raise ModelFolderError(f"{where}: the registry lacks {err}.") from None
+    if isinstance(terms, dict):  # a numpy array, as the registry's JSON form tags it
+        terms = terms.get("__ndarray__")
+    if not keys or not all(isinstance(k, str) for k in keys):
+        raise ModelFolderError(f"{where}: embedding_keys must be a list of names, got {keys!r}.")
+    if not isinstance(terms, list) or not terms or not all(isinstance(t, str) for t in terms):
+        raise ModelFolderError(f"{where}: the label set must be a list of CL ids.")
+    if not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
+        raise ModelFolderError(f"{where}: input widths must be positive integers, got {widths}.")
+    return widths, len(terms)
+
+
+def _check_weights(state, options: dict, n_input: int, n_terms: int, where: str) -> None:
+    """The weights' shapes are the network the options describe; their values are numbers."""
+    members = {int(m.group(1)) for k in state if (m := re.match(r"members\.(\d+)\.", k))}
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    expected = {
+        "input_mean": (n_input,),
+        "subtree": (n_terms, n_terms),
+        "temperature": (),
+        "members.0.0.weight": (options["n_hidden"] if options["n_layers"] else n_terms, n_input),
+    }
+    wrong = {k: shapes.get(k) for k, shape in expected.items() if shapes.get(k) != shape}
+    if members != set(range(options["n_members"])) or wrong:
+        raise ModelFolderError(
+            f"{where} describes {options['n_members']} member(s) over {n_input} inputs and "
+            f"{n_terms} terms, but the weights hold {len(members)} member(s)"
+            + (f" and shapes {wrong} (expected {[expected[k] for k in wrong]})" if wrong else "")
+            + ": the metadata and the weights are of different models."
+        )
+    broken = [
+        k
+        for k, v in state.items()
+        if k not in _MAY_BE_NAN and v.is_floating_point() and not torch.isfinite(v).all()
+    ]
+    if broken:
+        raise ModelFolderError(
+            f"{where}: the weights {broken[:5]} hold NaN or infinite values; a model with them "
+            "would call every cell at the root with NaN confidence. Train and save it again."
+        )
+    if float(state["temperature"]) <= 0:
+        raise ModelFolderError(f"{where}: the temperature must be positive.")
