@@ -36,3 +36,20 @@ def test_readme_examples_run(tmp_path, monkeypatch):
     )
     checkpoint = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     assert checkpoint["epoch"] >= 1 and "state_dict" in checkpoint
+
+
+def _first_install_command(text: str) -> str:
+    install = text[text.index("## Install") :]
+    return re.search(r"```bash\n(.*?)\n", install).group(1)
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/installation.md"])
+def test_the_first_install_command_works_before_publication(doc):
+    import tomllib
+
+    root = README.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    text = (root / doc).read_text()
+    # not on PyPI yet: `pip install sc-genept` would fail for a newcomer
+    first = _first_install_command(text.replace("# Installation", "## Install", 1))
+    assert first == f'pip install "{project["name"]} @ git+{project["urls"]["Source"]}"', first
