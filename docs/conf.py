@@ -73,5 +73,18 @@ def _public_bases(app, name, obj, options, bases):
     ]
 
 
+def _own_members_only(app, what, name, obj, skip, options):
+    """Document what sc_genept defines (also through its own base classes), not what a class
+    inherits from scvi-tools, Lightning or torch: their pages document that."""
+    if what != "class":
+        return None
+    function = getattr(obj, "fget", None) or getattr(obj, "__func__", None) or obj
+    module = getattr(function, "__module__", None)
+    if callable(function) and module is not None and not module.startswith("sc_genept"):
+        return True
+    return None
+
+
 def setup(app):
     app.connect("autodoc-process-bases", _public_bases)
+    app.connect("autodoc-skip-member", _own_members_only)

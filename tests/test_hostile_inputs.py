@@ -6,7 +6,6 @@ error naming the file or the argument, or handled so that nothing is silently wr
 from __future__ import annotations
 
 import pickle
-import warnings
 
 import anndata as ad
 import h5py
@@ -310,3 +309,28 @@ def test_soma_batches_of_another_kind_than_the_prototype_are_refused(tiny_table)
     embedder.normalize = None  # normalize=False: the values as they are, unchecked
     embedder(counts)
     embedder(values)
+
+
+# ---- caches of the wrong kind ---------------------------------------------------------------
+
+
+def test_a_cache_folder_that_is_a_file_is_named(tmp_path):
+    from sc_genept.genes._cache import Cache, JobRecords
+
+    (tmp_path / "cache").write_text("not a folder")
+    for make in (lambda: Cache(tmp_path / "cache"), lambda: JobRecords(tmp_path / "cache" / "b")):
+        with pytest.raises(NotADirectoryError, match=r"cache.* is a file\. Pass another cache_dir"):
+            make()
+
+
+def test_a_cache_entry_that_is_a_folder_is_named(tmp_path):
+    from sc_genept.genes._cache import Cache, cache_key
+
+    cache = Cache(tmp_path)
+    key = cache_key("model", "text")
+    cache.put_vector(key, [1.0, 2.0])
+    entry = cache.path / key[:2] / key
+    entry.unlink()
+    entry.mkdir()
+    with pytest.raises(IsADirectoryError, match=rf"cache entry {entry} is a folder"):
+        cache.get_vector(key)

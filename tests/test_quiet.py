@@ -241,3 +241,27 @@ def test_local_text_model_loads_without_a_progress_bar(capfd):
     SentenceTransformerEmbedder().embed(["CD14: CD14 molecule"])
     captured = capfd.readouterr()
     assert "Loading weights" not in captured.err + captured.out
+
+
+@pytest.mark.parametrize("widgets", [True, False])
+def test_progress_bars_are_text_where_jupyter_cannot_draw_a_widget(widgets, monkeypatch):
+    import importlib.util
+
+    import tqdm.std
+
+    from sc_genept._utils import progress_bar
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: (
+            (real(name, *a) if widgets else None) if name == "ipywidgets" else real(name, *a)
+        ),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # tqdm.auto's "IProgress not found" would raise here
+        bar = progress_bar(total=1, disable=True)
+    assert isinstance(bar, tqdm.std.tqdm)
+    if not widgets:
+        assert type(bar) is tqdm.std.tqdm

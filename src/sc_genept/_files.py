@@ -347,11 +347,9 @@ def _ssl_context():
 def _progress_bar(total: int | None, show: bool):
     if not show:
         return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="B", unit_scale=True, leave=False)
+    from sc_genept._utils import progress_bar
+
+    return progress_bar(total=total, unit="B", unit_scale=True, leave=False)
 
 
 # ---- archives --------------------------------------------------------------------------------

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
-from tqdm.auto import tqdm
 
 from sc_genept import _kernels
 from sc_genept._checks import check_value_kind
 from sc_genept._kernels import SparseBlock
-from sc_genept._utils import atomic_path, warn_caller
+from sc_genept._utils import atomic_path, progress_bar, warn_caller
 
 #: Library size every cell is scaled to before log1p (fixed, so a cell's embedding does not
 #: depend on which other cells are in the dataset or the block).
@@ -167,7 +166,7 @@ def genept_w(
     empty = np.zeros(n_obs, dtype=bool)
     starts = range(0, n_obs, block_rows)
     with sink:  # a file sink drops its partial file on an error
-        bar = tqdm(
+        bar = progress_bar(
             starts, desc="GenePT-w", unit="block", disable=len(starts) < _PROGRESS_MIN_BLOCKS
         )
         for start in bar:

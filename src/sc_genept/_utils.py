@@ -63,6 +63,21 @@ def write_atomic(path: str | Path, data: bytes | str) -> None:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
+def progress_bar(*args, **kwargs):
+    """A tqdm bar: a notebook widget where Jupyter can draw one, else text.
+
+    ``tqdm.auto`` picks the widget in any notebook and, without ipywidgets installed there,
+    warns ("IProgress not found") on every bar; the text bar needs nothing.
+    """
+    from importlib.util import find_spec
+
+    if find_spec("ipywidgets") is not None:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm(*args, **kwargs)
+
+
 def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
     """:func:`warnings.warn` pointing at the user's line: the first frame outside sc_genept.
 

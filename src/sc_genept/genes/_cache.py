@@ -36,6 +36,19 @@ def cache_key(*parts: str | int | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def cache_folder(path: Path) -> Path:
+    """``path``, created as a folder; a file (or a file above it) in its way is named."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        in_the_way = next(p for p in (path, *path.parents) if p.exists() and not p.is_dir())
+        raise NotADirectoryError(
+            f"The cache folder {path} cannot be made: {in_the_way} is a file. Pass another "
+            "cache_dir (or set $SC_GENEPT_CACHE), or move the file away."
+        ) from None
+    return path
+
+
 class Cache:
     """A folder of checksummed entries under ``root/namespace``.
 
@@ -48,8 +61,7 @@ class Cache:
     """
 
     def __init__(self, root: str | Path | None = None, namespace: str = "embeddings"):
-        self.path = Path(root or default_cache_dir()) / namespace
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path = cache_folder(Path(root or default_cache_dir()) / namespace)
         self.n_corrupt = 0
 
     def _file(self, key: str) -> Path:
@@ -62,6 +74,11 @@ class Cache:
             blob = file.read_bytes()
         except FileNotFoundError:
             return None
+        except IsADirectoryError:
+            raise IsADirectoryError(
+                f"The cache entry {file} is a folder, not a file: something other than "
+                "sc_genept wrote into the cache. Move it away (or pass another cache_dir)."
+            ) from None
         payload, digest = blob[:-_DIGEST], blob[-_DIGEST:]
         if len(blob) < _DIGEST or hashlib.sha256(payload).digest() != digest:
             self.n_corrupt += 1
@@ -101,8 +118,7 @@ class JobRecords:
     """
 
     def __init__(self, folder: str | Path):
-        self.path = Path(folder)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path = cache_folder(Path(folder))
 
     def file(self, key: str) -> Path:
         """The file of the record ``key``."""

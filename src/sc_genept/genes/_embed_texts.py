@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 from scanpy import logging as logg
-from tqdm.auto import tqdm
 
 from sc_genept._checks import positive_number
+from sc_genept._utils import progress_bar
 from sc_genept.genes._cache import Cache, JobRecords, cache_key
 from sc_genept.genes._embedders import (
     MAX_BATCH_REQUESTS,
@@ -348,7 +348,7 @@ def _embed_by_requests(
     """Embed ``{key: text}`` in the embedder's requests, adding each answer as it comes."""
     order = list(missing)
     groups = embedder.batches([missing[k] for k in order])
-    with tqdm(
+    with progress_bar(
         total=len(order),
         desc=f"embedding ({embedder.model})",
         unit="text",

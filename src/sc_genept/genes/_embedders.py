@@ -27,7 +27,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from scanpy import logging as logg
-from tqdm.auto import tqdm
 
 from sc_genept._checks import (
     non_empty_str,
@@ -35,6 +34,7 @@ from sc_genept._checks import (
     positive_int,
     positive_number,
 )
+from sc_genept._utils import progress_bar
 
 #: USD per million input tokens, standard (synchronous) API, as published by OpenAI in 2025.
 #: The Batch API costs half. Pass ``price_per_million_tokens`` where these are out of date.
@@ -318,14 +318,14 @@ class OpenAIEmbedder:
     ):
         """Poll a job until it ends.
 
-        Raises :class:`NotOurJob` (a :class:`BatchJobError`) if ``batch_id`` names no job at
+        Raises ``NotOurJob`` (a :class:`BatchJobError`) if ``batch_id`` names no job at
         the server, or a job of another input than ``input_file_id``; :class:`TimeoutError`
         after ``timeout`` seconds (the job is still recorded: a rerun resumes it).
         """
         import openai
 
         deadline = time.monotonic() + timeout
-        with tqdm(desc=f"Batch API {batch_id}", unit="request") as bar:
+        with progress_bar(desc=f"Batch API {batch_id}", unit="request") as bar:
             while True:
                 try:
                     batch = self._call(

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 from scanpy import logging as logg
-from tqdm.auto import tqdm
 
 from sc_genept._checks import non_negative_int
+from sc_genept._utils import progress_bar
 from sc_genept.genes._cache import Cache, cache_key
 from sc_genept.genes._ids import primary_ensembl_ids, strip_ensembl_version
 
@@ -223,7 +223,9 @@ def enrich(
         logg.info(
             f"{len(set(keys)) - len(to_ask)} of {len(set(keys))} genes answered from the cache"
         )
-    for key, messages in tqdm(to_ask.items(), desc=f"enriching ({model})", disable=not progress):
+    for key, messages in progress_bar(
+        to_ask.items(), desc=f"enriching ({model})", disable=not progress
+    ):
         response = call_with_retries(
             lambda m=messages: client.chat.completions.create(
                 model=model, messages=m, temperature=0

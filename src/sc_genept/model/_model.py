@@ -143,7 +143,7 @@ class GenePTClassifier(TrainedClassifier, BaseModelClass):
 
     @property
     def network(self) -> GenePTNetwork:
-        """The network: weights, standardisation, temperature, novelty space."""
+        """Weights, standardisation, temperature and novelty space, as a :class:`GenePTNetwork`."""
         return self.module.network
 
     @classmethod

@@ -136,7 +136,7 @@ class GenePTNetwork(nn.Module):
         return bool((~torch.isnan(self.novelty_centroids).any(dim=1)).any())
 
     def set_novelty(self, space: dict[str, np.ndarray]) -> None:
-        """Keep a fitted novelty space (:meth:`NoveltyFit.fit`)."""
+        """Keep a fitted novelty space (``_calls.NoveltyFit.fit``)."""
         self.novelty_centroids.copy_(torch.as_tensor(space["centroids"]))
         self.novelty_variance.copy_(torch.as_tensor(space["variance"]))
 

@@ -60,10 +60,11 @@ class SavedClassifier(TrainedClassifier):
 
     @property
     def network(self) -> GenePTNetwork:
-        """The network: weights, standardisation, temperature, novelty space."""
+        """Weights, standardisation, temperature and novelty space, as a :class:`GenePTNetwork`."""
         return self._network
 
-    #: No training data: predictions need ``adata`` (or the data given to :meth:`load`).
+    #: ``None``, for there is no training data: predictions need ``adata`` (or the data
+    #: given to :meth:`load`).
     adata = None
 
     def __repr__(self) -> str:

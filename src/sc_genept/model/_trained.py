@@ -64,7 +64,7 @@ class TrainedClassifier:
 
     @property
     def network(self) -> GenePTNetwork:
-        """The network: weights, standardisation, temperature, novelty space."""
+        """Weights, standardisation, temperature and novelty space, as a :class:`GenePTNetwork`."""
         raise NotImplementedError
 
     @classmethod
@@ -254,7 +254,7 @@ class TrainedClassifier:
         Parameters
         ----------
         dir_path
-            The folder :meth:`save` wrote.
+            The folder :meth:`GenePTClassifier.save <sc_genept.model.GenePTClassifier.save>` wrote.
         adata
             Optional query data to attach; its embeddings must come from the same gene
             table as the training data's, else a :class:`ValueError` says which differ.
