@@ -109,28 +109,50 @@ def pbmc_embedded(_pbmc_embedded_once):
     return _pbmc_embedded_once.copy()
 
 
-@pytest.fixture
-def pbmc_split(pbmc_embedded):
-    """A fixed, stratified 80/20 split of the embedded PBMCs: (reference, query)."""
+def _split(adata):
     rng = np.random.default_rng(0)
-    labels = pbmc_embedded.obs["cell_type_ontology_term_id"].to_numpy()
+    labels = adata.obs["cell_type_ontology_term_id"].to_numpy()
     test = np.concatenate(
         [rng.permutation(np.flatnonzero(labels == c))[::5] for c in np.unique(labels)]
     )
-    is_test = np.isin(np.arange(pbmc_embedded.n_obs), test)
-    return pbmc_embedded[~is_test].copy(), pbmc_embedded[is_test].copy()
+    is_test = np.isin(np.arange(adata.n_obs), test)
+    return adata[~is_test].copy(), adata[is_test].copy()
+
+
+@pytest.fixture
+def pbmc_split(pbmc_embedded):
+    """A fixed, stratified 80/20 split of the embedded PBMCs: (reference, query)."""
+    return _split(pbmc_embedded)
+
+
+def _train(ref):
+    from sc_genept.model import GenePTClassifier
+
+    GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id")
+    model = GenePTClassifier(ref)
+    model.train(max_epochs=40, enable_progress_bar=False)
+    return model
 
 
 @pytest.fixture
 def trained(pbmc_split):
     """A GenePTClassifier trained (40 epochs) on the reference part of ``pbmc_split``."""
-    from sc_genept.model import GenePTClassifier
+    return _train(pbmc_split[0])
 
-    ref, _ = pbmc_split
-    GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id")
-    model = GenePTClassifier(ref)
-    model.train(max_epochs=40, enable_progress_bar=False)
-    return model
+
+@pytest.fixture(scope="session")
+def _trained_folder_once(_pbmc_embedded_once, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("trained") / "model"
+    _train(_split(_pbmc_embedded_once)[0]).save(folder)
+    return folder
+
+
+@pytest.fixture
+def trained_folder(_trained_folder_once, tmp_path):
+    """The folder ``trained.save`` writes (trained once per session): the test's own copy."""
+    import shutil
+
+    return shutil.copytree(_trained_folder_once, tmp_path / "m")
 
 
 @pytest.fixture

@@ -210,7 +210,7 @@ def _opened_files():
 
 
 @pytest.mark.parametrize("where", ["file", "url", "registry"])
-def test_model_folder_naming_another_location_is_refused_unread(trained, tmp_path, where):
+def test_model_folder_naming_another_location_is_refused_unread(trained_folder, tmp_path, where):
     import http.server
     import threading
 
@@ -228,8 +228,7 @@ def test_model_folder_naming_another_location_is_refused_unread(trained, tmp_pat
     threading.Thread(target=server.serve_forever, daemon=True).start()
     elsewhere = tmp_path / "elsewhere.obo"
     elsewhere.write_text("format-version: 1.2\n")
-    folder = tmp_path / "m"
-    trained.save(folder)
+    folder = trained_folder
     meta = json.loads((folder / "model.json").read_text())
     target = {"file": str(elsewhere), "url": f"http://127.0.0.1:{server.server_port}/cl.obo"}
     if where == "registry":
@@ -279,10 +278,9 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
-def test_damaged_or_edited_model_folder_is_refused(trained, tmp_path, damage):
+def test_damaged_or_edited_model_folder_is_refused(trained_folder, damage):
     change, message = DAMAGE[damage]
-    folder = tmp_path / "m"
-    trained.save(folder)
+    folder = trained_folder
     change(folder)
     target = folder / "model.json" if damage == "not a folder" else folder
     with pytest.raises(ModelFolderError, match=message):
@@ -315,9 +313,8 @@ def _set(path: str, value):
     ids=["n_hidden", "n_members-huge", "n_members", "loss", "dropout", "n_layers", "is_trained",
          "calibration", "embedding_keys"],
 )  # fmt: skip
-def test_rehashed_metadata_that_does_not_fit_the_weights_is_refused(trained, tmp_path, edit, match):
-    folder = tmp_path / "m"
-    trained.save(folder)
+def test_rehashed_metadata_that_does_not_fit_the_weights_is_refused(trained_folder, edit, match):
+    folder = trained_folder
     meta = json.loads((folder / "model.json").read_text())
     edit(meta)
     (folder / "model.json").write_text(json.dumps(meta))
@@ -328,11 +325,10 @@ def test_rehashed_metadata_that_does_not_fit_the_weights_is_refused(trained, tmp
 
 
 @pytest.mark.parametrize("weight", ["temperature", "members.0.0.weight", "input_std"])
-def test_weights_that_are_not_numbers_are_refused(trained, tmp_path, weight):
+def test_weights_that_are_not_numbers_are_refused(trained_folder, weight):
     from safetensors.torch import load_file, save_file
 
-    folder = tmp_path / "m"
-    trained.save(folder)
+    folder = trained_folder
     state = load_file(folder / "model.safetensors")
     state[weight] = torch.full_like(state[weight], float("nan"))
     save_file(state, folder / "model.safetensors")
@@ -486,7 +482,6 @@ def test_a_saved_model_loads_through_scvi_tools_model_sharing(trained, pbmc_spli
         ),
     ],
 )
-def test_load_refuses_an_accelerator_it_cannot_use(trained, tmp_path, options, message):
-    trained.save(tmp_path / "model")
+def test_load_refuses_an_accelerator_it_cannot_use(trained_folder, options, message):
     with pytest.raises(ValueError, match=message):
-        GenePTClassifier.load(tmp_path / "model", **options)
+        GenePTClassifier.load(trained_folder, **options)
