@@ -256,3 +256,8 @@ def test_a_reference_labelled_by_azimuth_registers_its_cl_terms(cl):
     GenePTClassifier.setup_anndata(ref, labels_key="azimuth", embedding_keys=["X_genept"])
     registered = ref.obs.drop(columns="azimuth").iloc[:, 0].astype(str).tolist()
     assert registered == [{**AZIMUTH_PBMC, "CD8 TEM_2": TEM_CD8}[x][0] for x in labels]
+
+
+def test_many_numbered_suffixes_resolve_without_recursion(cl):
+    found = cl.match("CD4 TEM" + "_1" * 2000)  # was a RecursionError
+    assert found is not None and found.term_id == cl.match("CD4 TEM").term_id

@@ -179,6 +179,43 @@ def test_overwriting_a_model_keeps_files_it_did_not_write(pbmc_model, tmp_path):
     GenePTClassifier.load(folder)
 
 
+@pytest.mark.parametrize("where", [".", "cwd"])
+def test_a_model_saved_into_the_working_folder_leaves_it_in_place(
+    pbmc_model, tmp_path, monkeypatch, where
+):
+    folder = tmp_path / "m"
+    pbmc_model.save(folder)
+    monkeypatch.chdir(folder)
+    pbmc_model.save("." if where == "." else os.getcwd(), overwrite=True)
+    assert Path(os.getcwd()) == folder and Path("model.json").exists()  # cwd still usable
+    GenePTClassifier.load(folder)
+
+
+def test_an_interrupt_between_the_renames_keeps_the_previous_model(
+    pbmc_model, tmp_path, monkeypatch
+):
+    from sc_genept.model import _folder
+
+    folder = tmp_path / "m"
+    pbmc_model.save(folder)
+    before = (folder / "model.safetensors").read_bytes()
+    renames, rename = [], os.rename
+
+    def interrupted(src, dst):
+        renames.append((src, dst))
+        if len(renames) == 3:  # build → m failed, m → .old done; now build → m
+            raise KeyboardInterrupt
+        rename(src, dst)
+
+    monkeypatch.setattr(_folder.os, "rename", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pbmc_model.save(folder, overwrite=True)
+    monkeypatch.setattr(_folder.os, "rename", rename)
+    assert (folder / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+    GenePTClassifier.load(folder)
+
+
 RACE = """
 import random, sys, time
 from pathlib import Path
@@ -336,3 +373,26 @@ def test_sigterm_during_the_cli_write_leaves_no_partial_file(tmp_path):
     assert run.returncode == 128 + signal.SIGTERM, (run.returncode, run.stderr)
     assert "terminated" in run.stderr
     assert os.listdir(out.parent) == []
+
+
+def test_a_replaced_private_file_stays_private(tmp_path, umask):
+    umask(0o022)
+    target = tmp_path / "secret.h5ad"
+    target.write_text("old")
+    target.chmod(0o600)
+    write_atomic(target, "new")
+    assert target.read_text() == "new" and _mode(target) == 0o600
+
+
+@pytest.mark.parametrize("name", ["model/D:/x.json", "model/a:stream"])
+def test_an_archive_member_naming_a_drive_or_a_stream_is_refused(tmp_path, name):
+    import zipfile
+
+    from sc_genept._files import unpack_archive
+
+    archive = tmp_path / "m.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(name, "{}")
+    with pytest.raises(ValueError, match="m.zip"):
+        unpack_archive(archive, tmp_path / "out", error=ValueError, max_bytes=2**20)
+    assert not any((tmp_path / "out").rglob("*.json"))

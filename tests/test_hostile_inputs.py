@@ -334,3 +334,11 @@ def test_a_cache_entry_that_is_a_folder_is_named(tmp_path):
     entry.mkdir()
     with pytest.raises(IsADirectoryError, match=rf"cache entry {entry} is a folder"):
         cache.get_vector(key)
+
+
+def test_a_cache_folder_behind_a_broken_link_is_named(tmp_path):
+    from sc_genept.genes._cache import Cache
+
+    (tmp_path / "cache").symlink_to(tmp_path / "gone")
+    with pytest.raises(NotADirectoryError, match="is a file"):  # was a bare StopIteration
+        Cache(tmp_path / "cache" / "sub")

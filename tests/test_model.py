@@ -303,6 +303,7 @@ def _set(path: str, value):
         (_set("init_params.non_kwargs.n_hidden", 7), "different models"),
         (_set("init_params.non_kwargs.n_members", 200_000), r"n_members=200000 is outside"),
         (_set("init_params.non_kwargs.n_members", 4), "different models"),
+        (_set("init_params.non_kwargs.n_layers", 2), "different models"),  # layer 2 absent
         (_set("init_params.non_kwargs.loss", "focal"), "'hierarchical' or 'flat'"),
         (_set("init_params.non_kwargs.dropout", "0.2"), r"dropout='0\.2' is not in"),
         (_set("init_params.non_kwargs.n_layers", True), "n_layers must be an integer"),
@@ -310,7 +311,7 @@ def _set(path: str, value):
         (_set("calibration", [1]), "calibration must be a JSON object"),
         (_set("registry.setup_args.embedding_keys", "X_genept"), "embedding_keys must be a list"),
     ],
-    ids=["n_hidden", "n_members-huge", "n_members", "loss", "dropout", "n_layers", "is_trained",
+    ids=["n_hidden", "n_members-huge", "n_members", "n_layers-2", "loss", "dropout", "n_layers", "is_trained",
          "calibration", "embedding_keys"],
 )  # fmt: skip
 def test_rehashed_metadata_that_does_not_fit_the_weights_is_refused(trained_folder, edit, match):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import signal
 import stat
 import threading
@@ -395,7 +394,7 @@ def _member_path(root: Path, name: str, archive: Path, error) -> tuple[Path, tup
     if (
         not posix
         or posix.startswith("/")
-        or re.match(r"^[A-Za-z]:", posix)
+        or ":" in posix  # a drive ("D:") anywhere, or a Windows alternate data stream
         or ".." in parts
         or "\x00" in posix
     ):
@@ -483,7 +482,11 @@ def _untar(archive: Path, root: Path, error, max_bytes: int) -> None:
     import tarfile
 
     with tarfile.open(archive, "r:*") as tf:
-        members = tf.getmembers()
+        members, total = [], 0
+        for member in tf:  # a compressed stream is decompressed to reach the next header:
+            total += member.size  # stop once the sizes pass the cap, not at the end
+            _check_size(archive, total, max_bytes, error)
+            members.append(member)
         _check_tar_end(tf, archive, error)
         plan = []
         for member in members:

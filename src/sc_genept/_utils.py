@@ -51,7 +51,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         with deferred_signals():
             yield tmp
-        tmp.chmod(file_mode())
+        # a new file follows the umask; a replaced one keeps its mode (a private file stays so)
+        tmp.chmod(path.stat().st_mode & 0o777 if path.exists() else file_mode())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -41,7 +41,9 @@ def cache_folder(path: Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        in_the_way = next(p for p in (path, *path.parents) if p.exists() and not p.is_dir())
+        in_the_way = next(
+            (p for p in (path, *path.parents) if os.path.lexists(p) and not p.is_dir()), path
+        )
         raise NotADirectoryError(
             f"The cache folder {path} cannot be made: {in_the_way} is a file. Pass another "
             "cache_dir (or set $SC_GENEPT_CACHE), or move the file away."

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sc_genept._files import deferred_signals, folder_mode, parse_json, read_limited
+from sc_genept._utils import write_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -73,20 +74,50 @@ def write_folder(
         "sha256": {name: _sha256(data) for name, data in files.items()},
     }
     files[MANIFEST] = json.dumps(manifest, indent=1).encode()
+    path = Path(os.path.abspath(path))  # "." has no name to build a sibling from
     if path.is_symlink():
         raise ModelFolderError(
             f"{path} is a symbolic link: save the model into the folder it points to."
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    if _holds_working_folder(path):  # renaming it away would pull the process's cwd away
+        _write_in_place(path, files)
+        return
+    try:
+        build = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    except PermissionError:  # the folder may be writable where its parent is not
+        _write_in_place(path, files)
+        return
     try:
         for name, data in files.items():
             (build / name).write_bytes(data)  # a new file: the umask applies
         build.chmod(folder_mode())  # mkdtemp makes it private
         with deferred_signals():  # an interrupt is not lost between the renames
             _move_into_place(build, path, overwrite)
+    except _CannotSwap:  # a mount point, or a folder in use: the files one by one
+        _write_in_place(path, files)
     finally:
         shutil.rmtree(build, ignore_errors=True)
+
+
+class _CannotSwap(Exception):
+    """The folder at the target cannot be renamed away (a mount point, in use)."""
+
+
+def _holds_working_folder(path: Path) -> bool:
+    cwd = Path(os.getcwd())
+    return cwd == path or path in cwd.parents
+
+
+def _write_in_place(path: Path, files: dict[str, bytes]) -> None:
+    """Write the files into ``path`` one by one, each atomically, the manifest last.
+
+    For a folder that cannot be swapped whole: until the manifest is replaced, the folder
+    does not load (its hashes disagree), so it is never taken for a whole model.
+    """
+    path.mkdir(exist_ok=True)
+    for name in (WEIGHTS, METADATA, MANIFEST):
+        write_atomic(path / name, files[name])
 
 
 def _move_into_place(build: Path, path: Path, overwrite: bool) -> None:
@@ -97,27 +128,34 @@ def _move_into_place(build: Path, path: Path, overwrite: bool) -> None:
     model card) are moved into the new one.
     """
     swapped = []
-    for _ in range(5):  # another process may fill ``path`` again between two renames
-        try:
-            os.rename(build, path)  # atomic; replaces an empty folder on POSIX
-            break
-        except OSError:
-            if not path.is_dir():
-                raise
-        if not any(path.iterdir()):  # an empty folder the user made (Windows will not rename)
-            path.rmdir()
-        elif not overwrite:
-            raise FileExistsError(
-                f"{path} was filled while this model was saved (another process saving "
-                "there?); it is kept as it is. Pass overwrite=True to replace it."
-            )
+    try:
+        for _ in range(5):  # another process may fill ``path`` again between two renames
+            try:
+                os.rename(build, path)  # atomic; replaces an empty folder on POSIX
+                break
+            except OSError:
+                if not path.is_dir():
+                    raise
+            if not any(path.iterdir()):  # an empty folder the user made (Windows will not rename)
+                path.rmdir()
+            elif not overwrite:
+                raise FileExistsError(
+                    f"{path} was filled while this model was saved (another process saving "
+                    "there?); it is kept as it is. Pass overwrite=True to replace it."
+                )
+            else:
+                swapped.append(path.with_name(f".{path.name}.{secrets.token_hex(4)}.old"))
+                try:
+                    os.rename(path, swapped[-1])
+                except OSError as err:
+                    swapped.pop()
+                    raise _CannotSwap from err
         else:
-            swapped.append(path.with_name(f".{path.name}.{secrets.token_hex(4)}.old"))
-            os.rename(path, swapped[-1])
-    else:
+            raise FileExistsError(f"{path} kept being replaced by another process: not saved.")
+    except BaseException:
         if swapped and not os.path.lexists(path):
             os.rename(swapped.pop(), path)  # put the previous model back
-        raise FileExistsError(f"{path} kept being replaced by another process: not saved.")
+        raise
     for old in swapped:
         for kept in old.iterdir():
             if kept.name not in (WEIGHTS, METADATA, MANIFEST) and not (path / kept.name).exists():

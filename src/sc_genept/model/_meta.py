@@ -9,7 +9,6 @@ ranges and agreement with the weights' shapes before a network is built from it 
 
 from __future__ import annotations
 
-import re
 from numbers import Real
 from typing import TYPE_CHECKING
 
@@ -105,22 +104,42 @@ def _registry_shapes(registry: dict, where: str) -> tuple[list[int], int]:
     return widths, len(terms)
 
 
+def _member_shapes(options: dict, n_input: int, n_terms: int) -> dict[str, tuple]:
+    """The shape of every weight of the members ``options`` describe (see ``_network._mlp``).
+
+    Each hidden layer is Linear, LayerNorm, ReLU, Dropout (4 modules); then a Linear.
+    """
+    shapes, n_hidden, n_layers = {}, options["n_hidden"], options["n_layers"]
+    for member in range(options["n_members"]):
+        width = n_input
+        for layer in range(n_layers):
+            linear, norm = f"members.{member}.{4 * layer}", f"members.{member}.{4 * layer + 1}"
+            shapes |= {f"{linear}.weight": (n_hidden, width), f"{linear}.bias": (n_hidden,)}
+            shapes |= {f"{norm}.weight": (n_hidden,), f"{norm}.bias": (n_hidden,)}
+            width = n_hidden
+        last = f"members.{member}.{4 * n_layers}"
+        shapes |= {f"{last}.weight": (n_terms, width), f"{last}.bias": (n_terms,)}
+    return shapes
+
+
 def _check_weights(state, options: dict, n_input: int, n_terms: int, where: str) -> None:
     """The weights' shapes are the network the options describe; their values are numbers."""
-    members = {int(m.group(1)) for k in state if (m := re.match(r"members\.(\d+)\.", k))}
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     expected = {
         "input_mean": (n_input,),
         "subtree": (n_terms, n_terms),
         "temperature": (),
-        "members.0.0.weight": (options["n_hidden"] if options["n_layers"] else n_terms, n_input),
+        **_member_shapes(options, n_input, n_terms),
     }
     wrong = {k: shapes.get(k) for k, shape in expected.items() if shapes.get(k) != shape}
-    if members != set(range(options["n_members"])) or wrong:
+    extra = sorted(k for k in shapes if k.startswith("members.") and k not in expected)
+    if wrong or extra:
+        shown = dict(list(wrong.items())[:4])
         raise ModelFolderError(
-            f"{where} describes {options['n_members']} member(s) over {n_input} inputs and "
-            f"{n_terms} terms, but the weights hold {len(members)} member(s)"
-            + (f" and shapes {wrong} (expected {[expected[k] for k in wrong]})" if wrong else "")
+            f"{where} describes {options['n_members']} member(s) of {options['n_layers']} "
+            f"hidden layer(s) of {options['n_hidden']} over {n_input} inputs and {n_terms} "
+            f"terms, but the weights hold {shown or 'extra ' + str(extra[:4])}"
+            + (f" (expected {[expected[k] for k in shown]})" if shown else "")
             + ": the metadata and the weights are of different models."
         )
     broken = [

@@ -107,7 +107,10 @@ class LabelLookup:
         split = SUBCLUSTER.match(text)
         if split is None:
             return None, None, None
-        found, candidates, warning = self._lookup(split["population"])
+        population = split["population"]
+        while (again := SUBCLUSTER.match(population)) is not None:  # "NK_3_1": one lookup
+            population = again["population"]
+        found, candidates, warning = self._lookup(population)
         if found is not None:
             found = found._replace(how="subcluster")
         return found, candidates, warning
