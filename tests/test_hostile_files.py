@@ -396,3 +396,16 @@ def test_an_archive_member_naming_a_drive_or_a_stream_is_refused(tmp_path, name)
     with pytest.raises(ValueError, match="m.zip"):
         unpack_archive(archive, tmp_path / "out", error=ValueError, max_bytes=2**20)
     assert not any((tmp_path / "out").rglob("*.json"))
+
+
+def test_a_signal_handler_that_raises_nothing_runs_once(monkeypatch):
+    from sc_genept._files import deferred_signals
+
+    calls = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: calls.append(signum))
+    try:
+        with deferred_signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert calls == [signal.SIGTERM]  # a graceful handler is not escalated by a rerun
+    finally:
+        signal.signal(signal.SIGTERM, previous)

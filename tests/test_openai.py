@@ -635,6 +635,22 @@ def test_batch_job_interrupted_while_polling_is_resumed(server, tmp_path):
     assert records(tmp_path) == {}
 
 
+def test_an_outage_while_polling_is_waited_out(server, tmp_path, fast_backoff, monkeypatch):
+    from sc_genept.genes import _embedders
+
+    monkeypatch.setattr(_embedders, "_BACKOFF_MAX", 0.05)
+    server.polls_until_done = 3
+
+    def outage(request):  # the first poll starts an outage longer than the retries last
+        if request["method"] == "GET" and "/v1/batches/" in request["path"]:
+            server.after_request = None
+            server.fail_next = [503] * 20
+
+    server.after_request = outage
+    np.testing.assert_allclose(batch_run(TEXTS, tmp_path, server), expected(TEXTS), rtol=1e-6)
+    assert server.count("POST", "/v1/batches") == 1  # waited out, not resubmitted
+
+
 def test_an_interrupted_job_is_never_mixed_with_other_texts(server, tmp_path):
     server.hold_batches = True
     interrupt_at(server, "GET", r"/v1/batches/[\w-]+", n=1)

@@ -130,11 +130,12 @@ def deferred_signals() -> Iterator[None]:
     """Re-raise, at the end of the block, a SIGINT or SIGTERM whose exception was swallowed.
 
     Only signals whose handler is a Python function (Ctrl-C's ``KeyboardInterrupt``, a
-    command's SIGTERM handler) are watched; the handler runs as before, and if the block
-    still ends normally it runs again, so the exception reaches the caller. Handlers can be
+    command's SIGTERM handler) are watched; the handler runs as before, once, and if the
+    exception it raised is swallowed (the block still ends normally) that exception is
+    raised again. A handler that raises nothing is not run a second time. Handlers can be
     set in the main thread only: elsewhere the block runs as it is.
     """
-    caught: list[tuple[int, object]] = []
+    caught: list[BaseException] = []
     installed = {}
     if threading.current_thread() is threading.main_thread():
         for number in (signal.SIGINT, signal.SIGTERM):
@@ -142,15 +143,18 @@ def deferred_signals() -> Iterator[None]:
             if callable(handler):
 
                 def remember(signum, frame, handler=handler):
-                    caught.append((signum, handler))
-                    handler(signum, frame)
+                    try:
+                        handler(signum, frame)
+                    except BaseException as raised:
+                        caught.append(raised)
+                        raise
 
                 installed[number] = handler
                 signal.signal(number, remember)
     try:
         yield
-        for signum, handler in caught[:1]:
-            handler(signum, None)  # swallowed on its way up: raise it here instead
+        if caught:
+            raise caught[0]  # swallowed on its way up: raised here instead
     finally:
         if threading.current_thread() is threading.main_thread():
             for number, handler in installed.items():

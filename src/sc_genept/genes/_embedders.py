@@ -336,6 +336,20 @@ class OpenAIEmbedder:
                         f"Batch API job {batch_id} is unknown to {self.server} (deleted, or "
                         "submitted with another account's key)"
                     ) from err
+                except (openai.APIConnectionError, openai.InternalServerError) as err:
+                    # the job runs on at the server for up to a day: an outage of the
+                    # network or the server is waited out, not a reason to stop waiting
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(
+                            f"Batch {batch_id}: {self.server} unreachable at the end of the "
+                            "wait; the job is recorded, run again later to resume it."
+                        ) from err
+                    logg.warning(
+                        f"Batch API job {batch_id}: {self.server} unreachable "
+                        f"({type(err).__name__}); still waiting"
+                    )
+                    time.sleep(poll_interval)
+                    continue
                 if input_file_id not in (None, batch.input_file_id):
                     raise NotOurJob(
                         f"Batch API job {batch_id} at {self.server} is another job now (its "

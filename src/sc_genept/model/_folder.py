@@ -246,7 +246,10 @@ def _read(path: Path, name: str) -> bytes:
         raise ModelFolderError(
             f"{path} has no {name} (it holds {present}): not a complete model folder.{hint}"
         )
-    hint = " A model folder holds its own plain files, of a model's size: save or fetch it again."
+    hint = (
+        " A model folder holds its own plain files, of a model's size: save or fetch it "
+        "again (a Hugging Face snapshot: download it with local_dir=, which writes files)."
+    )
     if not file.is_symlink() and file.resolve().parent != path.resolve():
         raise ModelFolderError(f"{file} is outside the folder {path}.{hint}")
     return read_limited(
