@@ -456,7 +456,6 @@ def _check_size(archive: Path, total: int, max_bytes: int, error) -> None:
 
 
 def _unzip(archive: Path, root: Path, error, max_bytes: int) -> None:
-    import shutil
     import zipfile
 
     with zipfile.ZipFile(archive) as zf:
@@ -472,17 +471,11 @@ def _unzip(archive: Path, root: Path, error, max_bytes: int) -> None:
             plan.append((info, path, parts))
         _check_members(archive, [(i.filename, p, i.is_dir()) for i, _, p in plan], error)
         _check_size(archive, sum(info.file_size for info in members), max_bytes, error)
-        for info, path, _ in plan:
-            if info.is_dir():
-                path.mkdir(parents=True, exist_ok=True)
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(path, "xb") as dst:
-                shutil.copyfileobj(src, dst)  # a bad CRC raises at the end of the member
+        # a bad CRC raises at the end of its member
+        _write_members((i.is_dir(), path, lambda i=i: zf.open(i)) for i, path, _ in plan)
 
 
 def _untar(archive: Path, root: Path, error, max_bytes: int) -> None:
-    import shutil
     import tarfile
 
     with tarfile.open(archive, "r:*") as tf:
@@ -501,14 +494,20 @@ def _untar(archive: Path, root: Path, error, max_bytes: int) -> None:
                 _refuse(archive, member.name, "a special file", error)
             plan.append((member, path, parts))
         _check_members(archive, [(m.name, p, m.isdir()) for m, _, p in plan], error)
-        _check_size(archive, sum(m.size for m in members), max_bytes, error)
-        for member, path, _ in plan:
-            if member.isdir():
-                path.mkdir(parents=True, exist_ok=True)
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tf.extractfile(member) as src, open(path, "xb") as dst:
-                shutil.copyfileobj(src, dst)
+        _write_members((m.isdir(), path, lambda m=m: tf.extractfile(m)) for m, path, _ in plan)
+
+
+def _write_members(members) -> None:
+    """Write checked members, each ``(is_dir, path, open_member)``, creating each file anew."""
+    import shutil
+
+    for is_dir, path, open_member in members:
+        if is_dir:
+            path.mkdir(parents=True, exist_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open_member() as src, open(path, "xb") as dst:
+            shutil.copyfileobj(src, dst)
 
 
 def _check_tar_end(tf, archive: Path, error) -> None:
