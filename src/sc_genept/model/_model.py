@@ -115,17 +115,12 @@ class GenePTClassifier(TrainedClassifier, BaseModelClass):
         if loss not in ("hierarchical", "flat"):
             raise ValueError(f"loss must be 'hierarchical' or 'flat', not {loss!r}.")
         super().__init__(adata, registry=registry)
-        self._read_registry(self.registry_)
-        setup = self.registry_["setup_args"]
-        ontology = setup["ontology"]  # a CL source, or (from load) the model's own terms
-        self.ontology = (
-            ontology if isinstance(ontology, CellOntology) else CellOntology.load(ontology)
+        ontology = self.registry_["setup_args"]["ontology"]  # a CL source, or the model's own
+        self._set_up(
+            self.registry_,
+            ontology if isinstance(ontology, CellOntology) else CellOntology.load(ontology),
+            loss,
         )
-        self.loss_kind = loss
-        self._attached = None  # query data given to load()
-        self.pretrained_name_ = None  # set by load_pretrained: which registry model
-        # what train() measured on held-out cells: error by level, novelty (see _calls)
-        self.calibration_: dict | None = None
         self.module = GenePTClassifierModule(
             sum(self.input_widths),
             self.ontology.ancestor_matrix(self.terms),

@@ -38,9 +38,7 @@ class SavedClassifier(TrainedClassifier):
         n_members: int,
         loss: str,
     ):
-        self._read_registry(registry)
-        self.ontology = ontology
-        self.loss_kind = loss
+        self._set_up(registry, ontology, loss)
         self._network = GenePTNetwork(
             sum(self.input_widths),
             ontology.ancestor_matrix(self.terms),
@@ -52,9 +50,6 @@ class SavedClassifier(TrainedClassifier):
         self._model_summary_string = self._describe(
             n_hidden=n_hidden, n_layers=n_layers, n_members=n_members, loss=loss
         )
-        self._attached = None
-        self.pretrained_name_ = None
-        self.calibration_ = None
         self.embedding_provenance_, self.gene_sets_ = {}, {}
         self.is_trained_, self.history_ = False, {}
 

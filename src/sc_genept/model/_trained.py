@@ -72,6 +72,16 @@ class TrainedClassifier:
         """The ``model`` a model folder must name for this class to load it."""
         return cls.__name__
 
+    def _set_up(self, registry: dict, ontology: CellOntology, loss: str) -> None:
+        """Inputs and label set from ``registry``, and the records training or a folder fills."""
+        self._read_registry(registry)
+        self.ontology = ontology
+        self.loss_kind = loss
+        self._attached = None  # query data given to load()
+        self.pretrained_name_ = None  # set by load_pretrained: which registry model
+        # what train() measured on held-out cells: error by level, novelty (see _calls)
+        self.calibration_ = None
+
     def _read_registry(self, registry: dict) -> None:
         """Inputs and label set from an scvi-tools registry (plain, or the model's own)."""
         self.embedding_keys = list(registry["setup_args"]["embedding_keys"])
