@@ -338,6 +338,67 @@ def test_weights_that_are_not_numbers_are_refused(trained_folder, weight):
         SavedClassifier.load(folder)
 
 
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda s: s.pop("input_std"), r"'input_std': None"),
+        (lambda s: s.update(novelty_centroids=torch.zeros(3, 2)), "novelty_centroids"),
+        (lambda s: s.update(extra_weight=torch.zeros(1)), r"extra \['extra_weight'\]"),
+    ],
+    ids=["missing", "novelty-shape", "unexpected"],
+)
+def test_weights_the_network_does_not_have_are_refused(trained_folder, change, match):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(trained_folder / "model.safetensors")
+    change(state)
+    save_file(state, trained_folder / "model.safetensors")
+    rehash(trained_folder)
+    for cls in (GenePTClassifier, SavedClassifier):
+        with pytest.raises(ModelFolderError, match=match):
+            cls.load(trained_folder)
+
+
+@pytest.mark.parametrize(("n_layers", "n_members"), [(0, 1), (1, 1), (2, 3)])
+def test_numpy_prediction_answers_as_the_torch_network(n_layers, n_members):
+    from sc_genept.model._numpy_network import NumpyNetwork
+
+    rng = np.random.default_rng(0)
+    subtree = np.tril(np.ones((5, 5), np.float32))
+    network = GenePTNetwork(
+        12, subtree, n_hidden=8, n_layers=n_layers, dropout=0.1, n_members=n_members
+    )
+    network.reset_parameters(seed=1)
+    network.set_standardization([rng.normal(size=(50, 12))])
+    network.temperature.fill_(1.7)
+    centroids = rng.normal(size=(5, 12)).astype(np.float32)
+    centroids[2] = np.nan  # a term without reference cells
+    network.set_novelty({"centroids": centroids, "variance": rng.uniform(0.5, 2, 12)})
+    state = {k: v.numpy() for k, v in network.state_dict().items()}
+    arrays = NumpyNetwork(state, n_layers=n_layers, n_members=n_members)
+    x = rng.normal(scale=3, size=(40, 12)).astype(np.float32)
+    x[0, 0] = 1e6  # past the standardised inputs' cap
+    probs, scores = network.score(x, novelty=True)
+    np_probs, np_scores = arrays.score(x, novelty=True)
+    np.testing.assert_allclose(np_probs, probs, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np_scores, scores, rtol=1e-5)
+    assert arrays.has_novelty and np.array_equal(arrays.subtree_matrix, network.subtree_matrix)
+    assert arrays.score(x, novelty=False)[1] is None
+
+
+def test_a_folder_loaded_to_predict_runs_on_the_cpu_and_builds_its_network_on_demand(
+    trained_folder,
+):
+    with pytest.raises(ValueError, match=r"GenePTClassifier\.load\(\.\.\., accelerator='gpu'\)"):
+        SavedClassifier.load(trained_folder, accelerator="gpu")
+    saved = SavedClassifier.load(trained_folder, accelerator="auto")  # the CPU, as asked
+    network = saved.network  # for whoever wants the weights as torch modules
+    assert isinstance(network, GenePTNetwork) and saved.network is network
+    loaded = GenePTClassifier.load(trained_folder).network.state_dict()
+    for name, weight in network.state_dict().items():
+        torch.testing.assert_close(weight, loaded[name], rtol=0, atol=0, equal_nan=True)
+
+
 def test_untrained_model_and_single_type_reference_are_refused(pbmc_split):
     ref, query = pbmc_split
     GenePTClassifier.setup_anndata(ref, labels_key="cell_type_ontology_term_id")

@@ -323,7 +323,8 @@ class _GenePlan:
         if genes is None:
             in_set = np.ones(match.n_matched, dtype=bool)
         else:
-            in_set = np.isin(table.symbols[match.table_index], np.asarray(genes, dtype=object))
+            # a hash look-up: np.isin sorts object arrays (0.1 s on a 20,000-gene table)
+            in_set = pd.Index(table.symbols[match.table_index]).isin(list(genes))
         order = np.argsort(~in_set, kind="stable")
         rows, n_in_set = match.table_index[order], int(in_set.sum())
         found = table.symbols[rows[:n_in_set]]

@@ -24,7 +24,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib.resources import files
 from os import PathLike
 from pathlib import Path
@@ -188,12 +188,20 @@ def match_genes(
     crossed = {i for i, n in enumerate(names) if orthologs and n in orthologs}
     names = translate_names(names, orthologs)
     index = _TableIndex.of(table)
+    is_ensembl = [bool(n) and is_ensembl_id(n) for n in names]
+    by_alias, ambiguous_aliases = index.aliases(
+        {
+            u
+            for n, e in zip(names, is_ensembl, strict=True)
+            if n and not e and (u := n.upper()) not in index.by_symbol
+        }
+    )
     candidates = []  # (rank, var position, table row, how)
     ambiguous = []
     for i, name in enumerate(names):
         if not name:
             continue
-        if is_ensembl_id(name):
+        if is_ensembl[i]:
             ensembl = strip_ensembl_version([name])[0]
             rows, how = index.by_ensembl.get(ensembl, ()), "ensembl"
             exact = len(rows) == 1 and table.ensembl_ids[rows[0]] == ensembl
@@ -203,9 +211,9 @@ def match_genes(
                 rows = [r for r in rows if table.symbols[r] == name] or rows
             exact = len(rows) == 1 and table.symbols[rows[0]] == name
             if not rows:
-                row = index.by_alias.get(name.upper())
+                row = by_alias.get(name.upper())
                 rows, how, exact = ((row,) if row is not None else ()), "alias", False
-                if name.upper() in index.ambiguous_aliases:
+                if name.upper() in ambiguous_aliases:
                     ambiguous.append(name)
         if len(rows) == 1:
             rank = 0 if exact else 1 if how != "alias" else 2
@@ -299,14 +307,20 @@ def _is_missing(name) -> bool:
     )
 
 
-@dataclass
 class _TableIndex:
-    """Lookup from upper-case symbol / Ensembl id / alias to table rows (see module doc)."""
+    """Lookup from upper-case symbol / Ensembl id / alias to table rows (see module doc).
 
-    by_symbol: dict
-    by_ensembl: dict
-    by_alias: dict
-    ambiguous_aliases: set
+    Symbols are indexed at once; Ensembl ids on the first name that is one, and aliases
+    only for the names asked about (:meth:`aliases`): resolving all of the NCBI map's
+    70,000 aliases was most of a one-line annotation's time after its imports.
+    """
+
+    def __init__(self, table: GeneEmbeddings):
+        self.by_symbol: dict[str, list[int]] = defaultdict(list)
+        for row, symbol in enumerate(table.symbols):
+            self.by_symbol[symbol.upper()].append(row)
+        self.by_symbol = dict(self.by_symbol)
+        self._ensembl_ids = table.ensembl_ids
 
     @classmethod
     def of(cls, table: GeneEmbeddings) -> _TableIndex:
@@ -315,38 +329,62 @@ class _TableIndex:
 
     @classmethod
     def build(cls, table: GeneEmbeddings) -> _TableIndex:
-        by_symbol, by_ensembl = defaultdict(list), defaultdict(set)
-        for row, symbol in enumerate(table.symbols):
-            by_symbol[symbol.upper()].append(row)
-        for row, ens in enumerate(table.ensembl_ids):
+        return cls(table)
+
+    @cached_property
+    def by_ensembl(self) -> dict[str, list[int]]:
+        """Ensembl id → rows: the table's own ids, then NCBI's for a gene it has once."""
+        by_ensembl = defaultdict(set)
+        for row, ens in enumerate(self._ensembl_ids):
             if ens:
                 by_ensembl[ens].add(row)
-        table_ensembl = set(by_ensembl)
-        ncbi = gene_map()
-        official = set(ncbi["symbol"].str.upper())
-        genes_of_alias = defaultdict(set)
-        for symbol, ensembl_ids, aliases in zip(
-            ncbi["symbol"], ncbi["ensembl_ids"], ncbi["aliases"], strict=True
-        ):
-            rows = by_symbol.get(symbol.upper(), [])
-            for ens in ensembl_ids if len(rows) == 1 else ():
-                if ens not in table_ensembl:  # the table's own ids win over NCBI's extra ones
-                    by_ensembl[ens].add(rows[0])
-            for alias in aliases:
-                genes_of_alias[alias.upper()].add(symbol.upper())
-        # an alias that is somebody's official symbol, or names several genes, is ambiguous
-        by_alias, ambiguous_aliases = {}, set()
-        for alias, genes in genes_of_alias.items():
-            rows = [r for g in genes for r in by_symbol.get(g, ())]
-            if not rows or alias in official or alias in by_symbol:
-                continue
-            if len(genes) == 1 and len(rows) == 1:
-                by_alias[alias] = rows[0]
-            else:
-                ambiguous_aliases.add(alias)
-        return cls(
-            by_symbol=dict(by_symbol),
-            by_ensembl={k: sorted(v) for k, v in by_ensembl.items()},
-            by_alias=by_alias,
-            ambiguous_aliases=ambiguous_aliases,
+        row_of = pd.Series({s: rows[0] for s, rows in self.by_symbol.items() if len(rows) == 1})
+        extra = _ncbi_pairs()["ensembl"].assign(row=lambda d: d["gene"].map(row_of)).dropna()
+        extra = extra[~extra["ensembl"].isin(list(by_ensembl))]  # the table's own ids win
+        for ens, row in zip(extra["ensembl"], extra["row"].astype(int), strict=True):
+            by_ensembl[ens].add(row)
+        return {k: sorted(v) for k, v in by_ensembl.items()}
+
+    def aliases(self, names: set[str]) -> tuple[dict[str, int], set[str]]:
+        """Which upper-case ``names`` are aliases of one gene's one row, and which are ambiguous.
+
+        Returns ``({alias: row}, {ambiguous alias})``. An alias that is somebody's official symbol, or the table's symbol, is no alias
+        here; one that names several genes, or a gene with several rows, is ambiguous.
+        """
+        pairs = _ncbi_pairs()
+        asked = pairs["aliases"][pairs["aliases"]["alias"].isin(list(names))]
+        n_rows = asked["gene"].map({s: len(r) for s, r in self.by_symbol.items()}).fillna(0)
+        per_alias = asked.assign(n_rows=n_rows).groupby("alias", sort=False)
+        counts = pd.DataFrame({"genes": per_alias.size(), "rows": per_alias["n_rows"].sum()})
+        counts = counts[
+            (counts["rows"] > 0)
+            & ~counts.index.isin(list(pairs["official"]))
+            & ~counts.index.isin(list(self.by_symbol))
+        ]
+        single = (counts["genes"] == 1) & (counts["rows"] == 1)
+        one_gene = counts.index[single]
+        genes = asked.drop_duplicates("alias").set_index("alias")["gene"].reindex(one_gene)
+        by_alias = {a: self.by_symbol[g][0] for a, g in zip(one_gene, genes, strict=True)}
+        return by_alias, set(counts.index[~single])
+
+
+@lru_cache(maxsize=1)
+def _ncbi_pairs() -> dict:
+    """The NCBI map as (upper-case gene, Ensembl id) and (upper-case alias, gene) pairs."""
+    ncbi = gene_map()
+    genes = ncbi["symbol"].str.upper()
+
+    def pairs(column: str, name: str) -> pd.DataFrame:
+        lists = ncbi[column]
+        values = np.concatenate([np.asarray(v, dtype=object) for v in lists if len(v)])
+        return pd.DataFrame(
+            {name: values, "gene": np.repeat(genes.to_numpy(), lists.map(len).to_numpy())}
         )
+
+    aliases = pairs("aliases", "alias")
+    aliases["alias"] = aliases["alias"].str.upper()
+    return {
+        "ensembl": pairs("ensembl_ids", "ensembl"),
+        "aliases": aliases.drop_duplicates(),
+        "official": set(genes),
+    }

@@ -34,6 +34,7 @@ from sc_genept._files import deferred_signals, folder_mode, parse_json, read_lim
 from sc_genept._utils import write_atomic
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 FORMAT = "sc_genept model folder"
@@ -163,8 +164,8 @@ def _move_into_place(build: Path, path: Path, overwrite: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def read_folder(path: Path, device: str = "cpu") -> tuple[dict, dict[str, torch.Tensor]]:
-    """The metadata and the weights of a model folder, after checking both against the manifest."""
+def read_folder(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """The metadata and the weights (NumPy arrays) of a model folder, checked against the manifest."""
     if not path.is_dir():
         raise ModelFolderError(
             f"{path} is not a folder: pass the folder that GenePTClassifier.save wrote."
@@ -194,7 +195,7 @@ def read_folder(path: Path, device: str = "cpu") -> tuple[dict, dict[str, torch.
     if not isinstance(meta, dict):
         raise ModelFolderError(f"{path / METADATA} must hold a JSON object.")
     check_self_contained(meta, where=str(path / METADATA))
-    return meta, _weights(path, files[WEIGHTS], device)
+    return meta, _weights(path, files[WEIGHTS])
 
 
 def check_self_contained(meta: dict, *, where: str) -> None:
@@ -220,9 +221,9 @@ def check_self_contained(meta: dict, *, where: str) -> None:
                 )
 
 
-def _weights(path: Path, data: bytes, device: str) -> dict[str, torch.Tensor]:
+def _weights(path: Path, data: bytes) -> dict[str, np.ndarray]:
     from safetensors import SafetensorError
-    from safetensors.torch import load
+    from safetensors.numpy import load
 
     try:
         state = load(data)
@@ -230,7 +231,7 @@ def _weights(path: Path, data: bytes, device: str) -> dict[str, torch.Tensor]:
         raise ModelFolderError(
             f"{path / WEIGHTS} is not a readable safetensors file: {err}."
         ) from err
-    return {k: v.to(device) for k, v in state.items()}
+    return state
 
 
 def _read(path: Path, name: str) -> bytes:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from scipy import sparse
 
 from sc_genept._record import EmbeddingRecord
@@ -40,6 +39,8 @@ _PROVENANCE_KEYS = (
 
 def record_inputs(model: GenePTClassifier, adata: AnnData | None) -> None:
     """Record what made each of ``adata``'s inputs, and which inputs are expression."""
+    import torch  # training only: prediction reads these modules without torch
+
     # which gene table, and which of its genes, made each embedding: checked on every query
     model.embedding_provenance_ = (
         {k: _provenance(adata, k) for k in model.embedding_keys} if adata is not None else {}

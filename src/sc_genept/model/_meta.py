@@ -12,7 +12,7 @@ from __future__ import annotations
 from numbers import Real
 from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
 from sc_genept.model._folder import ModelFolderError
 
@@ -23,10 +23,16 @@ if TYPE_CHECKING:
 _MAX = {"n_hidden": 65_536, "n_layers": 64, "n_members": 256}
 #: Weights that may hold NaN: a novelty space not fitted (models saved before it).
 _MAY_BE_NAN = {"novelty_centroids"}
+#: Weights a folder may lack: the novelty space (saved before it existed: the check is
+#: then off) and what only training reads.
+_OPTIONAL = {"novelty_variance", "novelty_centroids", "is_gene"}
 
 
-def check_meta(meta: dict, state: Mapping[str, torch.Tensor], where: str) -> dict:
+def check_meta(meta: dict, state: Mapping[str, np.ndarray], where: str) -> dict:
     """The network's options from ``meta``, once ``meta`` and the weights ``state`` agree.
+
+    Every weight of ``state`` is then one the network has, of its shape, and every weight
+    it needs is there (only the novelty space and the training-only ``is_gene`` may lack).
 
     Raises :class:`~sc_genept.model.ModelFolderError` naming the field and what it holds.
     """
@@ -127,12 +133,20 @@ def _check_weights(state, options: dict, n_input: int, n_terms: int, where: str)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     expected = {
         "input_mean": (n_input,),
+        "input_std": (n_input,),
         "subtree": (n_terms, n_terms),
         "temperature": (),
+        "is_gene": (n_input,),
+        "novelty_variance": (n_input,),
+        "novelty_centroids": (n_terms, n_input),
         **_member_shapes(options, n_input, n_terms),
     }
-    wrong = {k: shapes.get(k) for k, shape in expected.items() if shapes.get(k) != shape}
-    extra = sorted(k for k in shapes if k.startswith("members.") and k not in expected)
+    wrong = {
+        k: shapes.get(k)
+        for k, shape in expected.items()
+        if shapes.get(k) != shape and (k in shapes or k not in _OPTIONAL)
+    }
+    extra = sorted(set(shapes) - set(expected))
     if wrong or extra:
         shown = dict(list(wrong.items())[:4])
         raise ModelFolderError(
@@ -145,7 +159,7 @@ def _check_weights(state, options: dict, n_input: int, n_terms: int, where: str)
     broken = [
         k
         for k, v in state.items()
-        if k not in _MAY_BE_NAN and v.is_floating_point() and not torch.isfinite(v).all()
+        if k not in _MAY_BE_NAN and v.dtype.kind == "f" and not np.isfinite(v).all()
     ]
     if broken:
         raise ModelFolderError(

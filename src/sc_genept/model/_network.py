@@ -1,9 +1,9 @@
 """The network of :class:`~sc_genept.model.GenePTClassifier`, in plain PyTorch.
 
 Everything a trained model needs to answer (the standardisation, the members, the
-temperature, the novelty space) lives here, so that predicting with a saved model needs
-neither scvi-tools nor Lightning; ``_module`` wraps it in scvi-tools' module contract for
-training.
+temperature, the novelty space) lives here; ``_module`` wraps it in scvi-tools' module
+contract for training. A saved model predicts with the same weights in NumPy
+(``_numpy_network``), without torch.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from sc_genept.model._calls import novelty_scores
+from sc_genept.model._numpy_network import INPUT_CLIP, LAYER_NORM_EPS
+from sc_genept.model._threads import torch_threads
 
 
 class GenePTNetwork(nn.Module):
@@ -82,9 +84,8 @@ class GenePTNetwork(nn.Module):
         self.input_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.input_std.copy_(torch.as_tensor(np.maximum(std, 1e-6), dtype=torch.float32))
 
-    #: Standardised inputs are capped at ± this (as ``sc.pp.scale(max_value=10)`` and
-    #: CellTypist do): a gene nearly constant in the reference must not dominate a query.
-    input_clip = 10.0
+    #: Standardised inputs are capped at ± this (see ``_numpy_network.INPUT_CLIP``).
+    input_clip = INPUT_CLIP
 
     def standardized(self, x: torch.Tensor) -> torch.Tensor:
         """Inputs in units of the training cells' spread, capped at ± :attr:`input_clip`."""
@@ -129,6 +130,24 @@ class GenePTNetwork(nn.Module):
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Calibrated probability of each term (members' mean, tempered)."""
         return self.log_probabilities(self(x), self.temperature).exp()
+
+    def score(
+        self, x: np.ndarray, *, novelty: bool, threads: int = 1
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`probabilities` and (with ``novelty``) :meth:`novelty` of ``x`` as arrays.
+
+        On ``threads`` torch CPU threads; ``NumpyNetwork.score`` answers the same.
+        """
+        self.eval()
+        with torch.inference_mode(), torch_threads(threads):
+            x = torch.as_tensor(x)
+            probs = self.probabilities(x).cpu().numpy()
+            return probs, self.novelty(x).cpu().numpy() if novelty else None
+
+    @property
+    def subtree_matrix(self) -> np.ndarray:
+        """:attr:`subtree` as an array."""
+        return self.subtree.cpu().numpy()
 
     @property
     def has_novelty(self) -> bool:
@@ -185,7 +204,7 @@ def _mlp(n_input: int, n_terms: int, n_hidden: int, n_layers: int, dropout: floa
     for _ in range(n_layers):
         layers += [
             nn.Linear(width, n_hidden),
-            nn.LayerNorm(n_hidden),
+            nn.LayerNorm(n_hidden, eps=LAYER_NORM_EPS),
             nn.ReLU(),
             nn.Dropout(dropout),
         ]

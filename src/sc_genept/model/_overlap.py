@@ -6,6 +6,7 @@ Kept free of torch so that :mod:`sc_genept.tl` can check a query before the mode
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from sc_genept._utils import warn_caller
 
@@ -23,7 +24,7 @@ def gene_overlap(gene_set: dict, genes) -> dict:
     """Share of a reference's gene set (names, mean expression) found among ``genes``."""
     names = np.asarray(gene_set["names"], dtype=object)
     weight = np.asarray(gene_set["mean_expression"], dtype=np.float64)
-    found = np.isin(names, np.asarray(list(genes), dtype=object))
+    found = pd.Index(names, dtype=object).isin(list(genes))
     missing = np.flatnonzero(~found)
     return {
         "n_model_genes": len(names),

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from sc_genept._checks import check_adata
 from sc_genept.model._folder import OWN_ONTOLOGY, ModelFolderError, read_folder, write_folder
@@ -24,12 +23,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
     from sc_genept.model._model import GenePTClassifier
-    from sc_genept.model._network import GenePTNetwork
     from sc_genept.model._trained import TrainedClassifier
-
-
-#: Weights a folder saved before the novelty check existed lacks: the check is then off.
-_OPTIONAL_WEIGHTS = {"novelty_variance", "novelty_centroids"}
 
 
 def save_folder(model: GenePTClassifier, dir_path: str | Path, overwrite: bool) -> None:
@@ -85,7 +79,7 @@ def torch_device(accelerator: str | None, device: str | int | None) -> str:
                 f"accelerator={accelerator!r} and device={device!r} contradict each other: "
                 "pass one of them, or device='auto' to let the accelerator choose."
             )
-        return device
+        return device if device == "cpu" else _checked_device(device)
     if (
         device is not None
         and device != "auto"
@@ -94,11 +88,26 @@ def torch_device(accelerator: str | None, device: str | int | None) -> str:
         raise ValueError(f"device must be a torch device, 'auto' or a GPU index, got {device!r}.")
     if accelerator is None or accelerator == "cpu":
         return "cpu"
+    import torch  # only here: a SavedClassifier runs on NumPy
+
     if accelerator == "auto" and not torch.cuda.is_available():
         return "cpu"
     if not torch.cuda.is_available():
         raise ValueError(f"accelerator={accelerator!r}, but torch sees no CUDA GPU here.")
     return "cuda" if device in (None, "auto") else f"cuda:{device}"
+
+
+def _checked_device(device: str) -> str:
+    import torch
+
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"device={device!r} is not a torch device: pass 'cpu', 'cuda' or "
+            f"'cuda:<index>' ({err})."
+        ) from None
+    return device
 
 
 def load_folder(
@@ -110,17 +119,10 @@ def load_folder(
             "dir_path must be the folder GenePTClassifier.save wrote (a str or Path), got "
             f"{type(dir_path).__name__}."
         )
-    try:
-        torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(
-            f"device={device!r} is not a torch device: pass 'cpu', 'cuda' or "
-            f"'cuda:<index>' ({err})."
-        ) from None
     if adata is not None:
         check_adata(adata)
     path = Path(dir_path)
-    meta, state = read_folder(path, device)
+    meta, state = read_folder(path)
     if meta.get("model") != cls._folder_model():
         raise ModelFolderError(
             f"{path} holds a {meta.get('model')!r}, not a {cls._folder_model()}."
@@ -134,7 +136,7 @@ def load_folder(
         )
         registry = _from_plain(meta["registry"])
         model = cls._from_registry(registry, ontology, options)
-        _load_weights(model.network, state)
+        model._take_weights(state, device)
         model.calibration_ = meta.get("calibration")  # absent from older folders
         model.embedding_provenance_ = meta["embedding_provenance"]
         model.gene_sets_ = meta["gene_sets"]
@@ -148,20 +150,10 @@ def load_folder(
             f"this sc_genept can rebuild ({type(err).__name__}: {err}). Save it again with "
             "this version."
         ) from err
-    model.network.to(device).eval()
     if adata is not None:
         model._query(adata)
         model._attached = adata
     return model
-
-
-def _load_weights(network: GenePTNetwork, state: dict) -> None:
-    missing, unexpected = network.load_state_dict(state, strict=False)
-    if unexpected or set(missing) - _OPTIONAL_WEIGHTS:
-        raise RuntimeError(
-            f"the weights lack {sorted(set(missing) - _OPTIONAL_WEIGHTS)} and have "
-            f"unexpected {sorted(unexpected)}"
-        )
 
 
 def _to_plain(value):

@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from sc_genept._checks import check_adata, check_fraction, positive_int
 from sc_genept._utils import warn_caller
 from sc_genept.model._calls import decode, error_coverage, level_for_error, typicality
-from sc_genept.model._threads import cpu_threads, torch_threads
+from sc_genept.model._threads import cpu_threads
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
     from sc_genept.model._model import GenePTClassifier
 
 
-@torch.inference_mode()
 def score_cells(
     model: GenePTClassifier, adata, batch_size: int, min_gene_overlap: float, *, novelty: bool
 ) -> tuple[pd.DataFrame, np.ndarray | None]:
@@ -38,17 +36,16 @@ def score_cells(
             "model with GenePTClassifier.load."
         )
     adata = model._query(adata, min_gene_overlap)
-    model.network.eval()
-    novelty = novelty and model.network.has_novelty
-    parts, scores = [], []
+    scorer = model._scorer  # GenePTNetwork (torch) or NumpyNetwork
+    novelty = novelty and scorer.has_novelty
     # threads chosen as for training: torch's default (one per core) crawls when other
     # programs keep the cores busy
-    with torch_threads(cpu_threads(batch_size, "cpu", 1)):
-        for x in model._input_batches(adata, size=batch_size):
-            x = torch.as_tensor(x)
-            parts.append(model.network.probabilities(x).cpu().numpy())
-            if novelty:
-                scores.append(model.network.novelty(x).cpu().numpy())
+    threads = cpu_threads(batch_size, "cpu", 1)
+    parts, scores = [], []
+    for x in model._input_batches(adata, size=batch_size):
+        probs, score = scorer.score(x, novelty=novelty, threads=threads)
+        parts.append(probs)
+        scores.append(score)
     probs = np.concatenate(parts) if parts else np.zeros((0, len(model.terms)), np.float32)
     frame = pd.DataFrame(probs, index=adata.obs_names, columns=model.terms)
     return frame, (np.concatenate(scores) if scores else np.zeros(0)) if novelty else None
@@ -90,7 +87,7 @@ def cell_calls(
     )
     calls = decode(
         probs,
-        model.network.subtree.cpu().numpy(),
+        model._scorer.subtree_matrix,
         level,
         model.ontology,
         unlike=typical < novelty_rate if novelty_rate else None,
@@ -122,7 +119,7 @@ def error_curve(
         known = truth.isin(model.terms).to_numpy()
         probs = model.predict_proba(adata)[known].to_numpy().astype(np.float64)
         codes = pd.Index(model.terms).get_indexer(truth[known])
-        curve = error_coverage(probs, codes, model.network.subtree.cpu().numpy(), model._labelled())
+        curve = error_coverage(probs, codes, model._scorer.subtree_matrix, model._labelled())
     columns = ["levels", "error", "coverage", "bound_error"]
     return pd.DataFrame({c: curve[c] for c in columns if c in curve}).rename(
         columns={"levels": "level"}

@@ -1,13 +1,16 @@
-"""A saved GenePTClassifier loaded for prediction only: without scvi-tools or Lightning."""
+"""A saved GenePTClassifier loaded for prediction only: in NumPy, without torch, scvi-tools or Lightning."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sc_genept.model._network import GenePTNetwork
+from sc_genept.model._numpy_network import NumpyNetwork
 from sc_genept.model._trained import TrainedClassifier
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from sc_genept.model._network import GenePTNetwork
     from sc_genept.ontology import CellOntology
 
 
@@ -17,9 +20,11 @@ class SavedClassifier(TrainedClassifier):
     It has the classifier's prediction API (:meth:`predict`, :meth:`predict_proba`,
     :meth:`error_coverage`, :attr:`genes`, …) and reads the folder as
     :meth:`GenePTClassifier.load <sc_genept.model.GenePTClassifier.load>` does, but it
-    cannot train, and it imports neither scvi-tools nor Lightning: loading and predicting
-    take a fraction of the time. ``sc.tl.genept_annotate(adata, model=...)`` and the
-    ``sc-genept annotate`` command use it for a folder or a pretrained model's name.
+    cannot train: it predicts in NumPy on the CPU, and imports neither torch, scvi-tools
+    nor Lightning, so loading and predicting take a fraction of the time.
+    ``sc.tl.genept_annotate(adata, model=...)`` and the ``sc-genept annotate`` command use
+    it for a folder or a pretrained model's name. To predict on a GPU, load the folder
+    with ``GenePTClassifier.load(..., accelerator="gpu")``.
 
     Examples
     --------
@@ -39,14 +44,15 @@ class SavedClassifier(TrainedClassifier):
         loss: str,
     ):
         self._set_up(registry, ontology, loss)
-        self._network = GenePTNetwork(
-            sum(self.input_widths),
-            ontology.ancestor_matrix(self.terms),
-            n_hidden=n_hidden,
-            n_layers=n_layers,
-            dropout=dropout,
-            n_members=n_members,
-        )
+        self._options = {
+            "n_hidden": n_hidden,
+            "n_layers": n_layers,
+            "dropout": dropout,
+            "n_members": n_members,
+        }
+        self._state: dict[str, np.ndarray] = {}
+        self._arrays: NumpyNetwork | None = None
+        self._network: GenePTNetwork | None = None
         self._model_summary_string = self._describe(
             n_hidden=n_hidden, n_layers=n_layers, n_members=n_members, loss=loss
         )
@@ -55,8 +61,45 @@ class SavedClassifier(TrainedClassifier):
 
     @property
     def network(self) -> GenePTNetwork:
-        """Weights, standardisation, temperature and novelty space, as a :class:`GenePTNetwork`."""
+        """The weights, standardisation, temperature and novelty space as a :class:`GenePTNetwork`.
+
+        Built from the loaded weights on first access (this imports torch); predictions
+        do not use it.
+        """
+        if self._network is None:
+            from sc_genept.model._network import GenePTNetwork
+
+            self._network = GenePTNetwork(
+                sum(self.input_widths), self.ontology.ancestor_matrix(self.terms), **self._options
+            )
+            if self._state:
+                super()._take_weights(self._state, "cpu")
         return self._network
+
+    @property
+    def _scorer(self) -> NumpyNetwork:
+        if self._arrays is None:
+            raise RuntimeError(
+                "This SavedClassifier has no weights: load one with SavedClassifier.load."
+            )
+        return self._arrays
+
+    @classmethod
+    def _device(cls, accelerator: str | None, device: str | int | None) -> str:
+        if accelerator in (None, "auto", "cpu") and device in (None, "auto", "cpu"):
+            return "cpu"
+        raise ValueError(
+            f"A SavedClassifier predicts in NumPy on the CPU (got accelerator={accelerator!r}, "
+            f"device={device!r}). To predict on a GPU, load the folder with "
+            "GenePTClassifier.load(..., accelerator='gpu')."
+        )
+
+    def _take_weights(self, state: dict[str, np.ndarray], device: str) -> None:
+        self._state = state
+        self._arrays = NumpyNetwork(
+            state, n_layers=self._options["n_layers"], n_members=self._options["n_members"]
+        )
+        self._network = None
 
     #: ``None``, for there is no training data: predictions need ``adata`` (or the data
     #: given to :meth:`load`).

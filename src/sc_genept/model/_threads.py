@@ -1,11 +1,9 @@
-"""How many torch CPU threads training and prediction use (torch only: no Lightning)."""
+"""How many CPU threads training and prediction use (no Lightning; torch only when asked)."""
 
 from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-
-import torch
 
 #: Cells of a batch per torch CPU thread (see :func:`cpu_threads`). A batch of fewer
 #: runs on one thread; at the default 128 two threads trained 1.4× faster than one on a
@@ -38,6 +36,8 @@ def _local_processes(accelerator: str, devices) -> int:
         devices = int(devices)
     if isinstance(devices, int) and devices > 0:
         return devices
+    import torch  # here, not above: NumPy prediction asks for CPU threads too
+
     gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     return max(1, torch.cuda.device_count()) if gpu and devices in (-1, "auto") else 1
 
@@ -45,6 +45,8 @@ def _local_processes(accelerator: str, devices) -> int:
 @contextmanager
 def torch_threads(n: int):
     """Torch's intra-op thread count set to ``n`` for the block, then restored."""
+    import torch
+
     previous = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

@@ -2,9 +2,9 @@
 
 :class:`TrainedClassifier` holds the prediction API of
 :class:`~sc_genept.model.GenePTClassifier` over a :class:`~sc_genept.model.GenePTNetwork`
-and the records of the training data. It imports neither scvi-tools nor Lightning, so
-that :class:`~sc_genept.model.SavedClassifier` (a model folder loaded for prediction
-only) does not either.
+and the records of the training data. It imports neither scvi-tools, Lightning nor torch,
+so that :class:`~sc_genept.model.SavedClassifier` (a model folder loaded for prediction
+only, in NumPy) does not either.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import pandas as pd
-import torch
 
 from sc_genept._checks import check_fraction
 from sc_genept.model._calls import DEFAULT_NOVELTY_RATE
@@ -144,7 +143,6 @@ class TrainedClassifier:
         labelled = set((self.calibration_ or {}).get("labelled_terms", self.terms))
         return np.array([t in labelled for t in self.terms])
 
-    @torch.inference_mode()
     def predict_proba(
         self,
         adata: AnnData | None = None,
@@ -277,7 +275,7 @@ class TrainedClassifier:
             sharing (``scvi.hub.HubModel``) loads a model folder this way (see
             :doc:`/annotation`).
         """
-        return load_folder(cls, dir_path, adata, torch_device(accelerator, device))
+        return load_folder(cls, dir_path, adata, cls._device(accelerator, device))
 
     @classmethod
     def load_pretrained(
@@ -304,6 +302,23 @@ class TrainedClassifier:
         return load_model(cls, name, adata, device=device)
 
     # ---- internals ---------------------------------------------------------------------
+
+    @property
+    def _scorer(self):
+        """What computes probabilities and novelty: ``GenePTNetwork.score``'s interface."""
+        return self.network
+
+    @classmethod
+    def _device(cls, accelerator: str | None, device: str | int | None) -> str:
+        """Where :meth:`load` puts the weights (see ``_persist.torch_device``)."""
+        return torch_device(accelerator, device)
+
+    def _take_weights(self, state: dict[str, np.ndarray], device: str) -> None:
+        """Load a folder's weights, checked by ``_meta.check_meta``, onto ``device``."""
+        import torch
+
+        self.network.load_state_dict({k: torch.tensor(v) for k, v in state.items()}, strict=False)
+        self.network.to(device).eval()
 
     def _inputs(self, adata: AnnData, rows=slice(None), sources=None) -> np.ndarray:
         """The model's input for ``rows`` of ``adata``: its representations side by side."""

@@ -203,7 +203,7 @@ def keep_expression_genes(light: AnnData, genes) -> None:
         return
     record = EmbeddingRecord.read(light, EXPRESSION_KEY)
     names = np.asarray(record.gene_set.names, dtype=object)
-    keep = np.flatnonzero(np.isin(names, np.asarray(genes, dtype=object)))
+    keep = np.flatnonzero(pd.Index(names, dtype=object).isin(list(genes)))
     if len(keep) == len(names):
         return
     mean = record.gene_set.mean_expression
