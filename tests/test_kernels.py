@@ -17,7 +17,7 @@ from sc_genept import _kernels
 from sc_genept._genept_w import genept_w
 from sc_genept._kernels import SparseBlock
 
-CPU_KERNELS = ["sparse", "dense", "torch"]
+CPU_KERNELS = ["sparse", "dense", "scipy", "torch"]
 
 
 def _random_csr(rng, n_rows, n_genes, density):
@@ -52,6 +52,32 @@ def test_every_kernel_gives_the_plain_product(kernel, n_genes, d, density):
     got = genept_w(x, var_index, vectors, kernel=kernel, block_rows=300).embedding
     expected = _reference(x[:, var_index], vectors)
     np.testing.assert_allclose(got, expected, atol=2e-5)
+
+
+def test_small_matrices_in_memory_take_no_compiled_loop():
+    """numba's first call costs more than it saves below COMPILED_FROM stored values."""
+    small = sparse.random(10, 10, density=0.5, format="csr", random_state=0)
+    assert _kernels.kernel_for(small) == _kernels.kernel_for(small.toarray()) == "scipy"
+    large = sparse.csr_matrix(
+        (
+            np.ones(_kernels.COMPILED_FROM),
+            np.zeros(_kernels.COMPILED_FROM, int),
+            [0, _kernels.COMPILED_FROM],
+        ),
+        shape=(1, 1),
+    )
+    assert _kernels.kernel_for(large) == "auto"
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_value_checks_agree_with_and_without_compiled_loops(compiled):
+    for values, expected in [
+        (np.array([0, 2, 3.0], np.float32), (True, 0.0, 3.0, True, True)),
+        (np.array([0, 0.5], np.float16), (True, 0.0, 0.5, True, False)),
+        (np.zeros(3), (True, 0.0, 0.0, False, True)),
+    ]:
+        assert tuple(_kernels.value_stats(values, compiled=compiled)) == expected
+    assert not _kernels.value_stats(np.array([1.0, np.nan]), compiled=compiled).finite
 
 
 def test_rows_with_unsorted_genes_are_multiplied_whole():

@@ -20,7 +20,7 @@ import pandas as pd
 from scanpy import logging as logg
 from scipy import sparse
 
-from sc_genept import _dask
+from sc_genept import _dask, _kernels
 from sc_genept._checks import check_adata, check_numeric, positive_int
 from sc_genept._files import check_output
 from sc_genept._genept_w import NpyFileSink, ScaledDataError, genept_w
@@ -134,6 +134,7 @@ def cell_embedding(
             return_expression=expression,
             duplicates=plan.duplicates,
             out_dtype=np.dtype(dtype),
+            kernel=_kernels.kernel_for(matrix),
             device=_resolve_device(device),
             sink=sink,
         )

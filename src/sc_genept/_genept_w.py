@@ -123,8 +123,9 @@ def genept_w(
     kernel, device
         How each block is multiplied with ``gene_vectors`` (see :mod:`sc_genept._kernels`):
         ``"auto"`` (the faster of ``"sparse"`` and ``"dense"`` on CPU, by measurement),
-        one of those, or ``"torch"`` on the torch ``device`` (e.g. ``"cuda"``). A device
-        other than ``"cpu"`` implies ``"torch"``.
+        one of those, ``"scipy"`` (no compiled loop: for small matrices, see
+        ``_kernels.kernel_for``), or ``"torch"`` on the torch ``device`` (e.g. ``"cuda"``).
+        A device other than ``"cpu"`` implies ``"torch"``.
     sink
         Where the embedding goes: in memory (default) or a ``.npy`` file
         (:class:`NpyFileSink`), block by block.
@@ -170,7 +171,9 @@ def genept_w(
             starts, desc="GenePT-w", unit="block", disable=len(starts) < _PROGRESS_MIN_BLOCKS
         )
         for start in bar:
-            block = _Block.read(matrix, start, min(start + block_rows, n_obs), columns)
+            block = _Block.read(
+                matrix, start, min(start + block_rows, n_obs), columns, compiled=kernel != "scipy"
+            )
             if (
                 normalize is None and block.is_integer is not None
             ):  # first block with values decides
@@ -298,12 +301,15 @@ class _Block:
     matched genes' values.
     """
 
-    def __init__(self, rows, start: int, stop: int, columns: _Columns):
-        """``rows``: dense ndarray or CSR ``(data, indices, indptr)`` of rows start:stop."""
+    def __init__(self, rows, start: int, stop: int, columns: _Columns, *, compiled: bool = True):
+        """``rows``: dense ndarray or CSR ``(data, indices, indptr)`` of rows start:stop.
+
+        ``compiled``: whether the checks and :meth:`finish` may run numba's loops.
+        """
         self.n_rows = stop - start
         is_sparse = isinstance(rows, tuple)
         values = rows[0] if is_sparse else rows
-        stats = _kernels.value_stats(values)
+        stats = _kernels.value_stats(values, compiled=compiled)
         if not stats.finite:
             raise NonFiniteDataError(
                 f"The matrix has NaN or infinite values in rows {start}–{stop}; remove or fill "
@@ -315,7 +321,7 @@ class _Block:
         # judged on non-zero values only; None: all zero, nothing to tell counts from
         # normalised data
         self.is_integer = stats.integer if stats.any_nonzero else None
-        self._rows, self._columns = rows, columns
+        self._rows, self._columns, self._may_compile = rows, columns, compiled
         self._compiled = None  # (block, order) when the compiled pass made the values
 
     def finish(self, *, normalize: bool, totals, product: _Product):
@@ -325,7 +331,7 @@ class _Block:
         CSR rows without duplicate genes take one compiled pass.
         """
         n_embedded = len(product.gene_vectors)
-        if isinstance(self._rows, tuple) and self._columns.extra is None:
+        if self._may_compile and isinstance(self._rows, tuple) and self._columns.extra is None:
             data, indices, indptr = self._rows
             block, self.library_size, self.matched_sum = _kernels.prepare_sparse(
                 data, indices, indptr, self._columns.slot, product.position, n_embedded, normalize,
@@ -371,7 +377,7 @@ class _Block:
         self.matched_sum = float(self.matched.sum(dtype=np.float64))
 
     @classmethod
-    def read(cls, matrix, start: int, stop: int, columns: _Columns) -> _Block:
+    def read(cls, matrix, start: int, stop: int, columns: _Columns, *, compiled: bool) -> _Block:
         if sparse.issparse(matrix):  # in memory, CSR
             rows = _csr_rows(matrix, start, stop)
         else:
@@ -380,7 +386,7 @@ class _Block:
                 rows = _csr_rows(sparse.csr_matrix(rows), 0, stop - start)
             else:
                 rows = np.asarray(rows)
-        return cls(rows, start, stop, columns)
+        return cls(rows, start, stop, columns, compiled=compiled)
 
     def log_normalize(self) -> None:
         """Scale each cell to :data:`TARGET_SUM` and log1p the matched genes' values."""
@@ -450,7 +456,7 @@ class _Product:
         device: str,
         block_rows: int,
     ):
-        kernels = ("auto", "sparse", "dense", "torch")
+        kernels = ("auto", "sparse", "dense", "scipy", "torch")
         if kernel not in kernels:
             raise ValueError(f"kernel must be one of {kernels}, got {kernel!r}.")
         # slot -> position of its matrix column among the embedded genes' columns

@@ -9,6 +9,9 @@
   multiplies the zeros too (10× the useful flops at 10 % density), so it wins only on
   dense data.
 - ``torch``: the same product on a torch device (a GPU), block by block.
+- ``scipy``: scipy's CSR × dense product, with the block's other passes in NumPy: no
+  compiled loop at all, for matrices of fewer than :data:`COMPILED_FROM` stored values
+  (:func:`kernel_for`).
 
 The CPU choice between ``sparse`` and ``dense`` is made by measurement: the first rows of
 the first block of each shape class are multiplied both ways and the faster kernel is
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from scipy import sparse
 
 from sc_genept import _fork as fork
 
@@ -32,6 +36,11 @@ _TASK_ROWS = 256
 _TILE_BYTES = 256 * 2**10
 #: Largest dense copy of a block's first rows made to time the dense kernel.
 _SAMPLE_BYTES = 32 * 2**20
+#: Matrices with fewer stored values take the ``scipy`` kernel: numba's first call in a
+#: process costs ~0.3 s (importing its linear algebra, loading its typing context and the
+#: cached loops), more than the compiled loops save on up to ~2 million values (scipy's
+#: product costs ~50 ns more per value at 384 dimensions; one pass in NumPy ~5 ns more).
+COMPILED_FROM = 2_000_000
 #: Kernels chosen so far, by shape class (see :func:`_shape_class`).
 _CHOSEN: dict[tuple, str] = {}
 #: numba's parallel runtimes (workqueue, and omp within one process) must not be entered
@@ -86,12 +95,28 @@ class ValueStats(NamedTuple):
     integer: bool
 
 
-def value_stats(values: np.ndarray) -> ValueStats:
-    """Finite, min, max, any non-zero, integer-valued: in one pass (numba) where it can."""
+def kernel_for(matrix) -> str:
+    """``"scipy"`` for an in-memory matrix of fewer than :data:`COMPILED_FROM` stored values, else ``"auto"``."""
+    if isinstance(matrix, np.ndarray) or sparse.issparse(matrix):
+        stored = matrix.nnz if sparse.issparse(matrix) else matrix.size
+        if stored < COMPILED_FROM:
+            return "scipy"
+    return "auto"
+
+
+def value_stats(values: np.ndarray, *, compiled: bool = True) -> ValueStats:
+    """Finite, min, max, any non-zero, integer-valued: in one pass (numba) if ``compiled``."""
     if values.size == 0:
         return ValueStats(True, 0.0, 0.0, False, True)
     if values.dtype.kind in "iu":
         return ValueStats(True, float(values.min()), float(values.max()), bool(values.any()), True)
+    if not compiled:
+        if not np.isfinite(values).all():
+            return ValueStats(False, np.nan, np.nan, False, False)
+        integer = bool(np.all(np.floor(values) == values))
+        return ValueStats(
+            True, float(values.min()), float(values.max()), bool(values.any()), integer
+        )
     return ValueStats(*_loops().value_stats(_compiled_dtype(values).reshape(-1)))
 
 
@@ -240,8 +265,11 @@ def choose(block: SparseBlock, table: np.ndarray, out: np.ndarray, buffer_for) -
 
 
 def run(kernel: str, block: SparseBlock, table: np.ndarray, out: np.ndarray, buffer_for) -> None:
-    """``out = block @ table`` by the CPU ``kernel`` (``"sparse"`` or ``"dense"``)."""
+    """``out = block @ table`` by the CPU ``kernel`` (``"sparse"``, ``"dense"`` or ``"scipy"``)."""
     if kernel == "sparse":
         sparse_product(block, table, out)
+    elif kernel == "scipy":
+        shape = (block.n_rows, len(table))
+        out[:] = sparse.csr_matrix((block.values, block.columns, block.indptr), shape=shape) @ table
     else:
         dense_product(block, table, out, buffer_for())

@@ -179,10 +179,11 @@ class GeneEmbeddings:
     @cached_property
     def _case_groups(self) -> dict[str, list[str]]:
         """Upper-case symbol → the table's symbols of it, where there are several."""
-        groups: dict[str, list[str]] = {}
-        for symbol in self.symbols:
-            groups.setdefault(symbol.upper(), []).append(symbol)
-        return {upper: symbols for upper, symbols in groups.items() if len(symbols) > 1}
+        return {
+            upper: [self.symbols[r] for r in rows]
+            for upper, rows in self._gene_index.by_symbol.items()
+            if len(rows) > 1
+        }
 
     def case_clashes(self, names) -> dict[str, list[str]]:
         """Which of ``names`` the table has under several symbols that differ only in case.
