@@ -36,11 +36,11 @@ RUN = "import sys; from sc_genept.cli import main; sys.argv[0] = 'sc-genept'; ma
 
 def query_file(folder: Path) -> Path:
     """CellTypist's sample of raw 10x counts as an h5ad."""
-    from importlib.resources import files
+    from importlib.util import find_spec
 
-    counts = pd.read_csv(
-        files("celltypist") / "data" / "samples" / "sample_cell_by_gene.csv", index_col=0
-    )
+    # found, not imported: importing celltypist warns about scanpy's __version__
+    samples = Path(find_spec("celltypist").origin).parent / "data" / "samples"
+    counts = pd.read_csv(samples / "sample_cell_by_gene.csv", index_col=0)
     adata = ad.AnnData(
         sparse.csr_matrix(counts.to_numpy(dtype=np.float32)),
         obs=pd.DataFrame(index=counts.index.astype(str)),

@@ -273,7 +273,8 @@ class TrainedClassifier:
             ``"gpu"``/``"cuda"``) with ``device="auto"`` or a GPU index. Contradicting
             values (``accelerator="gpu", device="cpu"``) are an error. scvi-tools' model
             sharing (``scvi.hub.HubModel``) loads a model folder this way (see
-            :doc:`/annotation`).
+            :doc:`/annotation`). A :class:`~sc_genept.model.SavedClassifier` predicts in
+            NumPy on the CPU: it takes only ``"cpu"`` or ``"auto"``.
         """
         return load_folder(cls, dir_path, adata, cls._device(accelerator, device))
 
