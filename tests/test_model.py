@@ -297,6 +297,11 @@ def _set(path: str, value):
     return edit
 
 
+def _drop_a_labels_term(meta):
+    labels = meta["registry"]["field_registries"]["labels"]["state_registry"]
+    del meta["ontology"]["terms"][labels["categorical_mapping"]["__ndarray__"][-1]]
+
+
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
@@ -310,9 +315,10 @@ def _set(path: str, value):
         (_set("is_trained", "false"), "is_trained must be true or false, got 'false'"),
         (_set("calibration", [1]), "calibration must be a JSON object"),
         (_set("registry.setup_args.embedding_keys", "X_genept"), "embedding_keys must be a list"),
+        (_drop_a_labels_term, "Cell Ontology terms lack"),
     ],
     ids=["n_hidden", "n_members-huge", "n_members", "n_layers-2", "loss", "dropout", "n_layers", "is_trained",
-         "calibration", "embedding_keys"],
+         "calibration", "embedding_keys", "label-without-term"],
 )  # fmt: skip
 def test_rehashed_metadata_that_does_not_fit_the_weights_is_refused(trained_folder, edit, match):
     folder = trained_folder
@@ -359,6 +365,28 @@ def test_weights_the_network_does_not_have_are_refused(trained_folder, change, m
             cls.load(trained_folder)
 
 
+def test_weights_of_a_type_numpy_lacks_are_refused_by_name(trained_folder):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(trained_folder / "model.safetensors")
+    save_file(
+        {k: v.to(torch.bfloat16) for k, v in state.items()}, trained_folder / "model.safetensors"
+    )
+    rehash(trained_folder)
+    for cls in (GenePTClassifier, SavedClassifier):
+        with pytest.raises(ModelFolderError, match="BF16.*convert the weights to float32"):
+            cls.load(trained_folder)
+
+
+def test_a_devices_error_is_not_blamed_on_the_folder(trained_folder, monkeypatch):
+    def out_of_memory(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(GenePTNetwork, "to", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError, match="out of memory"):
+        GenePTClassifier.load(trained_folder)
+
+
 @pytest.mark.parametrize(("n_layers", "n_members"), [(0, 1), (1, 1), (2, 3)])
 def test_numpy_prediction_answers_as_the_torch_network(n_layers, n_members):
     from sc_genept.model._numpy_network import NumpyNetwork
@@ -375,11 +403,14 @@ def test_numpy_prediction_answers_as_the_torch_network(n_layers, n_members):
     centroids[2] = np.nan  # a term without reference cells
     network.set_novelty({"centroids": centroids, "variance": rng.uniform(0.5, 2, 12)})
     state = {k: v.numpy() for k, v in network.state_dict().items()}
+    # float64 as stored by another tool: computed in float32 all the same, as torch does
+    state = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in state.items()}
     arrays = NumpyNetwork(state, n_layers=n_layers, n_members=n_members)
     x = rng.normal(scale=3, size=(40, 12)).astype(np.float32)
     x[0, 0] = 1e6  # past the standardised inputs' cap
     probs, scores = network.score(x, novelty=True)
     np_probs, np_scores = arrays.score(x, novelty=True)
+    assert np_probs.dtype == np_scores.dtype == np.float32
     np.testing.assert_allclose(np_probs, probs, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(np_scores, scores, rtol=1e-5)
     assert arrays.has_novelty and np.array_equal(arrays.subtree_matrix, network.subtree_matrix)

@@ -140,10 +140,8 @@ def test_gene_index_is_built_once_per_table(monkeypatch, tiny_table):
     from sc_genept.genes._ids import _TableIndex
 
     builds = []
-    build = _TableIndex.build.__func__
-    monkeypatch.setattr(
-        _TableIndex, "build", classmethod(lambda cls, t: builds.append(t) or build(cls, t))
-    )
+    init = _TableIndex.__init__
+    monkeypatch.setattr(_TableIndex, "__init__", lambda self, t: builds.append(t) or init(self, t))
     for _ in range(3):
         match_genes(["CD3E", "LYZ"], tiny_table)
     match_genes(["CD3E"], tiny_table.truncate(2))  # same genes: the index is shared

@@ -39,7 +39,10 @@ def query_file(folder: Path) -> Path:
     from importlib.util import find_spec
 
     # found, not imported: importing celltypist warns about scanpy's __version__
-    samples = Path(find_spec("celltypist").origin).parent / "data" / "samples"
+    spec = find_spec("celltypist")
+    if spec is None:
+        raise SystemExit("This benchmark reads CellTypist's sample: pip install celltypist.")
+    samples = Path(spec.origin).parent / "data" / "samples"
     counts = pd.read_csv(samples / "sample_cell_by_gene.csv", index_col=0)
     adata = ad.AnnData(
         sparse.csr_matrix(counts.to_numpy(dtype=np.float32)),

@@ -328,10 +328,6 @@ class _TableIndex:
         """The index of ``table``, built once per table object (kept on the table)."""
         return table._gene_index
 
-    @classmethod
-    def build(cls, table: GeneEmbeddings) -> _TableIndex:
-        return cls(table)
-
     @cached_property
     def by_ensembl(self) -> dict[str, list[int]]:
         """Ensembl id → rows: the table's own ids, then NCBI's for a gene it has once."""
@@ -352,6 +348,8 @@ class _TableIndex:
         Returns ``({alias: row}, {ambiguous alias})``. An alias that is somebody's official symbol, or the table's symbol, is no alias
         here; one that names several genes, or a gene with several rows, is ambiguous.
         """
+        if not names:
+            return {}, set()
         pairs = _ncbi_pairs()
         asked = pairs["aliases"][pairs["aliases"]["alias"].isin(list(names))]
         n_rows = asked["gene"].map({s: len(r) for s, r in self.by_symbol.items()}).fillna(0)

@@ -169,12 +169,11 @@ class GeneEmbeddings:
     def _gene_index(self):
         """Lookup of symbols, Ensembl ids and aliases to rows (see :func:`~sc_genept.genes.match_genes`).
 
-        Built on first use and kept: it costs ~0.5 s on a 20,000-gene table, and every
-        embedding call with this table object reuses it.
+        Built on first use and kept: every embedding call with this table object reuses it.
         """
         from ._ids import _TableIndex
 
-        return _TableIndex.build(self)
+        return _TableIndex(self)
 
     @cached_property
     def _case_groups(self) -> dict[str, list[str]]:

@@ -231,6 +231,11 @@ def _weights(path: Path, data: bytes) -> dict[str, np.ndarray]:
         raise ModelFolderError(
             f"{path / WEIGHTS} is not a readable safetensors file: {err}."
         ) from err
+    except (KeyError, TypeError) as err:  # a dtype NumPy lacks: bfloat16, float8
+        raise ModelFolderError(
+            f"{path / WEIGHTS} holds weights of type {err}, which sc_genept does not read: "
+            "GenePTClassifier.save writes float32; convert the weights to float32 and save again."
+        ) from None
     return state
 
 

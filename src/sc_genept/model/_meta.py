@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sc_genept.model._folder import ModelFolderError
+from sc_genept.model._numpy_network import layer_names
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -46,8 +47,14 @@ def check_meta(meta: dict, state: Mapping[str, np.ndarray], where: str) -> dict:
         _field(meta, name, kind, where)
     if meta.get("calibration") is not None:
         _field(meta, "calibration", dict, where)
-    widths, n_terms = _registry_shapes(_field(meta, "registry", dict, where), where)
-    _check_weights(state, options, sum(widths), n_terms, where)
+    widths, terms = _registry_shapes(_field(meta, "registry", dict, where), where)
+    unknown = [t for t in terms if t not in meta["ontology"]["terms"]]  # a dict: read_folder
+    if unknown:
+        raise ModelFolderError(
+            f"{where}: the label set names {unknown[:5]}, which the folder's own Cell Ontology "
+            "terms lack: the metadata was edited. Save the model again."
+        )
+    _check_weights(state, options, sum(widths), len(terms), where)
     return options
 
 
@@ -90,8 +97,8 @@ def _network_options(init_params: dict, where: str) -> dict:
     return options
 
 
-def _registry_shapes(registry: dict, where: str) -> tuple[list[int], int]:
-    """Input widths and the number of terms the registry describes."""
+def _registry_shapes(registry: dict, where: str) -> tuple[list[int], list[str]]:
+    """Input widths and the label set (CL ids) the registry describes."""
     keys = _field(_field(registry, "setup_args", dict, where), "embedding_keys", list, where)
     fields = _field(registry, "field_registries", dict, where)
     try:
@@ -107,24 +114,20 @@ def _registry_shapes(registry: dict, where: str) -> tuple[list[int], int]:
         raise ModelFolderError(f"{where}: the label set must be a list of CL ids.")
     if not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
         raise ModelFolderError(f"{where}: input widths must be positive integers, got {widths}.")
-    return widths, len(terms)
+    return widths, terms
 
 
 def _member_shapes(options: dict, n_input: int, n_terms: int) -> dict[str, tuple]:
-    """The shape of every weight of the members ``options`` describe (see ``_network._mlp``).
-
-    Each hidden layer is Linear, LayerNorm, ReLU, Dropout (4 modules); then a Linear.
-    """
-    shapes, n_hidden, n_layers = {}, options["n_hidden"], options["n_layers"]
+    """The shape of every weight of the members ``options`` describe."""
+    shapes, n_hidden = {}, options["n_hidden"]
     for member in range(options["n_members"]):
         width = n_input
-        for layer in range(n_layers):
-            linear, norm = f"members.{member}.{4 * layer}", f"members.{member}.{4 * layer + 1}"
-            shapes |= {f"{linear}.weight": (n_hidden, width), f"{linear}.bias": (n_hidden,)}
-            shapes |= {f"{norm}.weight": (n_hidden,), f"{norm}.bias": (n_hidden,)}
+        for linear, norm in layer_names(f"members.{member}", options["n_layers"]):
+            out = n_hidden if norm else n_terms
+            shapes |= {f"{linear}.weight": (out, width), f"{linear}.bias": (out,)}
+            if norm:
+                shapes |= {f"{norm}.weight": (n_hidden,), f"{norm}.bias": (n_hidden,)}
             width = n_hidden
-        last = f"members.{member}.{4 * n_layers}"
-        shapes |= {f"{last}.weight": (n_terms, width), f"{last}.bias": (n_terms,)}
     return shapes
 
 

@@ -146,7 +146,7 @@ class GenePTNetwork(nn.Module):
 
     @property
     def subtree_matrix(self) -> np.ndarray:
-        """:attr:`subtree` as an array."""
+        """The ``subtree`` matrix (term → the terms at or below it) as an array."""
         return self.subtree.cpu().numpy()
 
     @property
@@ -200,6 +200,7 @@ class GenePTNetwork(nn.Module):
 
 
 def _mlp(n_input: int, n_terms: int, n_hidden: int, n_layers: int, dropout: float):
+    # the state dict's names follow this layout: _numpy_network.layer_names
     layers, width = [], n_input
     for _ in range(n_layers):
         layers += [

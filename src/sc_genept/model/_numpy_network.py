@@ -38,21 +38,27 @@ class NumpyNetwork:
     """
 
     def __init__(self, state: Mapping[str, np.ndarray], *, n_layers: int, n_members: int):
+        # float32 whatever was stored, as torch's buffers hold them
+        state = {k: v.astype(np.float32) if v.dtype.kind in "fiu" else v for k, v in state.items()}
         self.input_mean, self.input_std = state["input_mean"], state["input_std"]
-        self.subtree_matrix = np.asarray(state["subtree"])
+        self.subtree_matrix = state["subtree"]
         self.temperature = float(state["temperature"])
-        self.members = [_member(state, f"members.{m}", n_layers) for m in range(n_members)]
-        n_terms, n_input = self.subtree_matrix.shape[0], len(self.input_mean)
-        # absent from folders saved before the novelty check: then it is off, as in torch
-        self.novelty_variance = state.get("novelty_variance", np.ones(n_input, np.float32))
-        self.novelty_centroids = state.get(
-            "novelty_centroids", np.full((n_terms, n_input), np.nan, np.float32)
-        )
+        self.members = [
+            [
+                (_weights(state, linear), _weights(state, norm) if norm else None)
+                for linear, norm in layer_names(f"members.{m}", n_layers)
+            ]
+            for m in range(n_members)
+        ]
+        # absent from folders saved before the novelty check: then it is off
+        self.novelty_variance = state.get("novelty_variance")
+        self.novelty_centroids = state.get("novelty_centroids")
 
     @property
     def has_novelty(self) -> bool:
         """Whether the novelty space was fitted (models saved before it existed lack it)."""
-        return bool((~np.isnan(self.novelty_centroids).any(axis=1)).any())
+        centroids = self.novelty_centroids
+        return centroids is not None and bool((~np.isnan(centroids).any(axis=1)).any())
 
     def standardized(self, x: np.ndarray) -> np.ndarray:
         """Inputs in units of the training cells' spread, capped at ± :data:`INPUT_CLIP`."""
@@ -77,21 +83,18 @@ class NumpyNetwork:
             )
 
 
-def _member(state, prefix: str, n_layers: int) -> list[tuple]:
-    """One member's layers: (linear weight, bias) and LayerNorm (weight, bias), or None last.
+def layer_names(prefix: str, n_layers: int) -> list[tuple[str, str | None]]:
+    """A member's layers in its state dict: (Linear, LayerNorm) names, then (Linear, None).
 
-    In the state dict each hidden layer is Linear, LayerNorm, ReLU, Dropout (4 modules,
-    see ``_network._mlp``); then a Linear.
+    Each hidden layer is Linear, LayerNorm, ReLU, Dropout: 4 modules (``_network._mlp``).
     """
-    layers = []
-    for i in range(n_layers + 1):
-        linear, norm = f"{prefix}.{4 * i}", f"{prefix}.{4 * i + 1}"
-        weights = (state[f"{linear}.weight"].T, state[f"{linear}.bias"])
-        hidden = i < n_layers
-        layers.append(
-            (weights, (state[f"{norm}.weight"], state[f"{norm}.bias"]) if hidden else None)
-        )
-    return layers
+    hidden = [(f"{prefix}.{4 * i}", f"{prefix}.{4 * i + 1}") for i in range(n_layers)]
+    return [*hidden, (f"{prefix}.{4 * n_layers}", None)]
+
+
+def _weights(state, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A module's weight, transposed for ``x @ w`` (a LayerNorm's is 1-D: unchanged), and bias."""
+    return state[f"{name}.weight"].T, state[f"{name}.bias"]
 
 
 def _logits(z: np.ndarray, layers: list) -> np.ndarray:

@@ -94,7 +94,7 @@ def torch_device(accelerator: str | None, device: str | int | None) -> str:
         return "cpu"
     if not torch.cuda.is_available():
         raise ValueError(f"accelerator={accelerator!r}, but torch sees no CUDA GPU here.")
-    return "cuda" if device in (None, "auto") else f"cuda:{device}"
+    return "cuda" if device in (None, "auto") else _checked_device(f"cuda:{device}")
 
 
 def _checked_device(device: str) -> str:
@@ -136,7 +136,7 @@ def load_folder(
         )
         registry = _from_plain(meta["registry"])
         model = cls._from_registry(registry, ontology, options)
-        model._take_weights(state, device)
+        model._take_weights(state)
         model.calibration_ = meta.get("calibration")  # absent from older folders
         model.embedding_provenance_ = meta["embedding_provenance"]
         model.gene_sets_ = meta["gene_sets"]
@@ -150,6 +150,7 @@ def load_folder(
             f"this sc_genept can rebuild ({type(err).__name__}: {err}). Save it again with "
             "this version."
         ) from err
+    model._place(device)  # out of the try: a GPU's errors are not the folder's
     if adata is not None:
         model._query(adata)
         model._attached = adata

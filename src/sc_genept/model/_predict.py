@@ -45,7 +45,8 @@ def score_cells(
     for x in model._input_batches(adata, size=batch_size):
         probs, score = scorer.score(x, novelty=novelty, threads=threads)
         parts.append(probs)
-        scores.append(score)
+        if novelty:
+            scores.append(score)
     probs = np.concatenate(parts) if parts else np.zeros((0, len(model.terms)), np.float32)
     frame = pd.DataFrame(probs, index=adata.obs_names, columns=model.terms)
     return frame, (np.concatenate(scores) if scores else np.zeros(0)) if novelty else None

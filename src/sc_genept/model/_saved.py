@@ -73,7 +73,8 @@ class SavedClassifier(TrainedClassifier):
                 sum(self.input_widths), self.ontology.ancestor_matrix(self.terms), **self._options
             )
             if self._state:
-                super()._take_weights(self._state, "cpu")
+                super()._take_weights(self._state)
+                self._network.eval()
         return self._network
 
     @property
@@ -94,12 +95,15 @@ class SavedClassifier(TrainedClassifier):
             "GenePTClassifier.load(..., accelerator='gpu')."
         )
 
-    def _take_weights(self, state: dict[str, np.ndarray], device: str) -> None:
+    def _take_weights(self, state: dict[str, np.ndarray]) -> None:
         self._state = state
         self._arrays = NumpyNetwork(
             state, n_layers=self._options["n_layers"], n_members=self._options["n_members"]
         )
         self._network = None
+
+    def _place(self, device: str) -> None:
+        pass  # NumPy, on the CPU (``_device`` allows nothing else)
 
     #: ``None``, for there is no training data: predictions need ``adata`` (or the data
     #: given to :meth:`load`).

@@ -314,11 +314,14 @@ class TrainedClassifier:
         """Where :meth:`load` puts the weights (see ``_persist.torch_device``)."""
         return torch_device(accelerator, device)
 
-    def _take_weights(self, state: dict[str, np.ndarray], device: str) -> None:
-        """Load a folder's weights, checked by ``_meta.check_meta``, onto ``device``."""
+    def _take_weights(self, state: dict[str, np.ndarray]) -> None:
+        """Load a folder's weights, checked by ``_meta.check_meta``."""
         import torch
 
         self.network.load_state_dict({k: torch.tensor(v) for k, v in state.items()}, strict=False)
+
+    def _place(self, device: str) -> None:
+        """Move the loaded weights to ``device``, ready to predict."""
         self.network.to(device).eval()
 
     def _inputs(self, adata: AnnData, rows=slice(None), sources=None) -> np.ndarray:
