@@ -345,8 +345,9 @@ class _TableIndex:
     def aliases(self, names: set[str]) -> tuple[dict[str, int], set[str]]:
         """Which upper-case ``names`` are aliases of one gene's one row, and which are ambiguous.
 
-        Returns ``({alias: row}, {ambiguous alias})``. An alias that is somebody's official symbol, or the table's symbol, is no alias
-        here; one that names several genes, or a gene with several rows, is ambiguous.
+        Returns ``({alias: row}, {ambiguous alias})``. An alias that is somebody's official
+        symbol, or the table's symbol, is no alias here; one that names several genes, or a
+        gene with several rows, is ambiguous.
         """
         if not names:
             return {}, set()
@@ -357,7 +358,7 @@ class _TableIndex:
         counts = pd.DataFrame({"genes": per_alias.size(), "rows": per_alias["n_rows"].sum()})
         counts = counts[
             (counts["rows"] > 0)
-            & ~counts.index.isin(list(pairs["official"]))
+            & ~counts.index.isin(pairs["official"])
             & ~counts.index.isin(list(self.by_symbol))
         ]
         single = (counts["genes"] == 1) & (counts["rows"] == 1)
@@ -389,5 +390,5 @@ def _ncbi_pairs() -> dict:
     return {
         "ensembl": pairs("ensembl_ids", "ensembl"),
         "aliases": aliases.drop_duplicates(),
-        "official": set(genes),
+        "official": pd.Index(genes).unique(),  # an index: looked up by hash, built once
     }
